@@ -1,0 +1,407 @@
+"""Durable acceptor state through SQLAlchemy Core, with group commit.
+
+Every protocol step goes through :meth:`AcceptorStore.apply`: steps that arrive together
+are applied in order to in-memory copies, written in one storage transaction, and only
+after that transaction commits do their callers get replies (never reply before durable).
+SQLite runs in WAL mode with ``synchronous=FULL`` and ``BEGIN IMMEDIATE``; Postgres by DSN.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from rm_sdk.protocol import (
+    NO_SET,
+    NO_VALUE,
+    Ballot,
+    Instance,
+    InstanceState,
+    NoSet,
+    NoValue,
+    Outcome,
+    RMSet,
+    Value,
+    Vote,
+)
+
+__all__ = ["AcceptorStore", "StorageError", "TxnRecord", "sqlite_url"]
+
+R = TypeVar("R")
+
+metadata = sa.MetaData()
+txn_table = sa.Table(
+    "paxos_txn",
+    metadata,
+    sa.Column("txn_id", sa.String(128), primary_key=True),
+    sa.Column("first_seen_ms", sa.BigInteger, nullable=False),
+    sa.Column("outcome", sa.String(16), nullable=False),
+)
+instance_table = sa.Table(
+    "paxos_instance",
+    metadata,
+    sa.Column("txn_id", sa.String(128), primary_key=True),
+    sa.Column("instance", sa.String(128), primary_key=True),
+    sa.Column("mbal_round", sa.BigInteger, nullable=False),
+    sa.Column("mbal_leader", sa.String(128), nullable=False),
+    sa.Column("bal_round", sa.BigInteger, nullable=False),
+    sa.Column("bal_leader", sa.String(128), nullable=False),
+    sa.Column("val", sa.Text, nullable=True),
+)
+meta_table = sa.Table(
+    "acceptor_meta",
+    metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+)
+
+
+class StorageError(RuntimeError):
+    """The store cannot be opened as asked (missing, or another acceptor's)."""
+
+
+@dataclass(frozen=True)
+class TxnRecord:
+    """One transaction's durable state at one acceptor."""
+
+    first_seen_ms: int
+    instances: Mapping[Instance, InstanceState] = field(default_factory=dict)
+    outcome: Outcome = Outcome.PENDING
+
+
+def sqlite_url(path: Path) -> str:
+    return f"sqlite:///{path}"
+
+
+def encode_value(v: Value | NoValue) -> str | None:
+    if isinstance(v, NoValue):
+        return None
+    if isinstance(v, Vote):
+        return v.value
+    if isinstance(v, RMSet):
+        return "set:" + json.dumps(sorted(v.rms))
+    return NO_SET.value
+
+
+def decode_value(s: str | None) -> Value | NoValue:
+    if s is None:
+        return NO_VALUE
+    if s.startswith("set:"):
+        return RMSet.of(json.loads(s[4:]))
+    if s == NoSet.NO_SET.value:
+        return NO_SET
+    return Vote(s)
+
+
+@dataclass
+class _Step:
+    txn_id: str
+    fn: Callable[[TxnRecord | None], tuple[TxnRecord | None, Any]]
+    future: asyncio.Future[Any]
+
+
+class _Outcome(Generic[R]):
+    __slots__ = ("error", "value")
+
+    def __init__(self, value: R | None = None, error: BaseException | None = None) -> None:
+        self.value = value
+        self.error = error
+
+
+class AcceptorStore:
+    """The durable state of one acceptor, shared by all its transactions."""
+
+    def __init__(
+        self,
+        url: str,
+        acceptor_id: int,
+        *,
+        init: bool = False,
+        max_batch: int = 512,
+        cache_size: int = 50_000,
+        clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
+    ) -> None:
+        self.url = url
+        self.acceptor_id = acceptor_id
+        self._init = init
+        self._max_batch = max_batch
+        self._cache: OrderedDict[str, TxnRecord] = OrderedDict()
+        self._cache_size = cache_size
+        self._clock_ms = clock_ms
+        self._queue: asyncio.Queue[_Step] = asyncio.Queue()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="acceptor-db")
+        self._waiters: dict[str, set[asyncio.Future[None]]] = {}
+        self._writer: asyncio.Task[None] | None = None
+        self._engine: Engine | None = None
+        #: Observers of each committed batch: (batch size, seconds spent writing).
+        self.on_batch: list[Callable[[int, float], None]] = []
+
+    # ---------------------------------------------------------------- lifecycle
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._engine = await loop.run_in_executor(self._executor, self._open)
+        self._writer = asyncio.create_task(self._write_loop(), name="acceptor-group-commit")
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            # Let queued steps finish: their callers may already be waiting for replies.
+            while not self._queue.empty():
+                await asyncio.sleep(0.01)
+            self._writer.cancel()
+            try:
+                await self._writer
+            except asyncio.CancelledError:
+                pass
+        if self._engine is not None:
+            engine = self._engine
+            await asyncio.get_running_loop().run_in_executor(self._executor, engine.dispose)
+        self._executor.shutdown(wait=True)
+
+    def _open(self) -> Engine:
+        url = sa.engine.make_url(self.url)
+        if url.get_backend_name() == "sqlite":
+            db = url.database
+            if not db or db == ":memory:":
+                raise StorageError("SQLite needs a file: durability is the point")
+            path = Path(db)
+            if not path.exists() and not self._init:
+                raise StorageError(
+                    f"no acceptor state at {path}; refusing to start blank (an acceptor that "
+                    "lost its disk must not rejoin as new). Pass --init for a brand-new acceptor."
+                )
+            path.parent.mkdir(parents=True, exist_ok=True)
+            engine = sa.create_engine(self.url, poolclass=sa.pool.StaticPool)
+            _configure_sqlite(engine)
+        else:
+            engine = sa.create_engine(self.url, pool_size=2, pool_pre_ping=True)
+        with engine.connect() as conn:
+            exists = sa.inspect(conn).has_table(meta_table.name)
+        if not exists and not self._init:
+            engine.dispose()
+            raise StorageError(
+                f"no acceptor state in {url.render_as_string(hide_password=True)}; refusing to "
+                "start blank. Pass --init for a brand-new acceptor."
+            )
+        from acceptor.migrations import upgrade
+
+        upgrade(engine)
+        with engine.begin() as conn:
+            row = conn.execute(
+                sa.select(meta_table.c.value).where(meta_table.c.key == "acceptor_id")
+            ).first()
+            if row is None:
+                conn.execute(meta_table.insert().values(key="acceptor_id", value=str(self.acceptor_id)))
+            elif int(row[0]) != self.acceptor_id:
+                raise StorageError(
+                    f"this store belongs to acceptor {row[0]}, not {self.acceptor_id}"
+                )
+        return engine
+
+    # ---------------------------------------------------------------- steps
+
+    async def apply(
+        self, txn_id: str, fn: Callable[[TxnRecord | None], tuple[TxnRecord | None, R]]
+    ) -> R:
+        """Run ``fn`` on the transaction's record; durable before this returns.
+
+        ``fn`` gets the current record (None if the acceptor never heard of the
+        transaction) and returns the new record (None or the same object: no write) and a
+        result. If it raises, nothing changes and the exception reaches the caller.
+        """
+        fut: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        await self._queue.put(_Step(txn_id, fn, fut))
+        return await fut
+
+    async def read(self, txn_id: str) -> TxnRecord | None:
+        return await self.apply(txn_id, lambda rec: (None, rec))
+
+    @contextlib.contextmanager
+    def watch(self, txn_id: str) -> Iterator[asyncio.Future[None]]:
+        """A future that completes when a batch next changes ``txn_id``."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(txn_id, set()).add(fut)
+        try:
+            yield fut
+        finally:
+            waiters = self._waiters.get(txn_id)
+            if waiters is not None:
+                waiters.discard(fut)
+                if not waiters:
+                    del self._waiters[txn_id]
+
+    def now_ms(self) -> int:
+        return self._clock_ms()
+
+    async def list_undecided(self, older_than_ms: int, limit: int) -> list[str]:
+        cutoff = self._clock_ms() - older_than_ms
+        engine = self._require_engine()
+
+        def query() -> list[str]:
+            with engine.connect() as conn:
+                rows = conn.execute(
+                    sa.select(txn_table.c.txn_id)
+                    .where(txn_table.c.outcome == Outcome.PENDING.value)
+                    .where(txn_table.c.first_seen_ms <= cutoff)
+                    .order_by(txn_table.c.first_seen_ms)
+                    .limit(limit)
+                )
+                return [r[0] for r in rows]
+
+        return await asyncio.get_running_loop().run_in_executor(self._executor, query)
+
+    def _require_engine(self) -> Engine:
+        if self._engine is None:
+            raise StorageError("store not started")
+        return self._engine
+
+    async def _write_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < self._max_batch and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            try:
+                results, changed = await loop.run_in_executor(self._executor, self._run_batch, batch)
+            except Exception as exc:  # storage failed: nobody gets a reply claiming durability
+                for step in batch:
+                    if not step.future.done():
+                        step.future.set_exception(exc)
+                continue
+            for step, res in zip(batch, results, strict=True):
+                if step.future.done():
+                    continue
+                if res.error is not None:
+                    step.future.set_exception(res.error)
+                else:
+                    step.future.set_result(res.value)
+            for txn_id in changed:
+                for fut in self._waiters.get(txn_id, ()):
+                    if not fut.done():
+                        fut.set_result(None)
+
+    def _run_batch(self, batch: list[_Step]) -> tuple[list[_Outcome[Any]], set[str]]:
+        engine = self._require_engine()
+        started = time.perf_counter()
+        working: dict[str, TxnRecord | None] = {}
+        dirty: set[str] = set()
+        results: list[_Outcome[Any]] = []
+        with engine.connect() as conn:
+            # One storage transaction per batch, begun only if a step needs the disk.
+            trans = None
+            for step in batch:
+                if step.txn_id not in working:
+                    cached = self._cache.get(step.txn_id)
+                    if cached is None and trans is None:
+                        trans = conn.begin()
+                    working[step.txn_id] = cached or self._load(conn, step.txn_id)
+                before = working[step.txn_id]
+                try:
+                    new, value = step.fn(before)
+                except Exception as exc:  # the step's own refusal: state unchanged
+                    results.append(_Outcome(error=exc))
+                    continue
+                if new is not None and new is not before:
+                    working[step.txn_id] = new
+                    dirty.add(step.txn_id)
+                results.append(_Outcome(value=value))
+            if dirty:
+                if trans is None:
+                    trans = conn.begin()
+                self._write(conn, {t: working[t] for t in dirty})
+                trans.commit()
+            elif trans is not None:
+                trans.rollback()
+        for txn_id, rec in working.items():
+            if rec is not None:
+                self._cache[txn_id] = rec
+                self._cache.move_to_end(txn_id)
+        while len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        if dirty:
+            elapsed = time.perf_counter() - started
+            for cb in self.on_batch:
+                cb(len(batch), elapsed)
+        return results, dirty
+
+    def _load(self, conn: Connection, txn_id: str) -> TxnRecord | None:
+        row = conn.execute(sa.select(txn_table).where(txn_table.c.txn_id == txn_id)).first()
+        if row is None:
+            return None
+        instances: dict[Instance, InstanceState] = {}
+        for r in conn.execute(sa.select(instance_table).where(instance_table.c.txn_id == txn_id)):
+            instances[r.instance] = InstanceState(
+                mbal=Ballot(r.mbal_round, r.mbal_leader),
+                bal=Ballot(r.bal_round, r.bal_leader),
+                val=decode_value(r.val),
+            )
+        return TxnRecord(
+            first_seen_ms=row.first_seen_ms, instances=instances, outcome=Outcome(row.outcome)
+        )
+
+    def _write(self, conn: Connection, records: Mapping[str, TxnRecord | None]) -> None:
+        txn_rows = []
+        ins_rows = []
+        for txn_id, rec in records.items():
+            assert rec is not None
+            txn_rows.append(
+                {"txn_id": txn_id, "first_seen_ms": rec.first_seen_ms, "outcome": rec.outcome.value}
+            )
+            for ins, st in rec.instances.items():
+                ins_rows.append(
+                    {
+                        "txn_id": txn_id,
+                        "instance": ins,
+                        "mbal_round": st.mbal.round,
+                        "mbal_leader": st.mbal.leader,
+                        "bal_round": st.bal.round,
+                        "bal_leader": st.bal.leader,
+                        "val": encode_value(st.val),
+                    }
+                )
+        conn.execute(_upsert(conn, txn_table, ["txn_id"]), txn_rows)
+        if ins_rows:
+            conn.execute(_upsert(conn, instance_table, ["txn_id", "instance"]), ins_rows)
+
+
+def _upsert(conn: Connection, table: sa.Table, keys: list[str]) -> Any:
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        pg = pg_insert(table)
+        return pg.on_conflict_do_update(
+            index_elements=keys, set_={c.name: pg.excluded[c.name] for c in table.c if c.name not in keys}
+        )
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    lite = sqlite_insert(table)
+    return lite.on_conflict_do_update(
+        index_elements=keys, set_={c.name: lite.excluded[c.name] for c in table.c if c.name not in keys}
+    )
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @sa.event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Take transaction control from the driver so that BEGIN IMMEDIATE is ours.
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=FULL")
+        cur.execute("PRAGMA busy_timeout=5000")
+        cur.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")

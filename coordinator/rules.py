@@ -1,0 +1,167 @@
+"""The leader's and registrar's protocol rules, pure (no I/O, clock or randomness).
+
+Spec actions (``spec/PaxosCommit.tla``): ``Join``/``Close`` (registrar, paper section 6.2),
+``Phase1a`` and ``Phase2a`` (a leader's ballot > 0), and the decision ``Decide``. The
+coordinator service drives these with real messages and timers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from rm_sdk.protocol import (
+    NO_BALLOT,
+    NO_SET,
+    REGISTRAR,
+    Ballot,
+    Instance,
+    InstanceState,
+    NoValue,
+    ProtocolError,
+    RMSet,
+    Value,
+    Vote,
+    majority,
+    validate_id,
+)
+
+__all__ = [
+    "BallotRun",
+    "Registration",
+    "RegistrationClosed",
+    "Tally",
+    "free_value",
+    "next_ballot",
+    "phase2a_value",
+]
+
+
+class RegistrationClosed(ProtocolError):
+    """A join after the registrar closed registration (paper section 6.2)."""
+
+
+@dataclass
+class Registration:
+    """The registrar's soft state of one transaction: who joined, and whether it closed."""
+
+    joined: set[str] = field(default_factory=set)
+    closed: RMSet | None = None
+
+    def join(self, rm: str) -> None:
+        """Spec ``Join``. Idempotent: a duplicated join changes nothing."""
+        validate_id("rm id", rm)
+        if self.closed is not None:
+            if rm in self.closed.rms:
+                return
+            raise RegistrationClosed(f"registration closed; {rm!r} cannot join any more")
+        self.joined.add(rm)
+
+    def close(self) -> RMSet:
+        """Spec ``Close``: fix the participant set, the registrar's ballot-0 value."""
+        if self.closed is None:
+            self.closed = RMSet.of(self.joined)
+        return self.closed
+
+
+def next_ballot(leader: str, above: Ballot) -> Ballot:
+    """The lowest ballot of ``leader`` that is higher than ``above``."""
+    return Ballot(max(above.round, 0) + 1, leader)
+
+
+def free_value(ins: Instance) -> Value:
+    """What a leader proposes in a free instance (pitfall 4): abort, never prepared."""
+    return NO_SET if ins == REGISTRAR else Vote.ABORTED
+
+
+def phase2a_value(ins: Instance, promises: Iterable[InstanceState]) -> Value:
+    """Spec ``Phase2a`` value choice: the value of the highest ``bal`` among a majority's
+    1b's, or the free value if none of them accepted anything."""
+    best: InstanceState | None = None
+    for st in promises:
+        if st.accepted and (best is None or st.bal > best.bal):
+            best = st
+    if best is None or isinstance(best.val, NoValue):
+        return free_value(ins)
+    return best.val
+
+
+class BallotRun:
+    """One leader ballot over some instances of one transaction.
+
+    Collects 1b's, counting each acceptor once and only those whose ``mbal`` equals the
+    ballot (pitfall 4). Its proposals are computed once, so the leader never sends two
+    different 2a's at one (instance, ballot) (pitfall 2).
+    """
+
+    def __init__(self, ballot: Ballot, instances: Iterable[Instance], n_acceptors: int) -> None:
+        if not ballot.is_leader_ballot:
+            raise ProtocolError(f"leaders never use ballot {ballot}")
+        self.ballot = ballot
+        self.instances = frozenset(instances)
+        self.n_acceptors = n_acceptors
+        self._promises: dict[int, dict[Instance, InstanceState]] = {}
+        self._proposals: dict[Instance, Value] | None = None
+        self.highest_seen: Ballot = NO_BALLOT
+
+    def on_phase1b(self, acceptor: int, states: Mapping[Instance, InstanceState]) -> None:
+        """Record one acceptor's 1b. A state with a higher ``mbal`` is a NACK."""
+        if not 0 <= acceptor < self.n_acceptors:
+            raise ProtocolError(f"no acceptor {acceptor}")
+        for ins, st in states.items():
+            if ins not in self.instances:
+                continue
+            if st.mbal > self.highest_seen:
+                self.highest_seen = st.mbal
+            if st.mbal == self.ballot:
+                self._promises.setdefault(acceptor, {})[ins] = st
+
+    @property
+    def preempted(self) -> bool:
+        """A higher ballot was promised somewhere: this ballot may never finish."""
+        return self.highest_seen > self.ballot
+
+    def proposals(self) -> dict[Instance, Value] | None:
+        """The 2a values once a majority promised every instance, else None."""
+        if self._proposals is not None:
+            return dict(self._proposals)
+        need = majority(self.n_acceptors)
+        out: dict[Instance, Value] = {}
+        for ins in self.instances:
+            got = [p[ins] for p in self._promises.values() if ins in p]
+            if len(got) < need:
+                return None
+            out[ins] = phase2a_value(ins, got)
+        self._proposals = out
+        return dict(out)
+
+
+class Tally:
+    """A leader's view of the 2b's of one transaction: per acceptor, per instance, the
+    highest-ballot state reported. Feed it every report (2b bundles, 2b replies, 1b's);
+    :func:`rm_sdk.protocol.chosen` over it says what is chosen."""
+
+    def __init__(self, n_acceptors: int) -> None:
+        self.n_acceptors = n_acceptors
+        self.reports: dict[int, dict[Instance, InstanceState]] = {}
+
+    def add(self, acceptor: int, states: Mapping[Instance, InstanceState]) -> None:
+        if not 0 <= acceptor < self.n_acceptors:
+            raise ProtocolError(f"no acceptor {acceptor}")
+        mine = self.reports.setdefault(acceptor, {})
+        for ins, st in states.items():
+            old = mine.get(ins)
+            # An acceptor's bal never decreases; reordered messages must not roll it back.
+            if old is None or st.bal > old.bal or (st.bal == old.bal and st.mbal > old.mbal):
+                mine[ins] = st
+
+    def known_set(self) -> RMSet | None:
+        """The registrar's ballot-0 set if any acceptor reported accepting a set."""
+        for states in self.reports.values():
+            st = states.get(REGISTRAR)
+            if st is not None and isinstance(st.val, RMSet):
+                return st.val
+        return None
+
+    def instances(self) -> set[Instance]:
+        return {ins for states in self.reports.values() for ins in states}

@@ -1,0 +1,354 @@
+"""The coordinator's gRPC service: leader and registrar, stateless replicas.
+
+Soft state only: the transactions this process owns (their registration and waiting RMs).
+Everything durable is on the acceptors, so any replica can finish any transaction by
+running higher ballots after ``recovery_timeout``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+
+from coordinator.leader import AcceptorPeers, Decision, Leader
+from coordinator.rules import Registration, RegistrationClosed, Tally
+from paxos_commit.serving import ServerHandle, abort_on_error, clamp_wait_ms, start_server
+from rm_sdk._gen.paxoscommit.v1 import paxoscommit_pb2_grpc as pb_grpc
+from rm_sdk.protocol import NO_SET, NoSet, Outcome, ProtocolError, RMSet, validate_id
+from rm_sdk.wire import outcome_to_pb, pb, states_from_pb
+
+__all__ = ["CoordinatorConfig", "CoordinatorServicer", "serve_coordinator"]
+
+log = logging.getLogger("paxos_commit.coordinator")
+
+
+class NotFound(ProtocolError):
+    """An id this service has never heard of."""
+
+
+@dataclass(frozen=True)
+class CoordinatorConfig:
+    acceptors: list[str]
+    #: Name prefix of this replica's leader ids (a fresh suffix is added per process).
+    name: str = "coordinator"
+    #: The owner runs recovery ballots on instances whose RM has not voted by then.
+    vote_timeout: float = 5.0
+    #: Other replicas recover a transaction once acceptors have known it this long.
+    recovery_timeout: float = 10.0
+    #: The owner aborts a transaction whose commit was not asked for within this time.
+    txn_timeout: float = 120.0
+    #: How often to look for abandoned transactions on the acceptors (0: never).
+    recovery_interval: float = 1.0
+    #: Decided transactions whose outcome is kept in memory.
+    keep_decided: int = 100_000
+
+
+@dataclass
+class OwnedTxn:
+    """A transaction this replica owns: registrar and leader soft state."""
+
+    txn_id: str
+    created: float
+    registration: Registration = field(default_factory=Registration)
+    prepare: asyncio.Event = field(default_factory=asyncio.Event)
+    decided: asyncio.Future[Decision] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    driver: asyncio.Task[None] | None = None
+
+
+class CoordinatorServicer(pb_grpc.CoordinatorServicer):
+    def __init__(self, config: CoordinatorConfig, address: str = "") -> None:
+        self.config = config
+        self.address = address
+        self.peers = AcceptorPeers(config.acceptors)
+        self.leader = Leader(f"{config.name}.{uuid.uuid4().hex[:12]}", self.peers)
+        self.owned: OrderedDict[str, OwnedTxn] = OrderedDict()
+        self._learning: dict[str, asyncio.Task[Decision | None]] = {}
+        self._first_asked: dict[str, float] = {}
+        self._never_seen: set[str] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._background: asyncio.Task[None] | None = None
+
+    # ---------------------------------------------------------------- lifecycle
+
+    def start(self) -> None:
+        if self.config.recovery_interval > 0:
+            self._background = asyncio.create_task(self._recovery_loop(), name="recovery-scan")
+
+    async def close(self) -> None:
+        if self._background:
+            self._background.cancel()
+        # Finish in-flight commits (their callers wait), then drop the rest.
+        pending = [t.driver for t in self.owned.values() if t.driver and not t.driver.done()]
+        if pending:
+            await asyncio.wait(pending, timeout=5.0)
+        for t in list(self._tasks):
+            t.cancel()
+        await self.peers.close()
+
+    def _spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    # ---------------------------------------------------------------- application-facing
+
+    async def Begin(self, request: pb.BeginRequest, context: grpc.aio.ServicerContext[Any, Any]) -> pb.BeginReply:
+        txn_id = uuid.uuid4().hex
+        txn = OwnedTxn(txn_id, time.monotonic())
+        self.owned[txn_id] = txn
+        self._spawn(self._expire(txn), f"expire-{txn_id}")
+        self._trim()
+        return pb.BeginReply(txn_id=txn_id, coordinator=self.address)
+
+    async def Commit(self, request: pb.CommitRequest, context: grpc.aio.ServicerContext[Any, Any]) -> pb.CommitReply:
+        async def run() -> pb.CommitReply:
+            txn = self._owned(request.txn_id)
+            self._start_commit(txn)
+            d = await asyncio.shield(txn.decided)
+            return pb.CommitReply(outcome=outcome_to_pb(d.outcome), reason=d.reason)
+
+        return await self._guard(context, run())
+
+    async def Abort(self, request: pb.AbortRequest, context: grpc.aio.ServicerContext[Any, Any]) -> pb.AbortReply:
+        async def run() -> pb.AbortReply:
+            if len(request.reason.encode()) > 1024:
+                raise ProtocolError("abort reason longer than 1024 bytes")
+            txn = self._owned(request.txn_id)
+            self._start_commit(txn, abort_reason=request.reason or "aborted by the application")
+            d = await asyncio.shield(txn.decided)
+            return pb.AbortReply(outcome=outcome_to_pb(d.outcome), reason=d.reason)
+
+        return await self._guard(context, run())
+
+    async def GetOutcome(
+        self, request: pb.GetOutcomeRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.GetOutcomeReply:
+        async def run() -> pb.GetOutcomeReply:
+            txn_id = validate_id("transaction id", request.txn_id)
+            wait = clamp_wait_ms(request.wait_ms)
+            txn = self.owned.get(txn_id)
+            fut: asyncio.Future[Decision | None]
+            if txn is not None:
+                fut = txn.decided  # type: ignore[assignment]
+            else:
+                fut = self._learn(txn_id)
+            try:
+                d = await asyncio.wait_for(asyncio.shield(fut), wait)
+            except TimeoutError:
+                d = None
+            if d is None:
+                if txn is None and fut.done() and self._unknown(txn_id):
+                    raise NotFound(f"unknown transaction {txn_id!r}: no coordinator or acceptor knows it")
+                return pb.GetOutcomeReply(outcome=pb.OUTCOME_PENDING)
+            return pb.GetOutcomeReply(outcome=outcome_to_pb(d.outcome), reason=d.reason)
+
+        return await self._guard(context, run())
+
+    # ---------------------------------------------------------------- RM-facing
+
+    async def Join(self, request: pb.JoinRequest, context: grpc.aio.ServicerContext[Any, Any]) -> pb.JoinReply:
+        async def run() -> pb.JoinReply:
+            validate_id("rm id", request.rm_id)
+            txn = self._owned(request.txn_id)
+            txn.registration.join(request.rm_id)
+            return pb.JoinReply(acceptors=self.peers.addresses)
+
+        return await self._guard(context, run())
+
+    async def AwaitPrepare(
+        self, request: pb.AwaitPrepareRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.AwaitPrepareReply:
+        async def run() -> pb.AwaitPrepareReply:
+            rm = validate_id("rm id", request.rm_id)
+            txn = self._owned(request.txn_id)
+            reg = txn.registration
+            if rm not in reg.joined:
+                raise ProtocolError(f"resource manager {rm!r} has not joined transaction {txn.txn_id}")
+            prepare = asyncio.ensure_future(txn.prepare.wait())
+            try:
+                await asyncio.wait(
+                    [prepare, txn.decided], timeout=clamp_wait_ms(request.wait_ms), return_when=asyncio.FIRST_COMPLETED
+                )
+            finally:
+                prepare.cancel()
+            if txn.decided.done():
+                d = txn.decided.result()
+                in_set = reg.closed is not None and rm in reg.closed.rms
+                # After a commit every member has prepared; only an abort can skip the vote.
+                return pb.AwaitPrepareReply(prepare=in_set and d.outcome is Outcome.COMMITTED,
+                                            outcome=outcome_to_pb(d.outcome), reason=d.reason)
+            if txn.prepare.is_set():
+                return pb.AwaitPrepareReply(prepare=True, outcome=pb.OUTCOME_PENDING)
+            return pb.AwaitPrepareReply(prepare=False, outcome=pb.OUTCOME_PENDING)
+
+        return await self._guard(context, run())
+
+    # ---------------------------------------------------------------- internals
+
+    async def _guard(self, context: grpc.aio.ServicerContext[Any, Any], call: Any) -> Any:
+        try:
+            return await abort_on_error(context, call)
+        except NotFound as exc:
+            await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+        except RegistrationClosed as exc:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+
+    def _owned(self, txn_id: str) -> OwnedTxn:
+        validate_id("transaction id", txn_id)
+        txn = self.owned.get(txn_id)
+        if txn is None:
+            raise NotFound(
+                f"unknown transaction {txn_id!r} at coordinator {self.address}: it was begun "
+                "elsewhere or this coordinator restarted (its outcome is still available "
+                "through GetOutcome)"
+            )
+        return txn
+
+    def _trim(self) -> None:
+        # Drop the oldest decided transactions beyond the bound; undecided ones stay.
+        excess = len(self.owned) - self.config.keep_decided
+        if excess <= 0:
+            return
+        for txn_id in [t for t, o in self.owned.items() if o.decided.done()][:excess]:
+            del self.owned[txn_id]
+
+    async def _expire(self, txn: OwnedTxn) -> None:
+        await asyncio.sleep(self.config.txn_timeout)
+        if txn.driver is None:
+            log.info("txn %s: not committed within %.0fs: aborting", txn.txn_id, self.config.txn_timeout)
+            self._start_commit(txn, abort_reason="transaction timeout")
+
+    def _start_commit(self, txn: OwnedTxn, abort_reason: str | None = None) -> None:
+        if txn.driver is None:
+            txn.driver = self._spawn(self._drive(txn, abort_reason), f"commit-{txn.txn_id}")
+
+    async def _drive(self, txn: OwnedTxn, abort_reason: str | None) -> None:
+        """Close registration (or abort it) and lead the transaction to a decision."""
+        tally = Tally(self.peers.n)
+        value: RMSet | NoSet
+        known: RMSet | None
+        if abort_reason is None:
+            value = known = txn.registration.close()
+        else:
+            txn.registration.closed = RMSet.of(())  # later joins fail
+            value, known = NO_SET, None
+        if known is not None:
+            txn.prepare.set()  # the paper's Prepare; RMs vote while the registrar's 2a flies
+        await self.leader.send_ballot0(txn.txn_id, value, tally)
+        d = self.leader.evaluate(tally, known)
+        deadline = time.monotonic() + self.config.vote_timeout
+        while d is None and time.monotonic() < deadline:
+            d = await self.leader.await_bundles(txn.txn_id, tally, known, deadline - time.monotonic())
+        if d is None:
+            log.info("txn %s: votes missing after %.1fs: running recovery ballots", txn.txn_id, self.config.vote_timeout)
+            while d is None:
+                d = await self.leader.recover(txn.txn_id, tally, known)
+        if abort_reason and d.outcome is Outcome.ABORTED:
+            d = Decision(d.outcome, abort_reason)
+        txn.decided.set_result(d)
+        log.info("txn %s: %s %s", txn.txn_id, d.outcome.value, d.reason)
+        await self.leader.record_outcome(txn.txn_id, d.outcome)
+
+    def _learn(self, txn_id: str) -> asyncio.Task[Decision | None]:
+        task = self._learning.get(txn_id)
+        if task is None or task.done() and task.result() is None:
+            task = self._spawn(self._learn_once(txn_id), f"learn-{txn_id}")
+            self._learning[txn_id] = task
+            task.add_done_callback(lambda t: self._forget_learning(txn_id, t))
+        return task
+
+    def _forget_learning(self, txn_id: str, task: asyncio.Task[Decision | None]) -> None:
+        # Keep a finished learn only if it decided: the next question starts a fresh one.
+        if task.cancelled() or task.exception() is not None or task.result() is None:
+            if self._learning.get(txn_id) is task:
+                del self._learning[txn_id]
+
+    def _unknown(self, txn_id: str) -> bool:
+        return txn_id in self._never_seen
+
+    async def _learn_once(self, txn_id: str) -> Decision | None:
+        """Learn a transaction this replica does not own: read acceptors; once it is old
+        enough (pitfall 9), run recovery ballots. None if not decided (yet)."""
+        first = self._first_asked.setdefault(txn_id, time.monotonic())
+        tally = Tally(self.peers.n)
+        recorded: list[Outcome] = []
+        ages: list[int] = []
+        replied = 0
+
+        def on_reply(i: int, r: pb.Phase2bBundle) -> None:
+            nonlocal replied
+            replied += 1
+            tally.add(i, states_from_pb(r.states))
+            ages.append(r.age_ms)
+            if r.outcome in (pb.OUTCOME_COMMITTED, pb.OUTCOME_ABORTED):
+                recorded.append(Outcome.COMMITTED if r.outcome == pb.OUTCOME_COMMITTED else Outcome.ABORTED)
+
+        req = pb.AwaitPhase2bRequest(txn_id=txn_id, wait_ms=0)
+        await self.peers.fanout(lambda s: s.AwaitPhase2b(req, timeout=3.0), on_reply, lambda: bool(recorded))
+        if recorded:
+            return Decision(recorded[0], "")
+        d = self.leader.evaluate(tally, None)
+        if d is not None:
+            self._spawn(self.leader.record_outcome(txn_id, d.outcome), f"record-{txn_id}")
+            return d
+        if replied * 2 > self.peers.n and not tally.instances() and max(ages, default=0) == 0:
+            # A majority never heard of it: nothing can have been chosen; do not invent state.
+            self._never_seen.add(txn_id)
+            return None
+        self._never_seen.discard(txn_id)
+        age = max(max(ages, default=0) / 1000.0, time.monotonic() - first)
+        if age < self.config.recovery_timeout:
+            await asyncio.sleep(min(self.config.recovery_timeout - age, 1.0))
+            return None
+        log.info("txn %s: undecided for %.1fs: recovering", txn_id, age)
+        d = await self.leader.recover(txn_id, tally, None)
+        if d is not None:
+            self._first_asked.pop(txn_id, None)
+            await self.leader.record_outcome(txn_id, d.outcome)
+        return d
+
+    async def _recovery_loop(self) -> None:
+        """Find transactions abandoned by a dead owner and finish them."""
+        while True:
+            await asyncio.sleep(self.config.recovery_interval * (0.5 + self.leader.rng.random()))
+            older = int(self.config.recovery_timeout * 1000)
+            req = pb.ListUndecidedRequest(older_than_ms=older, limit=200)
+            found: set[str] = set()
+            await self.peers.fanout(lambda s: s.ListUndecided(req, timeout=3.0),
+                                    lambda i, r: found.update(r.txn_ids), lambda: False)
+            for txn_id in sorted(found):
+                if txn_id not in self.owned and txn_id not in self._learning:
+                    self._learn(txn_id)
+
+
+@contextlib.asynccontextmanager
+async def serve_coordinator(
+    config: CoordinatorConfig, listen: str = "127.0.0.1:0", advertise_host: str | None = None
+) -> AsyncIterator[ServerHandle]:
+    """Run one coordinator replica until the context exits."""
+    servicer = CoordinatorServicer(config)
+    handle = await start_server(
+        listen,
+        lambda s: pb_grpc.add_CoordinatorServicer_to_server(servicer, s),
+        ["paxoscommit.v1.Coordinator"],
+        advertise_host,
+    )
+    servicer.address = handle.address
+    servicer.start()
+    log.info("coordinator %s serving on %s", servicer.leader.leader_id, handle.address)
+    try:
+        yield handle
+    finally:
+        # Stop taking calls; in-flight ones (commits waiting for their decision) finish.
+        await handle.stop(grace=5.0)
+        await servicer.close()

@@ -1,0 +1,1 @@
+"""The ``paxos-commit`` command: local clusters, single services, the demo and benchmarks."""

@@ -1,0 +1,120 @@
+"""What every paxos-commit gRPC server shares: limits, error mapping, lifecycle."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from rm_sdk.protocol import ConflictError, ProtocolError
+
+__all__ = [
+    "MAX_MESSAGE_BYTES",
+    "ServerHandle",
+    "abort_on_error",
+    "clamp_wait_ms",
+    "run_until_signalled",
+    "start_server",
+]
+
+log = logging.getLogger("paxos_commit")
+
+#: Requests above this size are refused with RESOURCE_EXHAUSTED before any handler runs.
+MAX_MESSAGE_BYTES = 1 << 20
+#: Cap on any long-poll wait a client asks for.
+MAX_WAIT_MS = 60_000
+
+T = TypeVar("T")
+
+
+def clamp_wait_ms(wait_ms: int) -> float:
+    """A client's wait in seconds, capped."""
+    return min(wait_ms, MAX_WAIT_MS) / 1000.0
+
+
+async def abort_on_error(
+    context: grpc.aio.ServicerContext[Any, Any], call: Awaitable[T]
+) -> T:
+    """Await a handler's work, turning protocol errors into gRPC statuses."""
+    try:
+        return await call
+    except ConflictError as exc:
+        await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+    except ProtocolError as exc:
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+    raise AssertionError("unreachable")
+
+
+class ServerHandle:
+    """A started server: its address, health servicer, and a graceful stop."""
+
+    def __init__(self, server: grpc.aio.Server, address: str, health_servicer: health.aio.HealthServicer) -> None:
+        self.server = server
+        self.address = address
+        self.health = health_servicer
+
+    async def stop(self, grace: float = 5.0) -> None:
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+
+
+async def start_server(
+    listen: str,
+    register: Callable[[grpc.aio.Server], None],
+    service_names: list[str],
+    advertise_host: str | None = None,
+) -> ServerHandle:
+    """Bind ``listen`` (port 0: the OS picks), register services and health, start."""
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", 4 * MAX_MESSAGE_BYTES),
+            ("grpc.so_reuseport", 0),
+        ]
+    )
+    register(server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    port = server.add_insecure_port(listen)
+    if port == 0:
+        raise OSError(f"cannot listen on {listen}")
+    await server.start()
+    host = advertise_host or listen.rsplit(":", 1)[0]
+    if host in ("", "0.0.0.0", "[::]"):
+        host = "127.0.0.1"
+    address = f"{host}:{port}"
+    for name in [*service_names, ""]:
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    return ServerHandle(server, address, health_servicer)
+
+
+def write_port_file(path: str | None, info: dict[str, Any]) -> None:
+    """Tell a supervisor where we listen: written atomically once serving."""
+    if not path:
+        return
+    tmp = Path(path + ".tmp")
+    tmp.write_text(json.dumps(info))
+    os.replace(tmp, path)
+
+
+async def run_until_signalled(
+    serving: AsyncIterator[None] | contextlib.AbstractAsyncContextManager[None],
+) -> None:
+    """Serve until SIGINT or SIGTERM, then leave ``serving`` (a graceful stop)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    assert isinstance(serving, contextlib.AbstractAsyncContextManager)
+    async with serving:
+        await stop.wait()
+        log.info("signal received: stopping")

@@ -1,0 +1,34 @@
+"""Shared gRPC channels, one per address, for the SDK's clients and participants."""
+
+from __future__ import annotations
+
+import grpc
+
+from rm_sdk._gen.paxoscommit.v1 import paxoscommit_pb2_grpc as pb_grpc
+
+#: Status codes that mean "this server did not answer", not "the request was wrong".
+TRANSIENT = frozenset(
+    {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED}
+)
+
+
+class Channels:
+    def __init__(self) -> None:
+        self._channels: dict[str, grpc.aio.Channel] = {}
+
+    def channel(self, address: str) -> grpc.aio.Channel:
+        ch = self._channels.get(address)
+        if ch is None:
+            ch = self._channels[address] = grpc.aio.insecure_channel(address)
+        return ch
+
+    def coordinator(self, address: str) -> pb_grpc.CoordinatorStub:
+        return pb_grpc.CoordinatorStub(self.channel(address))
+
+    def acceptor(self, address: str) -> pb_grpc.AcceptorStub:
+        return pb_grpc.AcceptorStub(self.channel(address))
+
+    async def close(self) -> None:
+        channels, self._channels = list(self._channels.values()), {}
+        for ch in channels:
+            await ch.close()

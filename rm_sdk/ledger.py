@@ -1,0 +1,120 @@
+"""A ready-made resource manager: a SQLite bank ledger.
+
+Accounts with balances, plus durable prepared-intent records: a prepared vote is a row in
+``intents`` committed with ``synchronous=FULL`` before the vote leaves, so it survives a
+crash of the process. Debits of prepared, undecided transactions are reserved: a later
+transaction cannot spend them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
+
+from rm_sdk.client import TransactionContext
+from rm_sdk.participant import Participant
+from rm_sdk.protocol import Vote, validate_id
+
+__all__ = ["Ledger"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS accounts (name TEXT PRIMARY KEY, balance INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS intents (
+    txn_id TEXT NOT NULL, account TEXT NOT NULL, delta INTEGER NOT NULL,
+    PRIMARY KEY (txn_id, account));
+"""
+
+
+class Ledger:
+    """A bank: ``debit``/``credit`` inside a transaction, applied only on commit."""
+
+    def __init__(self, path: Path | str, rm_id: str, coordinators: Sequence[str], **participant_options: float) -> None:
+        self.rm_id = validate_id("rm id", rm_id)
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+        self._pending: dict[str, dict[str, int]] = {}
+        self._refusals: dict[str, str] = {}
+        self._lock = asyncio.Lock()
+        self.participant = Participant(self, coordinators, **participant_options)
+
+    async def close(self) -> None:
+        await self.participant.close()
+        self._db.close()
+
+    # ------------------------------------------------------------ application API
+
+    def open_account(self, name: str, balance: int) -> None:
+        self._db.execute("INSERT OR REPLACE INTO accounts VALUES (?, ?)", (name, balance))
+
+    def balances(self) -> dict[str, int]:
+        return dict(self._db.execute("SELECT name, balance FROM accounts ORDER BY name").fetchall())
+
+    def in_doubt(self) -> list[str]:
+        """Transactions this ledger has prepared but not finished (e.g. after a crash)."""
+        return [r[0] for r in self._db.execute("SELECT DISTINCT txn_id FROM intents ORDER BY txn_id")]
+
+    async def debit(self, ctx: TransactionContext, account: str, amount: int) -> None:
+        await self._change(ctx, account, -amount)
+
+    async def credit(self, ctx: TransactionContext, account: str, amount: int) -> None:
+        await self._change(ctx, account, amount)
+
+    async def _change(self, ctx: TransactionContext, account: str, delta: int) -> None:
+        if self._db.execute("SELECT 1 FROM accounts WHERE name = ?", (account,)).fetchone() is None:
+            raise KeyError(f"no account {account!r} at {self.rm_id}")
+        await self.participant.join(ctx)
+        work = self._pending.setdefault(ctx.txn_id, {})
+        work[account] = work.get(account, 0) + delta
+
+    # ------------------------------------------------------------ ResourceManager
+
+    async def prepare(self, txn_id: str) -> Vote:
+        async with self._lock:
+            work = self._pending.get(txn_id, {})
+            for account, delta in work.items():
+                if delta >= 0:
+                    continue
+                (balance,) = self._db.execute("SELECT balance FROM accounts WHERE name = ?", (account,)).fetchone()
+                (reserved,) = self._db.execute(
+                    "SELECT COALESCE(SUM(delta), 0) FROM intents WHERE account = ? AND delta < 0", (account,)
+                ).fetchone()
+                if balance + reserved + delta < 0:
+                    self._refusals[txn_id] = f"insufficient funds in {account}"
+                    return Vote.ABORTED
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO intents VALUES (?, ?, ?)",
+                    [(txn_id, a, d) for a, d in work.items()],
+                )
+                self._db.execute("COMMIT")  # durable before the vote leaves
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._pending.pop(txn_id, None)
+            return Vote.PREPARED
+
+    async def commit(self, txn_id: str) -> None:
+        async with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                rows = self._db.execute("SELECT account, delta FROM intents WHERE txn_id = ?", (txn_id,)).fetchall()
+                for account, delta in rows:
+                    self._db.execute("UPDATE accounts SET balance = balance + ? WHERE name = ?", (delta, account))
+                self._db.execute("DELETE FROM intents WHERE txn_id = ?", (txn_id,))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._pending.pop(txn_id, None)
+
+    async def abort(self, txn_id: str) -> None:
+        async with self._lock:
+            self._db.execute("DELETE FROM intents WHERE txn_id = ?", (txn_id,))
+            self._pending.pop(txn_id, None)

@@ -1,0 +1,237 @@
+"""The resource-manager role: join, vote with a ballot-0 phase 2a, learn the outcome.
+
+A :class:`ResourceManager` says how to prepare, commit and abort its own work; a
+:class:`Participant` runs the protocol for it. Rules (DESIGN.md pitfalls 3 and 7): a
+prepared vote is durable before it leaves; an RM may abort on its own only before it
+prepared; a prepared RM learns the outcome and never guesses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import time
+from collections.abc import Sequence
+from typing import Protocol
+
+import grpc
+
+from rm_sdk._channels import TRANSIENT, Channels
+from rm_sdk.client import Client, TransactionContext
+from rm_sdk.protocol import RM_BALLOT, Outcome, Vote, majority, validate_id
+from rm_sdk.wire import ballot_to_pb, outcome_from_pb, pb, states_from_pb, value_to_pb
+
+__all__ = ["Participant", "ResourceManager", "RMState"]
+
+log = logging.getLogger("paxos_commit.rm")
+
+
+class ResourceManager(Protocol):
+    """What a participant's resource does at each step; each must be idempotent."""
+
+    rm_id: str
+
+    async def prepare(self, txn_id: str) -> Vote:
+        """Make the work durable and ready to commit, then return PREPARED; or return
+        ABORTED to refuse. PREPARED must survive a crash of this process."""
+        ...
+
+    async def commit(self, txn_id: str) -> None: ...
+
+    async def abort(self, txn_id: str) -> None: ...
+
+
+class RMState(enum.Enum):
+    """Spec ``rmState``: working -> prepared -> committed | aborted; working -> aborted."""
+
+    WORKING = "working"
+    PREPARED = "prepared"
+    COMMITTED = "committed"
+    ABORTED = "aborted"
+
+
+class Participant:
+    """Runs the RM side of Paxos Commit for one :class:`ResourceManager`."""
+
+    def __init__(
+        self,
+        rm: ResourceManager,
+        coordinators: Sequence[str],
+        *,
+        owner_timeout: float = 15.0,
+        rpc_timeout: float = 5.0,
+        channels: Channels | None = None,
+    ) -> None:
+        validate_id("rm id", rm.rm_id)
+        self.rm = rm
+        self.owner_timeout = owner_timeout
+        self.rpc_timeout = rpc_timeout
+        self._channels = channels or Channels()
+        self._own_channels = channels is None
+        self.client = Client(coordinators, channels=self._channels, rpc_timeout=rpc_timeout)
+        self.states: dict[str, RMState] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._acceptors: list[str] = []
+
+    async def close(self) -> None:
+        for t in self._tasks.values():
+            t.cancel()
+        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        if self._own_channels:
+            await self._channels.close()
+
+    async def join(self, ctx: TransactionContext) -> None:
+        """Join the transaction (once; later calls are no-ops). Returns when the
+        registrar has the join, so the application may commit after this."""
+        if ctx.txn_id in self.states:
+            return
+        r = await self._channels.coordinator(ctx.coordinator).Join(
+            pb.JoinRequest(txn_id=ctx.txn_id, rm_id=self.rm.rm_id), timeout=self.rpc_timeout
+        )
+        if ctx.txn_id in self.states:
+            return
+        self._acceptors = list(r.acceptors)
+        self.states[ctx.txn_id] = RMState.WORKING
+        self._tasks[ctx.txn_id] = asyncio.create_task(self._run(ctx, list(r.acceptors)), name=f"rm-{ctx.txn_id}")
+
+    async def wait(self, txn_id: str) -> RMState:
+        """Wait until this RM has applied the outcome of ``txn_id``."""
+        task = self._tasks.get(txn_id)
+        if task is not None:
+            await asyncio.shield(task)
+        return self.states.get(txn_id, RMState.WORKING)
+
+    async def resume(self, txn_id: str, acceptors: Sequence[str], coordinator: str | None = None) -> None:
+        """After a restart: finish a transaction the resource holds as prepared."""
+        self.states[txn_id] = RMState.PREPARED
+        ctx = TransactionContext(txn_id, coordinator or self.client.coordinators[0])
+        self._tasks[txn_id] = asyncio.create_task(self._finish_prepared(ctx, list(acceptors)), name=f"rm-{txn_id}")
+
+    # ------------------------------------------------------------------ protocol
+
+    async def _run(self, ctx: TransactionContext, acceptors: list[str]) -> None:
+        try:
+            prepare = await self._await_prepare(ctx)
+            if prepare is None:
+                return
+            if not prepare:
+                # Never asked to prepare and the owner is gone: abort on our own (allowed
+                # only before preparing), and say so so that recovery can finish.
+                await self._apply(ctx.txn_id, Outcome.ABORTED)
+                await self._send_vote(ctx.txn_id, acceptors, Vote.ABORTED)
+                return
+            try:
+                vote = await self.rm.prepare(ctx.txn_id)
+            except Exception:
+                log.exception("rm %s: prepare of %s failed: voting abort", self.rm.rm_id, ctx.txn_id)
+                vote = Vote.ABORTED
+            if vote is Vote.ABORTED:
+                await self._apply(ctx.txn_id, Outcome.ABORTED)
+                await self._send_vote(ctx.txn_id, acceptors, Vote.ABORTED)
+                return
+            self.states[ctx.txn_id] = RMState.PREPARED
+            await self._finish_prepared(ctx, acceptors)
+        finally:
+            self._tasks.pop(ctx.txn_id, None)
+
+    async def _await_prepare(self, ctx: TransactionContext) -> bool | None:
+        """True: prepare now. False: the owner is gone before asking. None: the outcome
+        (an abort) came first and was applied."""
+        stub = self._channels.coordinator(ctx.coordinator)
+        lost_since: float | None = None
+        while True:
+            try:
+                r = await stub.AwaitPrepare(
+                    pb.AwaitPrepareRequest(txn_id=ctx.txn_id, rm_id=self.rm.rm_id, wait_ms=10_000),
+                    timeout=10.0 + self.rpc_timeout,
+                )
+                lost_since = None
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() not in TRANSIENT and exc.code() != grpc.StatusCode.NOT_FOUND:
+                    raise
+                now = time.monotonic()
+                lost_since = lost_since or now
+                o, _ = await self.client.outcome(ctx.txn_id, wait=0.5, prefer=None)
+                if o is not Outcome.PENDING:
+                    await self._apply(ctx.txn_id, o)
+                    return None
+                if exc.code() == grpc.StatusCode.NOT_FOUND or now - lost_since > self.owner_timeout:
+                    return False
+                await asyncio.sleep(0.2)
+                continue
+            if r.prepare:
+                return True
+            o = outcome_from_pb(r.outcome)
+            if o is not Outcome.PENDING:
+                await self._apply(ctx.txn_id, o)
+                return None
+
+    async def _finish_prepared(self, ctx: TransactionContext, acceptors: list[str]) -> None:
+        await self._send_vote(ctx.txn_id, acceptors, Vote.PREPARED)
+        while True:
+            o, _ = await self.client.outcome(ctx.txn_id, wait=10.0, prefer=ctx.coordinator)
+            if o is not Outcome.PENDING:
+                await self._apply(ctx.txn_id, o)
+                return
+            # Still unknown: our vote may have been lost; resending it is harmless.
+            await self._send_vote(ctx.txn_id, acceptors, Vote.PREPARED)
+
+    async def _send_vote(self, txn_id: str, acceptors: list[str], vote: Vote) -> None:
+        """Phase 2a at ballot 0 to a majority first, the rest only if some fail. Stops
+        once a majority accepted, or an acceptor shows a leader's higher ballot (then the
+        outcome no longer depends on this message)."""
+        if not acceptors:
+            return
+        n = len(acceptors)
+        need = majority(n)
+        req = pb.Phase2aRequest(
+            txn_id=txn_id,
+            ballot=ballot_to_pb(RM_BALLOT),
+            proposals=[pb.Proposal(instance=self.rm.rm_id, value=value_to_pb(vote))],
+        )
+        accepted: set[int] = set()
+        for attempt in range(6):
+            targets = [i for i in range(n) if i not in accepted]
+            if attempt == 0:
+                targets = targets[:need]
+            replies = await asyncio.gather(
+                *(self._channels.acceptor(acceptors[i]).Phase2a(req, timeout=self.rpc_timeout) for i in targets),
+                return_exceptions=True,
+            )
+            for i, rep in zip(targets, replies, strict=True):
+                if isinstance(rep, BaseException):
+                    if isinstance(rep, grpc.aio.AioRpcError) and rep.code() in TRANSIENT:
+                        continue
+                    if isinstance(rep, grpc.aio.AioRpcError):
+                        log.warning("rm %s: acceptor %d refused vote: %s", self.rm.rm_id, i, rep.details())
+                        continue
+                    raise rep
+                st = states_from_pb(rep.states).get(self.rm.rm_id)
+                if st is None:
+                    continue
+                if st.mbal > RM_BALLOT:
+                    return  # a leader took over this instance
+                if st.bal == RM_BALLOT:
+                    accepted.add(i)
+            if len(accepted) >= need:
+                return
+            await asyncio.sleep(min(0.1 * 2**attempt, 2.0))
+        log.warning("rm %s: vote for %s reached only %d acceptors", self.rm.rm_id, txn_id, len(accepted))
+
+    async def _apply(self, txn_id: str, outcome: Outcome) -> None:
+        delay = 0.1
+        while True:
+            try:
+                if outcome is Outcome.COMMITTED:
+                    await self.rm.commit(txn_id)
+                    self.states[txn_id] = RMState.COMMITTED
+                else:
+                    await self.rm.abort(txn_id)
+                    self.states[txn_id] = RMState.ABORTED
+                return
+            except Exception:
+                # The outcome is decided; applying it must not be lost: retry with backoff.
+                log.exception("rm %s: applying %s to %s failed; retrying", self.rm.rm_id, outcome.value, txn_id)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)

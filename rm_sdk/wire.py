@@ -1,0 +1,121 @@
+"""Translation between protobuf messages and the protocol vocabulary.
+
+Services and the SDK use it so that no protobuf type reaches a protocol core. Decoding
+validates: malformed input raises :class:`rm_sdk.protocol.ProtocolError`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from rm_sdk._gen.paxoscommit.v1 import paxoscommit_pb2 as pb
+from rm_sdk.protocol import (
+    MAX_RMS,
+    NO_BALLOT,
+    NO_SET,
+    NO_VALUE,
+    Ballot,
+    Instance,
+    InstanceState,
+    NoValue,
+    Outcome,
+    ProtocolError,
+    RMSet,
+    Value,
+    Vote,
+    validate_id,
+)
+
+__all__ = [
+    "ballot_from_pb",
+    "ballot_to_pb",
+    "outcome_from_pb",
+    "outcome_to_pb",
+    "pb",
+    "states_from_pb",
+    "states_to_pb",
+    "value_from_pb",
+    "value_to_pb",
+]
+
+_VOTE_TO_PB = {Vote.PREPARED: pb.VOTE_PREPARED, Vote.ABORTED: pb.VOTE_ABORTED}
+_VOTE_FROM_PB = {v: k for k, v in _VOTE_TO_PB.items()}
+_OUTCOME_TO_PB = {
+    Outcome.PENDING: pb.OUTCOME_PENDING,
+    Outcome.COMMITTED: pb.OUTCOME_COMMITTED,
+    Outcome.ABORTED: pb.OUTCOME_ABORTED,
+}
+_OUTCOME_FROM_PB = {v: k for k, v in _OUTCOME_TO_PB.items()}
+_MAX_ROUND = 2**62
+
+
+def ballot_to_pb(b: Ballot) -> pb.Ballot:
+    return pb.Ballot(round=b.round, leader=b.leader)
+
+
+def ballot_from_pb(m: pb.Ballot) -> Ballot:
+    if m.round == 0:
+        if m.leader:
+            raise ProtocolError("ballot round 0 belongs to the instance owner: leader must be empty")
+        return Ballot(0, "")
+    if m.round > _MAX_ROUND:
+        raise ProtocolError(f"ballot round {m.round} out of range")
+    return Ballot(m.round, validate_id("leader id", m.leader))
+
+
+def value_to_pb(v: Value) -> pb.Value:
+    if isinstance(v, Vote):
+        return pb.Value(vote=_VOTE_TO_PB[v])
+    if isinstance(v, RMSet):
+        return pb.Value(rm_set=pb.RMSet(rm_ids=sorted(v.rms)))
+    return pb.Value(no_set=pb.NoSet())
+
+
+def value_from_pb(m: pb.Value) -> Value:
+    kind = m.WhichOneof("kind")
+    if kind == "vote":
+        if m.vote not in _VOTE_FROM_PB:
+            raise ProtocolError("vote must be VOTE_PREPARED or VOTE_ABORTED")
+        return _VOTE_FROM_PB[m.vote]
+    if kind == "rm_set":
+        ids = list(m.rm_set.rm_ids)
+        if len(ids) > MAX_RMS:
+            raise ProtocolError(f"participant set of {len(ids)}; at most {MAX_RMS}")
+        if len(set(ids)) != len(ids):
+            raise ProtocolError("participant set names an RM twice")
+        return RMSet.of(validate_id("rm id", i) for i in ids)
+    if kind == "no_set":
+        return NO_SET
+    raise ProtocolError("value is empty: set vote, rm_set or no_set")
+
+
+def _state_to_pb(ins: Instance, st: InstanceState) -> pb.InstanceState:
+    m = pb.InstanceState(instance=ins, mbal=ballot_to_pb(st.mbal))
+    if st.bal != NO_BALLOT:
+        m.bal.CopyFrom(ballot_to_pb(st.bal))
+    if not isinstance(st.val, NoValue):
+        m.val.CopyFrom(value_to_pb(st.val))
+    return m
+
+
+def states_to_pb(states: Mapping[Instance, InstanceState]) -> list[pb.InstanceState]:
+    return [_state_to_pb(ins, st) for ins, st in sorted(states.items())]
+
+
+def states_from_pb(ms: Iterable[pb.InstanceState]) -> dict[Instance, InstanceState]:
+    out: dict[Instance, InstanceState] = {}
+    for m in ms:
+        bal = ballot_from_pb(m.bal) if m.HasField("bal") else NO_BALLOT
+        val: Value | NoValue = value_from_pb(m.val) if m.HasField("val") else NO_VALUE
+        out[m.instance] = InstanceState(mbal=ballot_from_pb(m.mbal), bal=bal, val=val)
+    return out
+
+
+def outcome_to_pb(o: Outcome) -> pb.Outcome.ValueType:
+    return _OUTCOME_TO_PB[o]
+
+
+def outcome_from_pb(o: pb.Outcome.ValueType) -> Outcome:
+    if o not in _OUTCOME_FROM_PB:
+        raise ProtocolError("outcome is unspecified")
+    return _OUTCOME_FROM_PB[o]
