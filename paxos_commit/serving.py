@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import os
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -22,7 +21,8 @@ __all__ = [
     "ServerHandle",
     "abort_on_error",
     "clamp_wait_ms",
-    "run_until_signalled",
+    "wait_for_signal",
+    "write_port_file",
     "start_server",
 ]
 
@@ -102,19 +102,16 @@ def write_port_file(path: str | None, info: dict[str, Any]) -> None:
     if not path:
         return
     tmp = Path(path + ".tmp")
+    tmp.parent.mkdir(parents=True, exist_ok=True)
     tmp.write_text(json.dumps(info))
     os.replace(tmp, path)
 
 
-async def run_until_signalled(
-    serving: AsyncIterator[None] | contextlib.AbstractAsyncContextManager[None],
-) -> None:
-    """Serve until SIGINT or SIGTERM, then leave ``serving`` (a graceful stop)."""
+async def wait_for_signal() -> None:
+    """Return on SIGINT or SIGTERM (the caller then stops gracefully)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    assert isinstance(serving, contextlib.AbstractAsyncContextManager)
-    async with serving:
-        await stop.wait()
-        log.info("signal received: stopping")
+    await stop.wait()
+    log.info("signal received: stopping")

@@ -91,8 +91,10 @@ class Client:
     async def begin(self) -> Transaction:
         """Start a transaction at the first coordinator that answers."""
         last: Exception | None = None
-        for _ in range(len(self.coordinators)):
-            address = self._pick()
+        start = self._next
+        self._next += 1
+        for k in range(len(self.coordinators)):
+            address = self.coordinators[(start + k) % len(self.coordinators)]
             try:
                 r = await self._channels.coordinator(address).Begin(pb.BeginRequest(), timeout=self.rpc_timeout)
                 return Transaction(self, TransactionContext(r.txn_id, r.coordinator))
@@ -126,11 +128,6 @@ class Client:
                 await asyncio.sleep(min(0.2 * attempt, 1.0))
             if time.monotonic() >= deadline:
                 return Outcome.PENDING, ""
-
-    def _pick(self) -> str:
-        address = self.coordinators[self._next % len(self.coordinators)]
-        self._next += 1
-        return address
 
 
 class Transaction:

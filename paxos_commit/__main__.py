@@ -1,0 +1,3 @@
+from paxos_commit.cli import main
+
+raise SystemExit(main())

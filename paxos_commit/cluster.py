@@ -1,0 +1,199 @@
+"""A local cluster: acceptors and coordinators as separate processes on loopback.
+
+Used by ``paxos-commit up``, the demo, the benchmark and the integration tests. Each
+process writes its address to a port file once it serves; the cluster waits for those.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["ClusterError", "LocalCluster", "ServiceProcess"]
+
+
+class ClusterError(RuntimeError):
+    pass
+
+
+@dataclass
+class ServiceProcess:
+    """One service process: how to start it and where it listens."""
+
+    name: str
+    args: list[str]
+    port_file: Path
+    log_file: Path
+    popen: subprocess.Popen[bytes] | None = None
+    address: str = ""
+
+    def start(self, env: dict[str, str] | None = None) -> None:
+        self.port_file.unlink(missing_ok=True)
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        log = self.log_file.open("ab")
+        self.popen = subprocess.Popen(
+            [sys.executable, "-m", "paxos_commit", *self.args, "--port-file", str(self.port_file)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})},
+        )
+        log.close()
+
+    def wait_ready(self, timeout: float = 30.0) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.port_file.exists():
+                self.address = json.loads(self.port_file.read_text())["address"]
+                return self.address
+            if self.popen is not None and self.popen.poll() is not None:
+                tail = self.log_file.read_text(errors="replace")[-2000:]
+                raise ClusterError(f"{self.name} exited with {self.popen.returncode}:\n{tail}")
+            time.sleep(0.02)
+        raise ClusterError(f"{self.name} not ready after {timeout}s (log: {self.log_file})")
+
+    @property
+    def pid(self) -> int:
+        assert self.popen is not None
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL: no goodbye, no flush (what a crash looks like)."""
+        if self.alive():
+            assert self.popen is not None
+            self.popen.send_signal(signal.SIGKILL)
+            self.popen.wait()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM and wait for a graceful exit; SIGKILL if it does not come."""
+        if not self.alive():
+            return
+        assert self.popen is not None
+        self.popen.send_signal(signal.SIGTERM)
+        try:
+            self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            self.popen.wait()
+
+
+@dataclass
+class LocalCluster:
+    """2F+1 acceptors (SQLite under ``data_dir``) and coordinator replicas."""
+
+    data_dir: Path
+    n_acceptors: int = 3
+    n_coordinators: int = 2
+    base_port: int = 0
+    vote_timeout: float = 5.0
+    recovery_timeout: float = 10.0
+    recovery_interval: float = 1.0
+    txn_timeout: float = 120.0
+    extra_env: dict[str, str] = field(default_factory=dict)
+    acceptors: list[ServiceProcess] = field(default_factory=list)
+    coordinators: list[ServiceProcess] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.n_acceptors < 1 or self.n_acceptors % 2 == 0:
+            raise ClusterError(f"acceptors must be 2F+1 (odd), got {self.n_acceptors}")
+        if self.n_coordinators < 1:
+            raise ClusterError("need at least one coordinator")
+        self.data_dir = Path(self.data_dir).resolve()
+
+    @property
+    def acceptor_addresses(self) -> list[str]:
+        return [a.address for a in self.acceptors]
+
+    @property
+    def coordinator_addresses(self) -> list[str]:
+        return [c.address for c in self.coordinators]
+
+    def _port(self, offset: int) -> int:
+        return self.base_port + offset if self.base_port else 0
+
+    def start(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        marker = self.data_dir / "cluster.json"
+        fresh = not marker.exists()
+        if not fresh:
+            known = json.loads(marker.read_text())
+            if known["acceptors"] != self.n_acceptors:
+                raise ClusterError(
+                    f"{self.data_dir} holds a cluster of {known['acceptors']} acceptors, not {self.n_acceptors}"
+                )
+        try:
+            for i in range(self.n_acceptors):
+                args = [
+                    "acceptor", "--id", str(i), "--listen", f"127.0.0.1:{self._port(i)}",
+                    "--data-dir", str(self.data_dir / f"acceptor-{i}"),
+                ]
+                if fresh:
+                    args.append("--init")
+                self.acceptors.append(self._process(f"acceptor-{i}", args))
+            for p in self.acceptors:
+                p.start(self.extra_env)
+            for p in self.acceptors:
+                p.wait_ready()
+            if fresh:
+                marker.write_text(json.dumps({"acceptors": self.n_acceptors}))
+            for i in range(self.n_coordinators):
+                self.coordinators.append(self._process(f"coordinator-{i}", self._coordinator_args(i)))
+            for p in self.coordinators:
+                p.start(self.extra_env)
+            for p in self.coordinators:
+                p.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _coordinator_args(self, i: int) -> list[str]:
+        return [
+            "coordinator", "--name", f"coordinator-{i}",
+            "--listen", f"127.0.0.1:{self._port(100 + i)}",
+            "--acceptors", ",".join(self.acceptor_addresses),
+            "--vote-timeout", str(self.vote_timeout),
+            "--recovery-timeout", str(self.recovery_timeout),
+            "--recovery-interval", str(self.recovery_interval),
+            "--txn-timeout", str(self.txn_timeout),
+        ]  # fmt: skip
+
+    def _process(self, name: str, args: list[str]) -> ServiceProcess:
+        return ServiceProcess(
+            name,
+            args,
+            port_file=self.data_dir / "run" / f"{name}.json",
+            log_file=self.data_dir / "logs" / f"{name}.log",
+        )
+
+    def restart(self, proc: ServiceProcess, *, same_port: bool = True) -> None:
+        """Start a stopped or killed process again, on its old port by default."""
+        proc.stop()
+        if same_port and proc.address:
+            port = proc.address.rsplit(":", 1)[1]
+            proc.args = [*proc.args]
+            i = proc.args.index("--listen")
+            proc.args[i + 1] = f"127.0.0.1:{port}"
+        if "--init" in proc.args:
+            proc.args.remove("--init")  # a restarted acceptor must find its state
+        proc.start(self.extra_env)
+        proc.wait_ready()
+
+    def stop(self) -> None:
+        for p in [*self.coordinators, *self.acceptors]:
+            p.stop()
+
+    def __enter__(self) -> LocalCluster:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,218 @@
+"""``paxos-commit demo``: two banks, concurrent transfers, a coordinator killed mid-commit.
+
+Starts a local cluster (3 acceptors, 2 coordinators, separate processes) and two SQLite
+ledger RMs. Transfers move money from bank A to bank B; some ask for more than the
+account holds, and bank A refuses them at prepare. One transfer is marked: bank B
+prepares it slowly, and while it does, the coordinator that owns the transaction is
+killed with SIGKILL. The other coordinator finishes it. Every check is printed; the exit
+status is non-zero if any fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from paxos_commit.cluster import LocalCluster
+from rm_sdk import Client, Ledger, Outcome, RMState, TransactionAborted, Vote
+from rm_sdk.client import OutcomeUnknown
+
+__all__ = ["run_demo"]
+
+ACCOUNTS = 4
+OPENING = 100
+
+
+@dataclass
+class Transfer:
+    n: int
+    src: str
+    dst: str
+    amount: int
+    txn_id: str = ""
+    owner: str = ""
+    #: Attempts abandoned before commit (their owner died under them): must end aborted.
+    abandoned: tuple[str, ...] = ()
+    outcome: str = "?"
+    reason: str = ""
+
+
+class SlowLedger(Ledger):
+    """Bank B: prepares one chosen transaction slowly, so the demo can kill its owner."""
+
+    slow_txn: str = ""
+    preparing: asyncio.Event
+
+    async def prepare(self, txn_id: str) -> Vote:
+        if txn_id == self.slow_txn:
+            self.preparing.set()
+            await asyncio.sleep(1.0)
+        return await super().prepare(txn_id)
+
+
+async def run_demo(args: argparse.Namespace) -> int:
+    if args.data_dir:
+        return await _run(Path(args.data_dir), args)
+    with tempfile.TemporaryDirectory(prefix="paxos-commit-demo-") as tmp:
+        return await _run(Path(tmp), args)
+
+
+async def _run(root: Path, args: argparse.Namespace) -> int:
+    rng = random.Random(args.seed)
+    cluster = LocalCluster(
+        root / "cluster", n_acceptors=3, n_coordinators=2, vote_timeout=3.0,
+        recovery_timeout=2.0, recovery_interval=0.5,
+    )  # fmt: skip
+    print("starting 3 acceptors and 2 coordinators (separate processes)...", flush=True)
+    cluster.start()
+    try:
+        return await _transfers(cluster, root, rng, args)
+    finally:
+        cluster.stop()
+
+
+async def _transfers(cluster: LocalCluster, root: Path, rng: random.Random, args: argparse.Namespace) -> int:
+    coords = cluster.coordinator_addresses
+    for p in [*cluster.acceptors, *cluster.coordinators]:
+        print(f"  {p.name:<14} {p.address}  pid {p.pid}")
+    bank_a = Ledger(root / "bank-a.db", "bank-a", coords, owner_timeout=5.0)
+    bank_b = SlowLedger(root / "bank-b.db", "bank-b", coords, owner_timeout=5.0)
+    bank_b.preparing = asyncio.Event()
+    for i in range(ACCOUNTS):
+        bank_a.open_account(f"a{i}", OPENING)
+        bank_b.open_account(f"b{i}", OPENING)
+    total_before = sum(bank_a.balances().values()) + sum(bank_b.balances().values())
+
+    transfers = [
+        Transfer(n, f"a{rng.randrange(ACCOUNTS)}", f"b{rng.randrange(ACCOUNTS)}",
+                 rng.choice([5, 10, 15, 20, 25, 40, 150]))
+        for n in range(args.transfers)
+    ]  # fmt: skip
+    victim = transfers[len(transfers) // 3]
+    killed: list[str] = []
+    client = Client(coords, outcome_timeout=60.0)
+
+    async def run_one(t: Transfer) -> None:
+        txn = await client.begin()
+        t.txn_id, t.owner = txn.txn_id, txn.context.coordinator
+        await bank_a.debit(txn.context, t.src, t.amount)
+        await bank_b.credit(txn.context, t.dst, t.amount)
+        if t is victim:
+            bank_b.slow_txn = txn.txn_id
+            commit = asyncio.create_task(txn.commit())
+            # Bank B is preparing: the registrar's 2a is out and bank A may have voted.
+            await bank_b.preparing.wait()
+            owner = next(p for p in cluster.coordinators if p.address == t.owner)
+            owner.kill()
+            killed.append(owner.name)
+            print(f"  transfer {t.n}: SIGKILL {owner.name} (pid {owner.pid}) while txn {t.txn_id[:8]} commits")
+            await _finish(t, commit)
+        else:
+            await _finish(t, asyncio.create_task(txn.commit()))
+
+    sem = asyncio.Semaphore(args.concurrency)
+
+    async def limited(t: Transfer) -> None:
+        async with sem:
+            for _attempt in range(3):
+                try:
+                    await run_one(t)
+                    return
+                except Exception as exc:
+                    # Like any application: the call failed before commit (the owner died
+                    # under it), so retry in a new transaction. The old one must abort.
+                    if t.txn_id:
+                        t.abandoned += (t.txn_id,)
+                    t.txn_id, t.outcome, t.reason = "", "error", f"{type(exc).__name__}: {exc}"
+
+    started = time.monotonic()
+    print(f"running {len(transfers)} transfers, {args.concurrency} at a time...", flush=True)
+    await asyncio.gather(*(limited(t) for t in transfers))
+    for t in transfers:
+        for txn_id in [t.txn_id, *t.abandoned]:
+            if txn_id:
+                await asyncio.wait_for(bank_a.participant.wait(txn_id), 60)
+                await asyncio.wait_for(bank_b.participant.wait(txn_id), 60)
+    elapsed = time.monotonic() - started
+
+    failures = _check(transfers, victim, bank_a, bank_b, total_before, killed)
+    committed = sum(t.outcome == "committed" for t in transfers)
+    aborted = sum(t.outcome == "aborted" for t in transfers)
+    print(f"\n{len(transfers)} transfers in {elapsed:.1f}s: {committed} committed, {aborted} aborted")
+    print(f"bank A: {bank_a.balances()}\nbank B: {bank_b.balances()}")
+    print(
+        f"survivor: txn {victim.txn_id} (transfer {victim.n}, {victim.amount} from {victim.src} to "
+        f"{victim.dst}) was owned by {killed[0] if killed else '?'}, killed mid-commit; "
+        f"the other coordinator finished it: {victim.outcome}"
+    )
+    await client.close()
+    await bank_a.close()
+    await bank_b.close()
+    if failures:
+        print("\nFAILED:\n  " + "\n  ".join(failures))
+        return 1
+    print("\nall checks passed")
+    return 0
+
+
+async def _finish(t: Transfer, commit: asyncio.Task[Outcome]) -> None:
+    try:
+        await commit
+        t.outcome = "committed"
+    except TransactionAborted as exc:
+        t.outcome, t.reason = "aborted", exc.reason
+    except OutcomeUnknown as exc:
+        t.outcome, t.reason = "unknown", str(exc)
+
+
+def _check(
+    transfers: list[Transfer], victim: Transfer, bank_a: Ledger, bank_b: Ledger, total_before: int,
+    killed: list[str],
+) -> list[str]:  # fmt: skip
+    failures: list[str] = []
+
+    def check(ok: bool, what: str) -> None:
+        print(f"  [{'ok' if ok else 'FAIL'}] {what}")
+        if not ok:
+            failures.append(what)
+
+    print("\nchecks:")
+    expected_a = {f"a{i}": OPENING for i in range(ACCOUNTS)}
+    expected_b = {f"b{i}": OPENING for i in range(ACCOUNTS)}
+    mismatched = []
+    for t in transfers:
+        sa = bank_a.participant.states.get(t.txn_id)
+        sb = bank_b.participant.states.get(t.txn_id)
+        want = {"committed": RMState.COMMITTED, "aborted": RMState.ABORTED}.get(t.outcome)
+        if want is None or sa is not want or sb is not want:
+            mismatched.append(f"#{t.n} app={t.outcome} bank-a={sa} bank-b={sb} {t.reason}")
+        for old in t.abandoned:
+            for bank in (bank_a, bank_b):
+                st = bank.participant.states.get(old)
+                if st not in (None, RMState.ABORTED):
+                    mismatched.append(f"#{t.n} abandoned attempt {old[:8]} is {st} at {bank.rm_id}")
+        if t.outcome == "committed":
+            expected_a[t.src] -= t.amount
+            expected_b[t.dst] += t.amount
+    check(not mismatched, "each transfer applied at both banks or at neither, as the application was told"
+          + ("" if not mismatched else ": " + "; ".join(mismatched[:5])))
+    check(bank_a.balances() == expected_a and bank_b.balances() == expected_b,
+          "balances equal the opening balances plus exactly the committed transfers")
+    total = sum(bank_a.balances().values()) + sum(bank_b.balances().values())
+    check(total == total_before, f"total money unchanged ({total_before} -> {total})")
+    check(min([*bank_a.balances().values(), *bank_b.balances().values()]) >= 0, "no account overdrawn")
+    check(not bank_a.in_doubt() and not bank_b.in_doubt(), "no prepared transaction left in doubt at either bank")
+    refused = [t for t in transfers if t.outcome == "aborted" and "voted to abort" in t.reason]
+    check(bool(refused), f"some transfers were refused by a bank ({len(refused)})")
+    check(bool(killed), "the owning coordinator of a transaction was killed mid-commit")
+    retried = sum(len(t.abandoned) for t in transfers)
+    if retried:
+        print(f"  [ok] {retried} attempts cut off by the kill before commit were retried; they aborted everywhere")
+    check(victim.outcome in ("committed", "aborted"),
+          f"the transaction whose coordinator was killed was finished by another ({victim.outcome})")
+    return failures
