@@ -191,7 +191,7 @@ class Leader:
             for cb in self.on_ballot:
                 cb(txn_id)
             run = BallotRun(ballot, instances, self.peers.n)
-            outcome = await self._run_ballot(txn_id, run, tally)
+            outcome = await self._run_ballot(txn_id, run, tally, covered=instances | set(decided))
             if outcome is not None:
                 return outcome
             highest = max(highest, run.highest_seen, ballot)
@@ -199,7 +199,9 @@ class Leader:
             await asyncio.sleep(min(2.0, 0.05 * 2**attempt) * (0.5 + self.rng.random()))
         return self.evaluate(tally, known_set)
 
-    async def _run_ballot(self, txn_id: str, run: BallotRun, tally: Tally) -> Decision | None:
+    async def _run_ballot(
+        self, txn_id: str, run: BallotRun, tally: Tally, covered: set[Instance]
+    ) -> Decision | None:
         req1 = pb.Phase1aRequest(txn_id=txn_id, ballot=ballot_to_pb(run.ballot), instances=sorted(run.instances))
         new_members: list[bool] = []
 
@@ -208,7 +210,7 @@ class Leader:
             tally.add(i, states)
             run.on_phase1b(i, states)
             s = tally.known_set()
-            if s is not None and not s.rms <= run.instances:
+            if s is not None and not s.rms <= covered:
                 new_members.append(True)
 
         await self.peers.fanout(

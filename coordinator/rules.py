@@ -40,6 +40,8 @@ __all__ = [
 class RegistrationClosed(ProtocolError):
     """A join after the registrar closed registration (paper section 6.2)."""
 
+    status = "FAILED_PRECONDITION"
+
 
 @dataclass
 class Registration:

@@ -20,7 +20,7 @@ from typing import Any
 import grpc
 
 from coordinator.leader import AcceptorPeers, Decision, Leader
-from coordinator.rules import Registration, RegistrationClosed, Tally
+from coordinator.rules import Registration, Tally
 from paxos_commit.serving import ServerHandle, abort_on_error, clamp_wait_ms, start_server
 from rm_sdk._gen.paxoscommit.v1 import paxoscommit_pb2_grpc as pb_grpc
 from rm_sdk.protocol import NO_SET, NoSet, Outcome, ProtocolError, RMSet, validate_id
@@ -33,6 +33,8 @@ log = logging.getLogger("paxos_commit.coordinator")
 
 class NotFound(ProtocolError):
     """An id this service has never heard of."""
+
+    status = "NOT_FOUND"
 
 
 @dataclass(frozen=True)
@@ -117,7 +119,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
             d = await asyncio.shield(txn.decided)
             return pb.CommitReply(outcome=outcome_to_pb(d.outcome), reason=d.reason)
 
-        return await self._guard(context, run())
+        return await abort_on_error(context, run())
 
     async def Abort(self, request: pb.AbortRequest, context: grpc.aio.ServicerContext[Any, Any]) -> pb.AbortReply:
         async def run() -> pb.AbortReply:
@@ -128,7 +130,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
             d = await asyncio.shield(txn.decided)
             return pb.AbortReply(outcome=outcome_to_pb(d.outcome), reason=d.reason)
 
-        return await self._guard(context, run())
+        return await abort_on_error(context, run())
 
     async def GetOutcome(
         self, request: pb.GetOutcomeRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -152,7 +154,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
                 return pb.GetOutcomeReply(outcome=pb.OUTCOME_PENDING)
             return pb.GetOutcomeReply(outcome=outcome_to_pb(d.outcome), reason=d.reason)
 
-        return await self._guard(context, run())
+        return await abort_on_error(context, run())
 
     # ---------------------------------------------------------------- RM-facing
 
@@ -163,7 +165,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
             txn.registration.join(request.rm_id)
             return pb.JoinReply(acceptors=self.peers.addresses)
 
-        return await self._guard(context, run())
+        return await abort_on_error(context, run())
 
     async def AwaitPrepare(
         self, request: pb.AwaitPrepareRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -191,17 +193,9 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
                 return pb.AwaitPrepareReply(prepare=True, outcome=pb.OUTCOME_PENDING)
             return pb.AwaitPrepareReply(prepare=False, outcome=pb.OUTCOME_PENDING)
 
-        return await self._guard(context, run())
+        return await abort_on_error(context, run())
 
     # ---------------------------------------------------------------- internals
-
-    async def _guard(self, context: grpc.aio.ServicerContext[Any, Any], call: Any) -> Any:
-        try:
-            return await abort_on_error(context, call)
-        except NotFound as exc:
-            await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
-        except RegistrationClosed as exc:
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
 
     def _owned(self, txn_id: str) -> OwnedTxn:
         validate_id("transaction id", txn_id)

@@ -99,12 +99,16 @@ class LocalCluster:
     recovery_interval: float = 1.0
     txn_timeout: float = 120.0
     extra_env: dict[str, str] = field(default_factory=dict)
+    #: SQLAlchemy URLs, one per acceptor (e.g. Postgres); default: SQLite under data_dir.
+    acceptor_urls: list[str] | None = None
     acceptors: list[ServiceProcess] = field(default_factory=list)
     coordinators: list[ServiceProcess] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.n_acceptors < 1 or self.n_acceptors % 2 == 0:
             raise ClusterError(f"acceptors must be 2F+1 (odd), got {self.n_acceptors}")
+        if self.acceptor_urls is not None and len(self.acceptor_urls) != self.n_acceptors:
+            raise ClusterError("need one storage URL per acceptor")
         if self.n_coordinators < 1:
             raise ClusterError("need at least one coordinator")
         self.data_dir = Path(self.data_dir).resolve()
@@ -132,10 +136,11 @@ class LocalCluster:
                 )
         try:
             for i in range(self.n_acceptors):
-                args = [
-                    "acceptor", "--id", str(i), "--listen", f"127.0.0.1:{self._port(i)}",
-                    "--data-dir", str(self.data_dir / f"acceptor-{i}"),
-                ]
+                args = ["acceptor", "--id", str(i), "--listen", f"127.0.0.1:{self._port(i)}"]
+                if self.acceptor_urls is not None:
+                    args += ["--db", self.acceptor_urls[i]]
+                else:
+                    args += ["--data-dir", str(self.data_dir / f"acceptor-{i}")]
                 if fresh:
                     args.append("--init")
                 self.acceptors.append(self._process(f"acceptor-{i}", args))

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from rm_sdk.protocol import ConflictError, ProtocolError
+from rm_sdk.protocol import ProtocolError
 
 __all__ = [
     "MAX_MESSAGE_BYTES",
@@ -47,10 +47,8 @@ async def abort_on_error(
     """Await a handler's work, turning protocol errors into gRPC statuses."""
     try:
         return await call
-    except ConflictError as exc:
-        await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
     except ProtocolError as exc:
-        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        await context.abort(grpc.StatusCode[exc.status], str(exc))
     raise AssertionError("unreachable")
 
 

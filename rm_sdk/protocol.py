@@ -50,12 +50,17 @@ Instance: TypeAlias = str
 
 
 class ProtocolError(ValueError):
-    """A message that breaks the protocol's rules; adapters map it to INVALID_ARGUMENT."""
+    """A message that breaks the protocol's rules. Nothing changed. ``status`` names the
+    gRPC status code that adapters answer with."""
+
+    status = "INVALID_ARGUMENT"
 
 
 class ConflictError(ProtocolError):
     """A message that contradicts durable state (e.g. a second, different value at one
-    ballot); adapters map it to FAILED_PRECONDITION. Nothing changes."""
+    ballot). Nothing changes."""
+
+    status = "FAILED_PRECONDITION"
 
 
 def validate_id(kind: str, value: str) -> str:
