@@ -98,9 +98,7 @@ def phase2b(state: InstanceState, bal: Ballot, val: Value) -> InstanceState:
     if bal < state.mbal:
         return state
     if bal == state.bal and state.val != val and not isinstance(state.val, NoValue):
-        raise ConflictError(
-            f"ballot {bal} already accepted {_show(state.val)}; refusing {_show(val)}"
-        )
+        raise ConflictError(f"ballot {bal} already accepted {_show(state.val)}; refusing {_show(val)}")
     return InstanceState(mbal=bal, bal=bal, val=val)
 
 
@@ -121,4 +119,4 @@ def bundle_complete(states: Mapping[Instance, InstanceState]) -> bool:
 def _show(val: Value | NoValue) -> str:
     if isinstance(val, RMSet):
         return "set{" + ",".join(sorted(val.rms)) + "}"
-    return val.value
+    return str(val.value)

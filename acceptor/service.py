@@ -59,7 +59,9 @@ class AcceptorServicer(pb_grpc.AcceptorServicer):
         check_phase1a(bal, instances)
         now = self.store.now_ms()
 
-        def step(rec: TxnRecord | None) -> tuple[TxnRecord | None, tuple[dict[Instance, InstanceState], Outcome]]:
+        def step(
+            rec: TxnRecord | None,
+        ) -> tuple[TxnRecord | None, tuple[dict[Instance, InstanceState], Outcome]]:
             base = rec or TxnRecord(first_seen_ms=now)
             states = dict(base.instances)
             reply = {}
@@ -91,7 +93,9 @@ class AcceptorServicer(pb_grpc.AcceptorServicer):
         check_phase2a(bal, proposals, len(request.proposals))
         now = self.store.now_ms()
 
-        def step(rec: TxnRecord | None) -> tuple[TxnRecord | None, tuple[dict[Instance, InstanceState], Outcome]]:
+        def step(
+            rec: TxnRecord | None,
+        ) -> tuple[TxnRecord | None, tuple[dict[Instance, InstanceState], Outcome]]:
             base = rec or TxnRecord(first_seen_ms=now)
             states = dict(base.instances)
             reply = {}

@@ -151,19 +151,20 @@ class AcceptorStore:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self._engine = await loop.run_in_executor(self._executor, self._open)
+        try:
+            self._engine = await loop.run_in_executor(self._executor, self._open)
+        except BaseException:
+            self._executor.shutdown(wait=False)
+            raise
         self._writer = asyncio.create_task(self._write_loop(), name="acceptor-group-commit")
 
     async def close(self) -> None:
         if self._writer is not None:
             # Let queued steps finish: their callers may already be waiting for replies.
-            while not self._queue.empty():
-                await asyncio.sleep(0.01)
+            await self._queue.join()
             self._writer.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._writer
-            except asyncio.CancelledError:
-                pass
         if self._engine is not None:
             engine = self._engine
             await asyncio.get_running_loop().run_in_executor(self._executor, engine.dispose)
@@ -198,22 +199,16 @@ class AcceptorStore:
 
         upgrade(engine)
         with engine.begin() as conn:
-            row = conn.execute(
-                sa.select(meta_table.c.value).where(meta_table.c.key == "acceptor_id")
-            ).first()
+            row = conn.execute(sa.select(meta_table.c.value).where(meta_table.c.key == "acceptor_id")).first()
             if row is None:
                 conn.execute(meta_table.insert().values(key="acceptor_id", value=str(self.acceptor_id)))
             elif int(row[0]) != self.acceptor_id:
-                raise StorageError(
-                    f"this store belongs to acceptor {row[0]}, not {self.acceptor_id}"
-                )
+                raise StorageError(f"this store belongs to acceptor {row[0]}, not {self.acceptor_id}")
         return engine
 
     # ---------------------------------------------------------------- steps
 
-    async def apply(
-        self, txn_id: str, fn: Callable[[TxnRecord | None], tuple[TxnRecord | None, R]]
-    ) -> R:
+    async def apply(self, txn_id: str, fn: Callable[[TxnRecord | None], tuple[TxnRecord | None, R]]) -> R:
         """Run ``fn`` on the transaction's record; durable before this returns.
 
         ``fn`` gets the current record (None if the acceptor never heard of the
@@ -278,6 +273,7 @@ class AcceptorStore:
                 for step in batch:
                     if not step.future.done():
                         step.future.set_exception(exc)
+                    self._queue.task_done()
                 continue
             for step, res in zip(batch, results, strict=True):
                 if step.future.done():
@@ -290,6 +286,8 @@ class AcceptorStore:
                 for fut in self._waiters.get(txn_id, ()):
                     if not fut.done():
                         fut.set_result(None)
+            for _ in batch:
+                self._queue.task_done()
 
     def _run_batch(self, batch: list[_Step]) -> tuple[list[_Outcome[Any]], set[str]]:
         engine = self._require_engine()
@@ -346,9 +344,7 @@ class AcceptorStore:
                 bal=Ballot(r.bal_round, r.bal_leader),
                 val=decode_value(r.val),
             )
-        return TxnRecord(
-            first_seen_ms=row.first_seen_ms, instances=instances, outcome=Outcome(row.outcome)
-        )
+        return TxnRecord(first_seen_ms=row.first_seen_ms, instances=instances, outcome=Outcome(row.outcome))
 
     def _write(self, conn: Connection, records: Mapping[str, TxnRecord | None]) -> None:
         txn_rows = []

@@ -7,6 +7,7 @@ id, so it never reuses a ballot of an earlier incarnation or of another replica.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from collections.abc import Awaitable, Callable, Iterable
@@ -56,7 +57,7 @@ class AcceptorPeers:
             raise ValueError(f"need 2F+1 acceptors (an odd number), got {len(addresses)}")
         self.addresses = list(addresses)
         self.channels = [grpc.aio.insecure_channel(a) for a in addresses]
-        self.stubs = [pb_grpc.AcceptorStub(c) for c in self.channels]
+        self.stubs: list[pb_grpc.AcceptorAsyncStub] = [pb_grpc.AcceptorStub(c) for c in self.channels]
 
     @property
     def n(self) -> int:
@@ -64,11 +65,11 @@ class AcceptorPeers:
 
     async def close(self) -> None:
         for c in self.channels:
-            await c.close()
+            await c.close(None)
 
     async def fanout(
         self,
-        call: Callable[[pb_grpc.AcceptorStub], Awaitable[T]],
+        call: Callable[[pb_grpc.AcceptorAsyncStub], Awaitable[T]],
         on_reply: Callable[[int, T], None],
         done: Callable[[], bool],
         ids: Iterable[int] | None = None,
@@ -82,7 +83,11 @@ class AcceptorPeers:
             try:
                 return i, await call(self.stubs[i])
             except grpc.aio.AioRpcError as exc:
-                if exc.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED):
+                if exc.code() not in (
+                    grpc.StatusCode.UNAVAILABLE,
+                    grpc.StatusCode.DEADLINE_EXCEEDED,
+                    grpc.StatusCode.CANCELLED,
+                ):
                     log.warning("acceptor %d: %s: %s", i, exc.code().name, exc.details())
                 return i, None
 
@@ -151,13 +156,11 @@ class Leader:
                 return True
             return False
 
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(
                 self.peers.fanout(lambda s: s.AwaitPhase2b(req, timeout=wait + RPC_TIMEOUT), on_reply, done),
                 wait + RPC_TIMEOUT,
             )
-        except TimeoutError:
-            pass
         return decision[0] if decision else self.evaluate(tally, known_set)
 
     def evaluate(self, tally: Tally, known_set: RMSet | None) -> Decision | None:
@@ -202,7 +205,9 @@ class Leader:
     async def _run_ballot(
         self, txn_id: str, run: BallotRun, tally: Tally, covered: set[Instance]
     ) -> Decision | None:
-        req1 = pb.Phase1aRequest(txn_id=txn_id, ballot=ballot_to_pb(run.ballot), instances=sorted(run.instances))
+        req1 = pb.Phase1aRequest(
+            txn_id=txn_id, ballot=ballot_to_pb(run.ballot), instances=sorted(run.instances)
+        )
         new_members: list[bool] = []
 
         def on_1b(i: int, r: pb.Phase1bReply) -> None:
@@ -243,7 +248,9 @@ class Leader:
     async def record_outcome(self, txn_id: str, outcome: Outcome) -> None:
         """Tell every acceptor the outcome, so later questions are answered from a record."""
         req = pb.RecordOutcomeRequest(txn_id=txn_id, outcome=outcome_to_pb(outcome))
-        await self.peers.fanout(lambda s: s.RecordOutcome(req, timeout=RPC_TIMEOUT), lambda i, r: None, lambda: False)
+        await self.peers.fanout(
+            lambda s: s.RecordOutcome(req, timeout=RPC_TIMEOUT), lambda i, r: None, lambda: False
+        )
 
 
 def _explain_abort(tally: Tally, values: dict[Instance, Value], s: RMSet | None) -> str:
@@ -274,4 +281,3 @@ def _show(proposals: dict[Instance, Value]) -> str:
         return "noset" if v is NO_SET else v.value if isinstance(v, Vote) else str(v)
 
     return ", ".join(f"{i}={one(v)}" for i, v in sorted(proposals.items()))
-

@@ -62,7 +62,9 @@ class OwnedTxn:
     created: float
     registration: Registration = field(default_factory=Registration)
     prepare: asyncio.Event = field(default_factory=asyncio.Event)
-    decided: asyncio.Future[Decision] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    decided: asyncio.Future[Decision] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
     driver: asyncio.Task[None] | None = None
 
 
@@ -104,7 +106,9 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
 
     # ---------------------------------------------------------------- application-facing
 
-    async def Begin(self, request: pb.BeginRequest, context: grpc.aio.ServicerContext[Any, Any]) -> pb.BeginReply:
+    async def Begin(
+        self, request: pb.BeginRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.BeginReply:
         txn_id = uuid.uuid4().hex
         txn = OwnedTxn(txn_id, time.monotonic())
         self.owned[txn_id] = txn
@@ -112,7 +116,9 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         self._trim()
         return pb.BeginReply(txn_id=txn_id, coordinator=self.address)
 
-    async def Commit(self, request: pb.CommitRequest, context: grpc.aio.ServicerContext[Any, Any]) -> pb.CommitReply:
+    async def Commit(
+        self, request: pb.CommitRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.CommitReply:
         async def run() -> pb.CommitReply:
             txn = self._owned(request.txn_id)
             self._start_commit(txn)
@@ -121,7 +127,9 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
 
         return await abort_on_error(context, run())
 
-    async def Abort(self, request: pb.AbortRequest, context: grpc.aio.ServicerContext[Any, Any]) -> pb.AbortReply:
+    async def Abort(
+        self, request: pb.AbortRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.AbortReply:
         async def run() -> pb.AbortReply:
             if len(request.reason.encode()) > 1024:
                 raise ProtocolError("abort reason longer than 1024 bytes")
@@ -139,11 +147,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
             txn_id = validate_id("transaction id", request.txn_id)
             wait = clamp_wait_ms(request.wait_ms)
             txn = self.owned.get(txn_id)
-            fut: asyncio.Future[Decision | None]
-            if txn is not None:
-                fut = txn.decided  # type: ignore[assignment]
-            else:
-                fut = self._learn(txn_id)
+            fut: asyncio.Future[Any] = txn.decided if txn is not None else self._learn(txn_id)
             try:
                 d = await asyncio.wait_for(asyncio.shield(fut), wait)
             except TimeoutError:
@@ -158,7 +162,9 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
 
     # ---------------------------------------------------------------- RM-facing
 
-    async def Join(self, request: pb.JoinRequest, context: grpc.aio.ServicerContext[Any, Any]) -> pb.JoinReply:
+    async def Join(
+        self, request: pb.JoinRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.JoinReply:
         async def run() -> pb.JoinReply:
             validate_id("rm id", request.rm_id)
             txn = self._owned(request.txn_id)
@@ -176,10 +182,13 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
             reg = txn.registration
             if rm not in reg.joined:
                 raise ProtocolError(f"resource manager {rm!r} has not joined transaction {txn.txn_id}")
-            prepare = asyncio.ensure_future(txn.prepare.wait())
+            prepare: asyncio.Future[Any] = asyncio.ensure_future(txn.prepare.wait())
+            decided: asyncio.Future[Any] = txn.decided
             try:
                 await asyncio.wait(
-                    [prepare, txn.decided], timeout=clamp_wait_ms(request.wait_ms), return_when=asyncio.FIRST_COMPLETED
+                    [prepare, decided],
+                    timeout=clamp_wait_ms(request.wait_ms),
+                    return_when=asyncio.FIRST_COMPLETED,
                 )
             finally:
                 prepare.cancel()
@@ -187,8 +196,11 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
                 d = txn.decided.result()
                 in_set = reg.closed is not None and rm in reg.closed.rms
                 # After a commit every member has prepared; only an abort can skip the vote.
-                return pb.AwaitPrepareReply(prepare=in_set and d.outcome is Outcome.COMMITTED,
-                                            outcome=outcome_to_pb(d.outcome), reason=d.reason)
+                return pb.AwaitPrepareReply(
+                    prepare=in_set and d.outcome is Outcome.COMMITTED,
+                    outcome=outcome_to_pb(d.outcome),
+                    reason=d.reason,
+                )
             if txn.prepare.is_set():
                 return pb.AwaitPrepareReply(prepare=True, outcome=pb.OUTCOME_PENDING)
             return pb.AwaitPrepareReply(prepare=False, outcome=pb.OUTCOME_PENDING)
@@ -244,7 +256,11 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         while d is None and time.monotonic() < deadline:
             d = await self.leader.await_bundles(txn.txn_id, tally, known, deadline - time.monotonic())
         if d is None:
-            log.info("txn %s: votes missing after %.1fs: running recovery ballots", txn.txn_id, self.config.vote_timeout)
+            log.info(
+                "txn %s: votes missing after %.1fs: running recovery ballots",
+                txn.txn_id,
+                self.config.vote_timeout,
+            )
             while d is None:
                 d = await self.leader.recover(txn.txn_id, tally, known)
         if abort_reason and d.outcome is Outcome.ABORTED:
@@ -255,7 +271,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
 
     def _learn(self, txn_id: str) -> asyncio.Task[Decision | None]:
         task = self._learning.get(txn_id)
-        if task is None or task.done() and task.result() is None:
+        if task is None or (task.done() and task.result() is None):
             task = self._spawn(self._learn_once(txn_id), f"learn-{txn_id}")
             self._learning[txn_id] = task
             task.add_done_callback(lambda t: self._forget_learning(txn_id, t))
@@ -263,9 +279,9 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
 
     def _forget_learning(self, txn_id: str, task: asyncio.Task[Decision | None]) -> None:
         # Keep a finished learn only if it decided: the next question starts a fresh one.
-        if task.cancelled() or task.exception() is not None or task.result() is None:
-            if self._learning.get(txn_id) is task:
-                del self._learning[txn_id]
+        failed = task.cancelled() or task.exception() is not None or task.result() is None
+        if failed and self._learning.get(txn_id) is task:
+            del self._learning[txn_id]
 
     def _unknown(self, txn_id: str) -> bool:
         return txn_id in self._never_seen
@@ -315,14 +331,17 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         """Find transactions abandoned by a dead owner and finish them."""
         while True:
             await asyncio.sleep(self.config.recovery_interval * (0.5 + self.leader.rng.random()))
-            older = int(self.config.recovery_timeout * 1000)
-            req = pb.ListUndecidedRequest(older_than_ms=older, limit=200)
-            found: set[str] = set()
-            await self.peers.fanout(lambda s: s.ListUndecided(req, timeout=3.0),
-                                    lambda i, r: found.update(r.txn_ids), lambda: False)
-            for txn_id in sorted(found):
+            for txn_id in await self._undecided():
                 if txn_id not in self.owned and txn_id not in self._learning:
                     self._learn(txn_id)
+
+    async def _undecided(self) -> list[str]:
+        req = pb.ListUndecidedRequest(older_than_ms=int(self.config.recovery_timeout * 1000), limit=200)
+        found: set[str] = set()
+        await self.peers.fanout(
+            lambda s: s.ListUndecided(req, timeout=3.0), lambda i, r: found.update(r.txn_ids), lambda: False
+        )
+        return sorted(found)
 
 
 @contextlib.asynccontextmanager

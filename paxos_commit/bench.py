@@ -113,5 +113,7 @@ async def run_bench(args: argparse.Namespace) -> int:
                 f"F={r['f']} ({r['acceptors']} acceptors): {r['commits_per_s']} commits/s, "
                 f"p50 {r['latency_ms_p50']} ms, p99 {r['latency_ms_p99']} ms"
             )
-        print(f"F=1 / F=0: throughput x{report['f1_over_f0_throughput']}, p50 latency x{report['f1_over_f0_latency_p50']}")
+        print(
+            f"F=1 / F=0: throughput x{report['f1_over_f0_throughput']}, p50 latency x{report['f1_over_f0_latency_p50']}"
+        )
     return 1 if f0["failures"] or f1["failures"] else 0

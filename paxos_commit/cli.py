@@ -98,7 +98,9 @@ def _up(args: argparse.Namespace) -> int:
         print(f"paxos-commit up: {exc}", file=sys.stderr)
         return 1
     f = (args.acceptors - 1) // 2
-    print(f"paxos-commit: {args.acceptors} acceptors (F={f}), {args.coordinators} coordinators; data in {cluster.data_dir}")
+    print(
+        f"paxos-commit: {args.acceptors} acceptors (F={f}), {args.coordinators} coordinators; data in {cluster.data_dir}"
+    )
     for p in cluster.acceptors:
         print(f"  {p.name:<15} {p.address}")
     for p in cluster.coordinators:
@@ -134,19 +136,34 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     a = sub.add_parser("acceptor", help="run one acceptor (environment: PAXOS_COMMIT_*)")
-    a.add_argument("--id", type=int, default=int(_env("ACCEPTOR_ID", "-1") or -1), help="acceptor id: index in the acceptor list")
+    a.add_argument(
+        "--id",
+        type=int,
+        default=int(_env("ACCEPTOR_ID", "-1") or -1),
+        help="acceptor id: index in the acceptor list",
+    )
     a.add_argument("--listen", default=_env("LISTEN", "0.0.0.0:7700"), help="host:port (port 0: any)")
     a.add_argument("--data-dir", default=_env("DATA_DIR", "./.paxos-commit"), help="SQLite file's folder")
-    a.add_argument("--db", default=_env("DB"), help="SQLAlchemy URL instead of SQLite, e.g. postgresql+psycopg://...")
-    a.add_argument("--init", action="store_true", default=_env("INIT") == "1",
-                   help="create state for a brand-new acceptor (never for one that lost its disk)")
+    a.add_argument(
+        "--db", default=_env("DB"), help="SQLAlchemy URL instead of SQLite, e.g. postgresql+psycopg://..."
+    )
+    a.add_argument(
+        "--init",
+        action="store_true",
+        default=_env("INIT") == "1",
+        help="create state for a brand-new acceptor (never for one that lost its disk)",
+    )
     a.add_argument("--port-file", default=None, help="write {address, pid} here once serving")
     a.set_defaults(func=_acceptor)
 
     c = sub.add_parser("coordinator", help="run one coordinator replica (environment: PAXOS_COMMIT_*)")
-    c.add_argument("--acceptors", default=_env("ACCEPTORS"), help="comma-separated acceptor addresses, in id order")
+    c.add_argument(
+        "--acceptors", default=_env("ACCEPTORS"), help="comma-separated acceptor addresses, in id order"
+    )
     c.add_argument("--listen", default=_env("LISTEN", "0.0.0.0:7800"))
-    c.add_argument("--advertise-host", default=_env("ADVERTISE_HOST"), help="host that RMs use to reach this replica")
+    c.add_argument(
+        "--advertise-host", default=_env("ADVERTISE_HOST"), help="host that RMs use to reach this replica"
+    )
     c.add_argument("--name", default=_env("NAME", "coordinator"))
     c.add_argument("--vote-timeout", type=float, default=float(_env("VOTE_TIMEOUT", "5") or 5))
     c.add_argument("--recovery-timeout", type=float, default=float(_env("RECOVERY_TIMEOUT", "10") or 10))
@@ -159,8 +176,12 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--data-dir", default="./.paxos-commit")
     u.add_argument("--acceptors", type=int, default=3, help="2F+1")
     u.add_argument("--coordinators", type=int, default=2)
-    u.add_argument("--base-port", type=int, default=7700,
-                   help="acceptors listen on base+i, coordinators on base+100+i (0: any free ports)")
+    u.add_argument(
+        "--base-port",
+        type=int,
+        default=7700,
+        help="acceptors listen on base+i, coordinators on base+100+i (0: any free ports)",
+    )
     u.set_defaults(func=_up)
 
     d = sub.add_parser("demo", help="two banks, concurrent transfers, a coordinator killed mid-commit")

@@ -162,14 +162,22 @@ class LocalCluster:
 
     def _coordinator_args(self, i: int) -> list[str]:
         return [
-            "coordinator", "--name", f"coordinator-{i}",
-            "--listen", f"127.0.0.1:{self._port(100 + i)}",
-            "--acceptors", ",".join(self.acceptor_addresses),
-            "--vote-timeout", str(self.vote_timeout),
-            "--recovery-timeout", str(self.recovery_timeout),
-            "--recovery-interval", str(self.recovery_interval),
-            "--txn-timeout", str(self.txn_timeout),
-        ]  # fmt: skip
+            "coordinator",
+            "--name",
+            f"coordinator-{i}",
+            "--listen",
+            f"127.0.0.1:{self._port(100 + i)}",
+            "--acceptors",
+            ",".join(self.acceptor_addresses),
+            "--vote-timeout",
+            str(self.vote_timeout),
+            "--recovery-timeout",
+            str(self.recovery_timeout),
+            "--recovery-interval",
+            str(self.recovery_interval),
+            "--txn-timeout",
+            str(self.txn_timeout),
+        ]
 
     def _process(self, name: str, args: list[str]) -> ServiceProcess:
         return ServiceProcess(

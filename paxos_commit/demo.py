@@ -65,9 +65,13 @@ async def run_demo(args: argparse.Namespace) -> int:
 async def _run(root: Path, args: argparse.Namespace) -> int:
     rng = random.Random(args.seed)
     cluster = LocalCluster(
-        root / "cluster", n_acceptors=3, n_coordinators=2, vote_timeout=3.0,
-        recovery_timeout=2.0, recovery_interval=0.5,
-    )  # fmt: skip
+        root / "cluster",
+        n_acceptors=3,
+        n_coordinators=2,
+        vote_timeout=3.0,
+        recovery_timeout=2.0,
+        recovery_interval=0.5,
+    )
     print("starting 3 acceptors and 2 coordinators (separate processes)...", flush=True)
     cluster.start()
     try:
@@ -89,10 +93,14 @@ async def _transfers(cluster: LocalCluster, root: Path, rng: random.Random, args
     total_before = sum(bank_a.balances().values()) + sum(bank_b.balances().values())
 
     transfers = [
-        Transfer(n, f"a{rng.randrange(ACCOUNTS)}", f"b{rng.randrange(ACCOUNTS)}",
-                 rng.choice([5, 10, 15, 20, 25, 40, 150]))
+        Transfer(
+            n,
+            f"a{rng.randrange(ACCOUNTS)}",
+            f"b{rng.randrange(ACCOUNTS)}",
+            rng.choice([5, 10, 15, 20, 25, 40, 150]),
+        )
         for n in range(args.transfers)
-    ]  # fmt: skip
+    ]
     victim = transfers[len(transfers) // 3]
     killed: list[str] = []
     client = Client(coords, outcome_timeout=60.0)
@@ -110,7 +118,9 @@ async def _transfers(cluster: LocalCluster, root: Path, rng: random.Random, args
             owner = next(p for p in cluster.coordinators if p.address == t.owner)
             owner.kill()
             killed.append(owner.name)
-            print(f"  transfer {t.n}: SIGKILL {owner.name} (pid {owner.pid}) while txn {t.txn_id[:8]} commits")
+            print(
+                f"  transfer {t.n}: SIGKILL {owner.name} (pid {owner.pid}) while txn {t.txn_id[:8]} commits"
+            )
             await _finish(t, commit)
         else:
             await _finish(t, asyncio.create_task(txn.commit()))
@@ -171,9 +181,13 @@ async def _finish(t: Transfer, commit: asyncio.Task[Outcome]) -> None:
 
 
 def _check(
-    transfers: list[Transfer], victim: Transfer, bank_a: Ledger, bank_b: Ledger, total_before: int,
+    transfers: list[Transfer],
+    victim: Transfer,
+    bank_a: Ledger,
+    bank_b: Ledger,
+    total_before: int,
     killed: list[str],
-) -> list[str]:  # fmt: skip
+) -> list[str]:
     failures: list[str] = []
 
     def check(ok: bool, what: str) -> None:
@@ -199,20 +213,32 @@ def _check(
         if t.outcome == "committed":
             expected_a[t.src] -= t.amount
             expected_b[t.dst] += t.amount
-    check(not mismatched, "each transfer applied at both banks or at neither, as the application was told"
-          + ("" if not mismatched else ": " + "; ".join(mismatched[:5])))
-    check(bank_a.balances() == expected_a and bank_b.balances() == expected_b,
-          "balances equal the opening balances plus exactly the committed transfers")
+    check(
+        not mismatched,
+        "each transfer applied at both banks or at neither, as the application was told"
+        + ("" if not mismatched else ": " + "; ".join(mismatched[:5])),
+    )
+    check(
+        bank_a.balances() == expected_a and bank_b.balances() == expected_b,
+        "balances equal the opening balances plus exactly the committed transfers",
+    )
     total = sum(bank_a.balances().values()) + sum(bank_b.balances().values())
     check(total == total_before, f"total money unchanged ({total_before} -> {total})")
     check(min([*bank_a.balances().values(), *bank_b.balances().values()]) >= 0, "no account overdrawn")
-    check(not bank_a.in_doubt() and not bank_b.in_doubt(), "no prepared transaction left in doubt at either bank")
+    check(
+        not bank_a.in_doubt() and not bank_b.in_doubt(),
+        "no prepared transaction left in doubt at either bank",
+    )
     refused = [t for t in transfers if t.outcome == "aborted" and "voted to abort" in t.reason]
     check(bool(refused), f"some transfers were refused by a bank ({len(refused)})")
     check(bool(killed), "the owning coordinator of a transaction was killed mid-commit")
     retried = sum(len(t.abandoned) for t in transfers)
     if retried:
-        print(f"  [ok] {retried} attempts cut off by the kill before commit were retried; they aborted everywhere")
-    check(victim.outcome in ("committed", "aborted"),
-          f"the transaction whose coordinator was killed was finished by another ({victim.outcome})")
+        print(
+            f"  [ok] {retried} attempts cut off by the kill before commit were retried; they aborted everywhere"
+        )
+    check(
+        victim.outcome in ("committed", "aborted"),
+        f"the transaction whose coordinator was killed was finished by another ({victim.outcome})",
+    )
     return failures

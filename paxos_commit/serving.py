@@ -41,9 +41,7 @@ def clamp_wait_ms(wait_ms: int) -> float:
     return min(wait_ms, MAX_WAIT_MS) / 1000.0
 
 
-async def abort_on_error(
-    context: grpc.aio.ServicerContext[Any, Any], call: Awaitable[T]
-) -> T:
+async def abort_on_error(context: grpc.aio.ServicerContext[Any, Any], call: Awaitable[T]) -> T:
     """Await a handler's work, turning protocol errors into gRPC statuses."""
     try:
         return await call
@@ -55,7 +53,7 @@ async def abort_on_error(
 class ServerHandle:
     """A started server: its address, health servicer, and a graceful stop."""
 
-    def __init__(self, server: grpc.aio.Server, address: str, health_servicer: health.aio.HealthServicer) -> None:
+    def __init__(self, server: grpc.aio.Server, address: str, health_servicer: Any) -> None:
         self.server = server
         self.address = address
         self.health = health_servicer
@@ -80,7 +78,7 @@ async def start_server(
         ]
     )
     register(server)
-    health_servicer = health.aio.HealthServicer()
+    health_servicer: Any = health.aio.HealthServicer()  # type: ignore[attr-defined]
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     port = server.add_insecure_port(listen)
     if port == 0:

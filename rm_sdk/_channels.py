@@ -22,13 +22,13 @@ class Channels:
             ch = self._channels[address] = grpc.aio.insecure_channel(address)
         return ch
 
-    def coordinator(self, address: str) -> pb_grpc.CoordinatorStub:
+    def coordinator(self, address: str) -> pb_grpc.CoordinatorAsyncStub:
         return pb_grpc.CoordinatorStub(self.channel(address))
 
-    def acceptor(self, address: str) -> pb_grpc.AcceptorStub:
+    def acceptor(self, address: str) -> pb_grpc.AcceptorAsyncStub:
         return pb_grpc.AcceptorStub(self.channel(address))
 
     async def close(self) -> None:
         channels, self._channels = list(self._channels.values()), {}
         for ch in channels:
-            await ch.close()
+            await ch.close(None)

@@ -96,7 +96,9 @@ class Client:
         for k in range(len(self.coordinators)):
             address = self.coordinators[(start + k) % len(self.coordinators)]
             try:
-                r = await self._channels.coordinator(address).Begin(pb.BeginRequest(), timeout=self.rpc_timeout)
+                r = await self._channels.coordinator(address).Begin(
+                    pb.BeginRequest(), timeout=self.rpc_timeout
+                )
                 return Transaction(self, TransactionContext(r.txn_id, r.coordinator))
             except grpc.aio.AioRpcError as exc:
                 if exc.code() not in TRANSIENT:
@@ -160,10 +162,16 @@ class Transaction:
     async def _finish(self, abort_reason: str | None) -> Outcome:
         stub = self.client._channels.coordinator(self.context.coordinator)
         try:
+            r: pb.CommitReply | pb.AbortReply
             if abort_reason is None:
-                r = await stub.Commit(pb.CommitRequest(txn_id=self.txn_id), timeout=self.client.outcome_timeout)
+                r = await stub.Commit(
+                    pb.CommitRequest(txn_id=self.txn_id), timeout=self.client.outcome_timeout
+                )
             else:
-                r = await stub.Abort(pb.AbortRequest(txn_id=self.txn_id, reason=abort_reason), timeout=self.client.outcome_timeout)
+                r = await stub.Abort(
+                    pb.AbortRequest(txn_id=self.txn_id, reason=abort_reason),
+                    timeout=self.client.outcome_timeout,
+                )
             outcome, reason = outcome_from_pb(r.outcome), r.reason
         except grpc.aio.AioRpcError as exc:
             # NOT_FOUND: the owner restarted and forgot us; otherwise it died or is cut off.
@@ -171,7 +179,9 @@ class Transaction:
                 raise
             outcome, reason = await self.client.outcome(self.txn_id, wait=self.client.outcome_timeout)
             if outcome is Outcome.PENDING:
-                raise OutcomeUnknown(f"transaction {self.txn_id}: no coordinator knows the outcome yet") from exc
+                raise OutcomeUnknown(
+                    f"transaction {self.txn_id}: no coordinator knows the outcome yet"
+                ) from exc
         if outcome is Outcome.ABORTED:
             raise TransactionAborted(self.txn_id, reason or "aborted")
         return outcome

@@ -30,7 +30,9 @@ CREATE TABLE IF NOT EXISTS intents (
 class Ledger:
     """A bank: ``debit``/``credit`` inside a transaction, applied only on commit."""
 
-    def __init__(self, path: Path | str, rm_id: str, coordinators: Sequence[str], **participant_options: float) -> None:
+    def __init__(
+        self, path: Path | str, rm_id: str, coordinators: Sequence[str], *, owner_timeout: float = 15.0
+    ) -> None:
         self.rm_id = validate_id("rm id", rm_id)
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -41,7 +43,7 @@ class Ledger:
         self._pending: dict[str, dict[str, int]] = {}
         self._refusals: dict[str, str] = {}
         self._lock = asyncio.Lock()
-        self.participant = Participant(self, coordinators, **participant_options)
+        self.participant = Participant(self, coordinators, owner_timeout=owner_timeout)
 
     async def close(self) -> None:
         await self.participant.close()
@@ -80,7 +82,9 @@ class Ledger:
             for account, delta in work.items():
                 if delta >= 0:
                     continue
-                (balance,) = self._db.execute("SELECT balance FROM accounts WHERE name = ?", (account,)).fetchone()
+                (balance,) = self._db.execute(
+                    "SELECT balance FROM accounts WHERE name = ?", (account,)
+                ).fetchone()
                 (reserved,) = self._db.execute(
                     "SELECT COALESCE(SUM(delta), 0) FROM intents WHERE account = ? AND delta < 0", (account,)
                 ).fetchone()
@@ -104,9 +108,13 @@ class Ledger:
         async with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                rows = self._db.execute("SELECT account, delta FROM intents WHERE txn_id = ?", (txn_id,)).fetchall()
+                rows = self._db.execute(
+                    "SELECT account, delta FROM intents WHERE txn_id = ?", (txn_id,)
+                ).fetchall()
                 for account, delta in rows:
-                    self._db.execute("UPDATE accounts SET balance = balance + ? WHERE name = ?", (delta, account))
+                    self._db.execute(
+                        "UPDATE accounts SET balance = balance + ? WHERE name = ?", (delta, account)
+                    )
                 self._db.execute("DELETE FROM intents WHERE txn_id = ?", (txn_id,))
                 self._db.execute("COMMIT")
             except BaseException:

@@ -93,7 +93,9 @@ class Participant:
             return
         self._acceptors = list(r.acceptors)
         self.states[ctx.txn_id] = RMState.WORKING
-        self._tasks[ctx.txn_id] = asyncio.create_task(self._run(ctx, list(r.acceptors)), name=f"rm-{ctx.txn_id}")
+        self._tasks[ctx.txn_id] = asyncio.create_task(
+            self._run(ctx, list(r.acceptors)), name=f"rm-{ctx.txn_id}"
+        )
 
     async def wait(self, txn_id: str) -> RMState:
         """Wait until this RM has applied the outcome of ``txn_id``."""
@@ -106,7 +108,9 @@ class Participant:
         """After a restart: finish a transaction the resource holds as prepared."""
         self.states[txn_id] = RMState.PREPARED
         ctx = TransactionContext(txn_id, coordinator or self.client.coordinators[0])
-        self._tasks[txn_id] = asyncio.create_task(self._finish_prepared(ctx, list(acceptors)), name=f"rm-{txn_id}")
+        self._tasks[txn_id] = asyncio.create_task(
+            self._finish_prepared(ctx, list(acceptors)), name=f"rm-{txn_id}"
+        )
 
     # ------------------------------------------------------------------ protocol
 
@@ -196,7 +200,10 @@ class Participant:
             if attempt == 0:
                 targets = targets[:need]
             replies = await asyncio.gather(
-                *(self._channels.acceptor(acceptors[i]).Phase2a(req, timeout=self.rpc_timeout) for i in targets),
+                *(
+                    self._channels.acceptor(acceptors[i]).Phase2a(req, timeout=self.rpc_timeout)
+                    for i in targets
+                ),
                 return_exceptions=True,
             )
             for i, rep in zip(targets, replies, strict=True):
@@ -232,6 +239,8 @@ class Participant:
                 return
             except Exception:
                 # The outcome is decided; applying it must not be lost: retry with backoff.
-                log.exception("rm %s: applying %s to %s failed; retrying", self.rm.rm_id, outcome.value, txn_id)
+                log.exception(
+                    "rm %s: applying %s to %s failed; retrying", self.rm.rm_id, outcome.value, txn_id
+                )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)

@@ -194,9 +194,7 @@ def chosen(
     return out
 
 
-def decide(
-    chosen_values: Mapping[Instance, Value], known_set: RMSet | None = None
-) -> tuple[Outcome, str]:
+def decide(chosen_values: Mapping[Instance, Value], known_set: RMSet | None = None) -> tuple[Outcome, str]:
     """The Paxos Commit decision rule with a registrar (paper sections 4 and 6.2).
 
     Commit iff the registrar chose a set S and every RM in S chose PREPARED. Abort iff

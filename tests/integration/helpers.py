@@ -41,14 +41,16 @@ class ScriptedRM:
 
 async def acceptor_states(channels: Channels, address: str, txn_id: str) -> dict[Instance, InstanceState]:
     """One acceptor's accepted state of a transaction (a 2b bundle read at once)."""
-    r = await channels.acceptor(address).AwaitPhase2b(pb.AwaitPhase2bRequest(txn_id=txn_id, wait_ms=0), timeout=5)
+    r = await channels.acceptor(address).AwaitPhase2b(
+        pb.AwaitPhase2bRequest(txn_id=txn_id, wait_ms=0), timeout=5
+    )
     return states_from_pb(r.states)
 
 
-async def wait_until(predicate: object, timeout: float = 10.0, what: str = "condition") -> None:
+async def wait_until(predicate: object, limit: float = 10.0, what: str = "condition") -> None:
     """Poll an async or sync predicate until true."""
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
+    deadline = loop.time() + limit
     while True:
         result = predicate()  # type: ignore[operator]
         if asyncio.iscoroutine(result):

@@ -60,7 +60,9 @@ async def test_abort_when_one_rm_refuses(cluster: LocalCluster, tmp_path: Path) 
     await b.close()
 
 
-async def test_rm_that_never_votes_is_aborted_after_the_timeout(cluster: LocalCluster, channels: Channels) -> None:
+async def test_rm_that_never_votes_is_aborted_after_the_timeout(
+    cluster: LocalCluster, channels: Channels
+) -> None:
     coords = cluster.coordinator_addresses
     rm = ScriptedRM("fast")
     p = Participant(rm, coords)
@@ -101,10 +103,12 @@ async def test_owner_killed_after_registrar_and_some_votes(
         async def votes_on_acceptors() -> bool:
             states = [await acceptor_states(channels, a, txn.txn_id) for a in cluster.acceptor_addresses]
             majority_has = [
-                REGISTRAR in s and s[REGISTRAR].val == RMSet.of(["fast", "slow"])
-                and "fast" in s and s["fast"].bal == RM_BALLOT
+                REGISTRAR in s
+                and s[REGISTRAR].val == RMSet.of(["fast", "slow"])
+                and "fast" in s
+                and s["fast"].bal == RM_BALLOT
                 for s in states
-            ]  # fmt: skip
+            ]
             return sum(majority_has) >= 2
 
         await wait_until(votes_on_acceptors, what="registrar's and fast's 2a on a majority")
@@ -157,7 +161,9 @@ async def test_acceptor_killed_commits_go_on_and_promises_survive_restart(
     await stub.Phase1a(pb.Phase1aRequest(txn_id="t-durable", ballot=high, instances=["rm-x"]), timeout=5)
     await stub.Phase2a(
         pb.Phase2aRequest(
-            txn_id="t-durable", ballot=high, proposals=[pb.Proposal(instance="rm-x", value=pb.Value(vote=pb.VOTE_ABORTED))]
+            txn_id="t-durable",
+            ballot=high,
+            proposals=[pb.Proposal(instance="rm-x", value=pb.Value(vote=pb.VOTE_ABORTED))],
         ),
         timeout=5,
     )
