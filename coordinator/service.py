@@ -112,7 +112,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         txn_id = uuid.uuid4().hex
         txn = OwnedTxn(txn_id, time.monotonic())
         self.owned[txn_id] = txn
-        self._spawn(self._expire(txn), f"expire-{txn_id}")
+        asyncio.get_running_loop().call_later(self.config.txn_timeout, self._expire, txn)
         self._trim()
         return pb.BeginReply(txn_id=txn_id, coordinator=self.address)
 
@@ -228,8 +228,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         for txn_id in [t for t, o in self.owned.items() if o.decided.done()][:excess]:
             del self.owned[txn_id]
 
-    async def _expire(self, txn: OwnedTxn) -> None:
-        await asyncio.sleep(self.config.txn_timeout)
+    def _expire(self, txn: OwnedTxn) -> None:
         if txn.driver is None:
             log.info("txn %s: not committed within %.0fs: aborting", txn.txn_id, self.config.txn_timeout)
             self._start_commit(txn, abort_reason="transaction timeout")

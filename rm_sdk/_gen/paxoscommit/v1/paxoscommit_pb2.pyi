@@ -244,6 +244,7 @@ class Phase1aRequest(_message.Message):
     BALLOT_FIELD_NUMBER: _builtins.int
     INSTANCES_FIELD_NUMBER: _builtins.int
     txn_id: _builtins.str
+    """The transaction whose instances the ballot covers."""
     @_builtins.property
     def ballot(self) -> Global___Ballot:
         """The leader's ballot; round must be >= 1 (round 0 belongs to the instances' owners)."""
@@ -280,6 +281,7 @@ class Phase1bReply(_message.Message):
     acceptor_id: _builtins.int
     """Index of the answering acceptor in the cluster's acceptor list."""
     txn_id: _builtins.str
+    """The transaction of the request."""
     outcome: Global___Outcome.ValueType
     """The outcome recorded at this acceptor, OUTCOME_PENDING if none."""
     @_builtins.property
@@ -340,8 +342,11 @@ class Phase2aRequest(_message.Message):
     BALLOT_FIELD_NUMBER: _builtins.int
     PROPOSALS_FIELD_NUMBER: _builtins.int
     txn_id: _builtins.str
+    """The transaction whose instances the proposals are for."""
     @_builtins.property
-    def ballot(self) -> Global___Ballot: ...
+    def ballot(self) -> Global___Ballot:
+        """Ballot 0 for an RM's vote or the registrar's set; the leader's ballot otherwise."""
+
     @_builtins.property
     def proposals(self) -> _containers.RepeatedCompositeFieldContainer[Global___Proposal]:
         """Each instance at most once; at least one."""
@@ -374,10 +379,15 @@ class Phase2bReply(_message.Message):
     STATES_FIELD_NUMBER: _builtins.int
     OUTCOME_FIELD_NUMBER: _builtins.int
     acceptor_id: _builtins.int
+    """Index of the answering acceptor in the cluster's acceptor list."""
     txn_id: _builtins.str
+    """The transaction of the request."""
     outcome: Global___Outcome.ValueType
+    """The outcome recorded at this acceptor, OUTCOME_PENDING if none."""
     @_builtins.property
-    def states(self) -> _containers.RepeatedCompositeFieldContainer[Global___InstanceState]: ...
+    def states(self) -> _containers.RepeatedCompositeFieldContainer[Global___InstanceState]:
+        """One entry per proposed instance, after the 2a."""
+
     def __init__(
         self,
         *,
@@ -403,6 +413,7 @@ class AwaitPhase2bRequest(_message.Message):
     TXN_ID_FIELD_NUMBER: _builtins.int
     WAIT_MS_FIELD_NUMBER: _builtins.int
     txn_id: _builtins.str
+    """The transaction whose bundle the leader waits for."""
     wait_ms: _builtins.int
     """Longest time to wait for the bundle to be complete, in milliseconds (capped at 60000).
     0 answers at once with what the acceptor has.
@@ -436,12 +447,15 @@ class Phase2bBundle(_message.Message):
     OUTCOME_FIELD_NUMBER: _builtins.int
     AGE_MS_FIELD_NUMBER: _builtins.int
     acceptor_id: _builtins.int
+    """Index of the answering acceptor in the cluster's acceptor list."""
     txn_id: _builtins.str
+    """The transaction of the request."""
     complete: _builtins.bool
     """True when the bundle lets a leader decide if enough acceptors agree: the registrar
     instance holds a value and either every RM in its set holds a value or one voted abort.
     """
     outcome: Global___Outcome.ValueType
+    """The outcome recorded at this acceptor, OUTCOME_PENDING if none."""
     age_ms: _builtins.int
     """Milliseconds since this acceptor first heard of the transaction; 0 if never."""
     @_builtins.property
@@ -477,6 +491,7 @@ class RecordOutcomeRequest(_message.Message):
     TXN_ID_FIELD_NUMBER: _builtins.int
     OUTCOME_FIELD_NUMBER: _builtins.int
     txn_id: _builtins.str
+    """The decided transaction."""
     outcome: Global___Outcome.ValueType
     """OUTCOME_COMMITTED or OUTCOME_ABORTED."""
     def __init__(
@@ -499,6 +514,7 @@ class RecordOutcomeReply(_message.Message):
 
     ACCEPTOR_ID_FIELD_NUMBER: _builtins.int
     acceptor_id: _builtins.int
+    """Index of the answering acceptor; the record is durable when this reply is sent."""
     def __init__(
         self,
         *,
@@ -545,8 +561,11 @@ class ListUndecidedReply(_message.Message):
     ACCEPTOR_ID_FIELD_NUMBER: _builtins.int
     TXN_IDS_FIELD_NUMBER: _builtins.int
     acceptor_id: _builtins.int
+    """Index of the answering acceptor."""
     @_builtins.property
-    def txn_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def txn_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Undecided transactions, oldest first."""
+
     def __init__(
         self,
         *,
@@ -563,7 +582,10 @@ Global___ListUndecidedReply: _TypeAlias = ListUndecidedReply  # noqa: Y015
 
 @_typing.final
 class BeginRequest(_message.Message):
-    """------------------------------------------------------------- coordinator service"""
+    """------------------------------------------------------------- coordinator service
+
+    The application starts a transaction; the coordinator that answers owns it.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -610,6 +632,7 @@ class CommitRequest(_message.Message):
 
     TXN_ID_FIELD_NUMBER: _builtins.int
     txn_id: _builtins.str
+    """A transaction begun at this coordinator."""
     def __init__(
         self,
         *,
@@ -656,6 +679,7 @@ class AbortRequest(_message.Message):
     TXN_ID_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     txn_id: _builtins.str
+    """A transaction begun at this coordinator."""
     reason: _builtins.str
     """Free text recorded as the abort reason (at most 1024 bytes)."""
     def __init__(
@@ -681,6 +705,7 @@ class AbortReply(_message.Message):
     outcome: Global___Outcome.ValueType
     """OUTCOME_ABORTED, or OUTCOME_COMMITTED when the transaction had already committed."""
     reason: _builtins.str
+    """Why the transaction aborted."""
     def __init__(
         self,
         *,
@@ -704,6 +729,7 @@ class GetOutcomeRequest(_message.Message):
     TXN_ID_FIELD_NUMBER: _builtins.int
     WAIT_MS_FIELD_NUMBER: _builtins.int
     txn_id: _builtins.str
+    """Any transaction, begun at any coordinator."""
     wait_ms: _builtins.int
     """Longest time to wait for a decision, in milliseconds (capped at 60000)."""
     def __init__(
@@ -729,6 +755,7 @@ class GetOutcomeReply(_message.Message):
     outcome: Global___Outcome.ValueType
     """OUTCOME_PENDING when still undecided after wait_ms."""
     reason: _builtins.str
+    """Why the transaction aborted, when known."""
     def __init__(
         self,
         *,
@@ -752,7 +779,9 @@ class JoinRequest(_message.Message):
     TXN_ID_FIELD_NUMBER: _builtins.int
     RM_ID_FIELD_NUMBER: _builtins.int
     txn_id: _builtins.str
+    """A transaction begun at this coordinator (the context's coordinator address)."""
     rm_id: _builtins.str
+    """The joining RM; its instance of the transaction is named by this id."""
     def __init__(
         self,
         *,
@@ -799,7 +828,9 @@ class AwaitPrepareRequest(_message.Message):
     RM_ID_FIELD_NUMBER: _builtins.int
     WAIT_MS_FIELD_NUMBER: _builtins.int
     txn_id: _builtins.str
+    """A transaction begun at this coordinator."""
     rm_id: _builtins.str
+    """An RM that joined it."""
     wait_ms: _builtins.int
     """Longest time to wait, in milliseconds (capped at 60000)."""
     def __init__(
@@ -828,6 +859,7 @@ class AwaitPrepareReply(_message.Message):
     """True: vote now. False: see outcome (ABORTED: do not prepare; PENDING: ask again)."""
     outcome: Global___Outcome.ValueType
     reason: _builtins.str
+    """Why the transaction aborted, when it did."""
     def __init__(
         self,
         *,

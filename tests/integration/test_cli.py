@@ -1,0 +1,88 @@
+"""The command line: `up` starts, stops on SIGTERM, and carries on from its data dir;
+F=0 (one acceptor, classic 2PC) commits like F=1."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from paxos_commit.cluster import LocalCluster
+from rm_sdk import Client, Outcome, Participant
+from tests.integration.helpers import ScriptedRM
+
+
+def _up(data_dir: Path) -> tuple[subprocess.Popen[str], list[str]]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "paxos_commit", "up", "--data-dir", str(data_dir), "--base-port", "0",
+         "--acceptors", "3", "--coordinators", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    lines: list[str] = []
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if "Ctrl-C stops" in line:
+            return proc, lines
+    proc.kill()
+    raise AssertionError("".join(lines))
+
+
+async def test_up_stops_on_sigterm_and_carries_on_from_its_data_dir(tmp_path: Path) -> None:
+    proc, lines = _up(tmp_path / "pc")
+    coordinator = re.search(r"coordinator-0\s+(\S+)", "".join(lines))
+    assert coordinator, lines
+    rm = ScriptedRM("rm-1")
+    p = Participant(rm, [coordinator.group(1)])
+    async with Client([coordinator.group(1)]) as client:
+        txn = await client.begin()
+        await p.join(txn.context)
+        assert await txn.commit() is Outcome.COMMITTED
+    await p.close()
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, out
+    assert "stopped" in out
+
+    # Same data dir: the acceptors find their state (no --init) and serve the old outcome.
+    proc, lines = _up(tmp_path / "pc")
+    coordinator = re.search(r"coordinator-0\s+(\S+)", "".join(lines))
+    assert coordinator
+    async with Client([coordinator.group(1)]) as client:
+        assert (await client.outcome(txn.txn_id, wait=5))[0] is Outcome.COMMITTED
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=30)
+    assert proc.returncode == 0
+
+
+async def test_f0_single_acceptor_is_classic_2pc(tmp_path: Path) -> None:
+    with LocalCluster(tmp_path / "f0", n_acceptors=1, n_coordinators=1) as cluster:
+        coords = cluster.coordinator_addresses
+        rms = [ScriptedRM("r1"), ScriptedRM("r2")]
+        parts = [Participant(r, coords) for r in rms]
+        async with Client(coords) as client:
+            txn = await client.begin()
+            for p in parts:
+                await p.join(txn.context)
+            assert await txn.commit() is Outcome.COMMITTED
+        for p in parts:
+            await p.wait(txn.txn_id)
+            await p.close()
+        assert all(r.committed == [txn.txn_id] for r in rms)
+
+
+def test_acceptor_refuses_to_start_without_its_state(tmp_path: Path) -> None:
+    r = subprocess.run(
+        [sys.executable, "-m", "paxos_commit", "acceptor", "--id", "0", "--listen", "127.0.0.1:0",
+         "--data-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert r.returncode == 1
+    assert "refusing to start blank" in r.stderr
