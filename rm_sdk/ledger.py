@@ -1,14 +1,17 @@
 """A ready-made resource manager: a SQLite bank ledger.
 
 Accounts with balances, plus durable prepared-intent records: a prepared vote is a row in
-``intents`` committed with ``synchronous=FULL`` before the vote leaves, so it survives a
-crash of the process. Debits of prepared, undecided transactions are reserved: a later
+``prepared`` (with where to learn the outcome) and its changes in ``intents``, committed
+with ``synchronous=FULL`` before the vote leaves, so it survives a crash of the process;
+:meth:`Ledger.recover` finishes such transactions after a restart. Debits of prepared, undecided transactions are reserved: a later
 transaction cannot spend them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,11 +22,15 @@ from rm_sdk.protocol import Vote, validate_id
 
 __all__ = ["Ledger"]
 
+log = logging.getLogger("paxos_commit.ledger")
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS accounts (name TEXT PRIMARY KEY, balance INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS intents (
     txn_id TEXT NOT NULL, account TEXT NOT NULL, delta INTEGER NOT NULL,
     PRIMARY KEY (txn_id, account));
+CREATE TABLE IF NOT EXISTS prepared (
+    txn_id TEXT PRIMARY KEY, coordinator TEXT NOT NULL, acceptors TEXT NOT NULL);
 """
 
 
@@ -41,7 +48,6 @@ class Ledger:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
         self._pending: dict[str, dict[str, int]] = {}
-        self._refusals: dict[str, str] = {}
         self._lock = asyncio.Lock()
         self.participant = Participant(self, coordinators, owner_timeout=owner_timeout)
 
@@ -59,7 +65,17 @@ class Ledger:
 
     def in_doubt(self) -> list[str]:
         """Transactions this ledger has prepared but not finished (e.g. after a crash)."""
-        return [r[0] for r in self._db.execute("SELECT DISTINCT txn_id FROM intents ORDER BY txn_id")]
+        return [r[0] for r in self._db.execute("SELECT txn_id FROM prepared ORDER BY txn_id")]
+
+    async def recover(self) -> list[str]:
+        """After a restart: learn the outcome of every in-doubt transaction and apply it
+        (in the background; :meth:`Participant.wait` waits for one). Returns their ids."""
+        rows = self._db.execute(
+            "SELECT txn_id, coordinator, acceptors FROM prepared ORDER BY txn_id"
+        ).fetchall()
+        for txn_id, coordinator, acceptors in rows:
+            await self.participant.resume(txn_id, json.loads(acceptors), coordinator)
+        return [r[0] for r in rows]
 
     async def debit(self, ctx: TransactionContext, account: str, amount: int) -> None:
         await self._change(ctx, account, -amount)
@@ -89,13 +105,21 @@ class Ledger:
                     "SELECT COALESCE(SUM(delta), 0) FROM intents WHERE account = ? AND delta < 0", (account,)
                 ).fetchone()
                 if balance + reserved + delta < 0:
-                    self._refusals[txn_id] = f"insufficient funds in {account}"
+                    log.info("%s: refusing %s: insufficient funds in %s", self.rm_id, txn_id, account)
                     return Vote.ABORTED
+            joined = self.participant.joined(txn_id)
+            if joined is None:
+                return Vote.ABORTED  # nothing to resume from after a crash: do not prepare
+            ctx, acceptors = joined
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 self._db.executemany(
                     "INSERT OR REPLACE INTO intents VALUES (?, ?, ?)",
                     [(txn_id, a, d) for a, d in work.items()],
+                )
+                self._db.execute(
+                    "INSERT OR REPLACE INTO prepared VALUES (?, ?, ?)",
+                    (txn_id, ctx.coordinator, json.dumps(acceptors)),
                 )
                 self._db.execute("COMMIT")  # durable before the vote leaves
             except BaseException:
@@ -116,6 +140,7 @@ class Ledger:
                         "UPDATE accounts SET balance = balance + ? WHERE name = ?", (delta, account)
                     )
                 self._db.execute("DELETE FROM intents WHERE txn_id = ?", (txn_id,))
+                self._db.execute("DELETE FROM prepared WHERE txn_id = ?", (txn_id,))
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
@@ -124,5 +149,8 @@ class Ledger:
 
     async def abort(self, txn_id: str) -> None:
         async with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
             self._db.execute("DELETE FROM intents WHERE txn_id = ?", (txn_id,))
+            self._db.execute("DELETE FROM prepared WHERE txn_id = ?", (txn_id,))
+            self._db.execute("COMMIT")
             self._pending.pop(txn_id, None)

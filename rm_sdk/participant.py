@@ -72,7 +72,7 @@ class Participant:
         self.client = Client(coordinators, channels=self._channels, rpc_timeout=rpc_timeout)
         self.states: dict[str, RMState] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
-        self._acceptors: list[str] = []
+        self._joined: dict[str, tuple[TransactionContext, list[str]]] = {}
 
     async def close(self) -> None:
         for t in self._tasks.values():
@@ -91,11 +91,16 @@ class Participant:
         )
         if ctx.txn_id in self.states:
             return
-        self._acceptors = list(r.acceptors)
+        self._joined[ctx.txn_id] = (ctx, list(r.acceptors))
         self.states[ctx.txn_id] = RMState.WORKING
         self._tasks[ctx.txn_id] = asyncio.create_task(
             self._run(ctx, list(r.acceptors)), name=f"rm-{ctx.txn_id}"
         )
+
+    def joined(self, txn_id: str) -> tuple[TransactionContext, list[str]] | None:
+        """The context and acceptor addresses of a transaction this RM joined: what a
+        resource manager records with its prepared state so :meth:`resume` can finish it."""
+        return self._joined.get(txn_id)
 
     async def wait(self, txn_id: str) -> RMState:
         """Wait until this RM has applied the outcome of ``txn_id``."""
@@ -105,8 +110,13 @@ class Participant:
         return self.states.get(txn_id, RMState.WORKING)
 
     async def resume(self, txn_id: str, acceptors: Sequence[str], coordinator: str | None = None) -> None:
-        """After a restart: finish a transaction the resource holds as prepared."""
+        """After a restart: finish a transaction the resource holds as prepared. The vote
+        is sent again (harmless if it arrived) and the outcome learned, never guessed."""
         self.states[txn_id] = RMState.PREPARED
+        self._joined[txn_id] = (
+            TransactionContext(txn_id, coordinator or self.client.coordinators[0]),
+            list(acceptors),
+        )
         ctx = TransactionContext(txn_id, coordinator or self.client.coordinators[0])
         self._tasks[txn_id] = asyncio.create_task(
             self._finish_prepared(ctx, list(acceptors)), name=f"rm-{txn_id}"
@@ -138,6 +148,7 @@ class Participant:
             await self._finish_prepared(ctx, acceptors)
         finally:
             self._tasks.pop(ctx.txn_id, None)
+            self._joined.pop(ctx.txn_id, None)
 
     async def _await_prepare(self, ctx: TransactionContext) -> bool | None:
         """True: prepare now. False: the owner is gone before asking. None: the outcome

@@ -195,3 +195,41 @@ async def test_acceptor_killed_commits_go_on_and_promises_survive_restart(
         assert await txn.commit() is Outcome.COMMITTED
     for p in parts:
         await p.close()
+
+
+class _CrashBeforeOutcome(Ledger):
+    """A ledger whose process 'dies' after its prepared vote left and before it applies
+    the outcome: commit never returns (the test then drops the object)."""
+
+    async def commit(self, txn_id: str) -> None:
+        import asyncio
+
+        await asyncio.Event().wait()
+
+
+async def test_prepared_ledger_survives_a_crash_and_learns_the_outcome(
+    cluster: LocalCluster, tmp_path: Path
+) -> None:
+    import asyncio
+
+    coords = cluster.coordinator_addresses
+    a = _CrashBeforeOutcome(tmp_path / "a.db", "bank-a", coords)
+    b = Ledger(tmp_path / "b.db", "bank-b", coords)
+    a.open_account("alice", 100)
+    b.open_account("bob", 0)
+    async with Client(coords) as client:
+        txn = await client.begin()
+        await a.debit(txn.context, "alice", 40)
+        await b.credit(txn.context, "bob", 40)
+        assert await txn.commit() is Outcome.COMMITTED
+    assert await b.participant.wait(txn.txn_id) is RMState.COMMITTED
+    assert a.in_doubt() == [txn.txn_id] and a.balances() == {"alice": 100}
+    await a.close()  # the crash: the prepared intent is all that is left
+
+    again = Ledger(tmp_path / "a.db", "bank-a", coords)
+    assert again.in_doubt() == [txn.txn_id]
+    assert await again.recover() == [txn.txn_id]
+    assert await asyncio.wait_for(again.participant.wait(txn.txn_id), 30) is RMState.COMMITTED
+    assert again.balances() == {"alice": 60} and again.in_doubt() == []
+    await again.close()
+    await b.close()
