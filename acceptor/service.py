@@ -13,6 +13,7 @@ import grpc
 
 from acceptor.rules import bundle_complete, check_phase1a, check_phase2a, phase1b, phase2b
 from acceptor.storage import AcceptorStore, TxnRecord
+from paxos_commit.metrics import AcceptorMetrics, RequestCounter, serve_metrics
 from paxos_commit.serving import ServerHandle, abort_on_error, clamp_wait_ms, start_server
 from rm_sdk._gen.paxoscommit.v1 import paxoscommit_pb2_grpc as pb_grpc
 from rm_sdk.protocol import (
@@ -174,10 +175,19 @@ class AcceptorServicer(pb_grpc.AcceptorServicer):
 
 @contextlib.asynccontextmanager
 async def serve_acceptor(
-    acceptor_id: int, url: str, listen: str = "127.0.0.1:0", *, init: bool = False
+    acceptor_id: int,
+    url: str,
+    listen: str = "127.0.0.1:0",
+    *,
+    init: bool = False,
+    metrics_port: int | None = None,
 ) -> AsyncIterator[ServerHandle]:
-    """Run one acceptor until the context exits; stops gracefully, then closes storage."""
+    """Run one acceptor until the context exits; stops gracefully, then closes storage.
+
+    ``metrics_port``: serve Prometheus metrics over HTTP there (0: any free port)."""
+    metrics = AcceptorMetrics()
     store = AcceptorStore(url, acceptor_id, init=init)
+    store.on_batch.append(metrics.on_batch)
     await store.start()
     try:
         servicer = AcceptorServicer(store)
@@ -185,11 +195,32 @@ async def serve_acceptor(
             listen,
             lambda s: pb_grpc.add_AcceptorServicer_to_server(servicer, s),
             ["paxoscommit.v1.Acceptor"],
+            interceptors=[RequestCounter(metrics.grpc_requests)],
         )
+        if metrics_port is not None:
+            handle.metrics_port = serve_metrics(metrics_port, metrics.registry)
+        watchdog = asyncio.create_task(_watch_storage(store, handle), name="storage-health")
         log.info("acceptor %d serving on %s (%s)", acceptor_id, handle.address, store.url)
         try:
             yield handle
         finally:
+            watchdog.cancel()
             await handle.stop()
     finally:
         await store.close()
+
+
+async def _watch_storage(store: AcceptorStore, handle: ServerHandle, every: float = 5.0) -> None:
+    """Readiness follows storage: NOT_SERVING while the database does not answer."""
+    ok = True
+    while True:
+        await asyncio.sleep(every)
+        try:
+            await asyncio.wait_for(store.ping(), every)
+            healthy = True
+        except Exception as exc:
+            healthy = False
+            log.warning("storage check failed: %s", exc)
+        if healthy != ok:
+            ok = healthy
+            await handle.set_serving(ok)

@@ -256,6 +256,16 @@ class AcceptorStore:
 
         return await asyncio.get_running_loop().run_in_executor(self._executor, query)
 
+    async def ping(self) -> None:
+        """Raise unless the database answers a trivial query."""
+        engine = self._require_engine()
+
+        def query() -> None:
+            with engine.connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+
+        await asyncio.get_running_loop().run_in_executor(self._executor, query)
+
     def _require_engine(self) -> Engine:
         if self._engine is None:
             raise StorageError("store not started")

@@ -18,9 +18,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from coordinator.leader import AcceptorPeers, Decision, Leader
 from coordinator.rules import Registration, Tally
+from paxos_commit.metrics import CoordinatorMetrics, RequestCounter, abort_reason_label, serve_metrics
 from paxos_commit.serving import ServerHandle, abort_on_error, clamp_wait_ms, start_server
 from rm_sdk._gen.paxoscommit.v1 import paxoscommit_pb2_grpc as pb_grpc
 from rm_sdk.protocol import NO_SET, NoSet, Outcome, ProtocolError, RMSet, validate_id
@@ -69,8 +71,11 @@ class OwnedTxn:
 
 
 class CoordinatorServicer(pb_grpc.CoordinatorServicer):
-    def __init__(self, config: CoordinatorConfig, address: str = "") -> None:
+    def __init__(
+        self, config: CoordinatorConfig, address: str = "", metrics: CoordinatorMetrics | None = None
+    ) -> None:
         self.config = config
+        self.metrics = metrics or CoordinatorMetrics()
         self.address = address
         self.peers = AcceptorPeers(config.acceptors)
         self.leader = Leader(f"{config.name}.{uuid.uuid4().hex[:12]}", self.peers)
@@ -80,16 +85,60 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         self._never_seen: set[str] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._background: asyncio.Task[None] | None = None
+        self._health: asyncio.Task[None] | None = None
+        #: Transactions being driven to a decision here: txn id -> when that started.
+        self._in_doubt: dict[str, float] = {}
+        self._undecided_owned = 0
+        m = self.metrics
+        m.acceptors.set(self.peers.n)
+        m.in_flight.set_function(lambda: self._undecided_owned)
+        m.in_doubt.set_function(lambda: len(self._in_doubt))
+        m.oldest_in_doubt.set_function(self._oldest_in_doubt)
+        self.leader.on_ballot.append(lambda _txn: m.recovery_ballots.inc())
 
     # ---------------------------------------------------------------- lifecycle
 
-    def start(self) -> None:
+    def start(self, handle: ServerHandle | None = None) -> None:
         if self.config.recovery_interval > 0:
             self._background = asyncio.create_task(self._recovery_loop(), name="recovery-scan")
+        if handle is not None:
+            self._health = asyncio.create_task(self._watch_acceptors(handle), name="acceptor-health")
+
+    def _oldest_in_doubt(self) -> float:
+        started = list(self._in_doubt.values())  # a copy: scrapes come from another thread
+        return time.monotonic() - min(started) if started else 0.0
+
+    async def _watch_acceptors(self, handle: ServerHandle, every: float = 2.0) -> None:
+        """Readiness follows the acceptors: NOT_SERVING while no majority answers."""
+        serving = True
+        stubs = [health_pb2_grpc.HealthStub(c) for c in self.peers.channels]
+        while True:
+            answers = await asyncio.gather(
+                *(s.Check(health_pb2.HealthCheckRequest(service=""), timeout=every) for s in stubs),
+                return_exceptions=True,
+            )
+            up = sum(
+                1
+                for a in answers
+                if isinstance(a, health_pb2.HealthCheckResponse)
+                and a.status == health_pb2.HealthCheckResponse.SERVING
+            )
+            self.metrics.peers_reachable.set(up)
+            if (up * 2 > self.peers.n) != serving:
+                serving = not serving
+                log.warning(
+                    "acceptors reachable: %d of %d: %s",
+                    up,
+                    self.peers.n,
+                    "serving" if serving else "not serving",
+                )
+                await handle.set_serving(serving)
+            await asyncio.sleep(every)
 
     async def close(self) -> None:
-        if self._background:
-            self._background.cancel()
+        for t in (self._background, self._health):
+            if t is not None:
+                t.cancel()
         # Finish in-flight commits (their callers wait), then drop the rest.
         pending = [t.driver for t in self.owned.values() if t.driver and not t.driver.done()]
         if pending:
@@ -112,6 +161,8 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         txn_id = uuid.uuid4().hex
         txn = OwnedTxn(txn_id, time.monotonic())
         self.owned[txn_id] = txn
+        self.metrics.begun.inc()
+        self._undecided_owned += 1
         asyncio.get_running_loop().call_later(self.config.txn_timeout, self._expire, txn)
         self._trim()
         return pb.BeginReply(txn_id=txn_id, coordinator=self.address)
@@ -239,6 +290,26 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
 
     async def _drive(self, txn: OwnedTxn, abort_reason: str | None) -> None:
         """Close registration (or abort it) and lead the transaction to a decision."""
+        started = time.monotonic()
+        self._in_doubt[txn.txn_id] = started
+        try:
+            d = await self._decide_owned(txn, abort_reason)
+        finally:
+            self._in_doubt.pop(txn.txn_id, None)
+        txn.decided.set_result(d)
+        self._undecided_owned -= 1
+        self.metrics.commit_latency.observe(time.monotonic() - started)
+        self._count(d)
+        log.info("txn %s: %s %s", txn.txn_id, d.outcome.value, d.reason, extra={"txn_id": txn.txn_id})
+        await self.leader.record_outcome(txn.txn_id, d.outcome)
+
+    def _count(self, d: Decision) -> None:
+        if d.outcome is Outcome.COMMITTED:
+            self.metrics.committed.inc()
+        else:
+            self.metrics.aborted.labels(abort_reason_label(d.reason)).inc()
+
+    async def _decide_owned(self, txn: OwnedTxn, abort_reason: str | None) -> Decision:
         tally = Tally(self.peers.n)
         value: RMSet | NoSet
         known: RMSet | None
@@ -264,9 +335,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
                 d = await self.leader.recover(txn.txn_id, tally, known)
         if abort_reason and d.outcome is Outcome.ABORTED:
             d = Decision(d.outcome, abort_reason)
-        txn.decided.set_result(d)
-        log.info("txn %s: %s %s", txn.txn_id, d.outcome.value, d.reason)
-        await self.leader.record_outcome(txn.txn_id, d.outcome)
+        return d
 
     def _learn(self, txn_id: str) -> asyncio.Task[Decision | None]:
         task = self._learning.get(txn_id)
@@ -319,9 +388,14 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         if age < self.config.recovery_timeout:
             await asyncio.sleep(min(self.config.recovery_timeout - age, 1.0))
             return None
-        log.info("txn %s: undecided for %.1fs: recovering", txn_id, age)
-        d = await self.leader.recover(txn_id, tally, None)
+        log.info("txn %s: undecided for %.1fs: recovering", txn_id, age, extra={"txn_id": txn_id})
+        self._in_doubt[txn_id] = time.monotonic() - age
+        try:
+            d = await self.leader.recover(txn_id, tally, None)
+        finally:
+            self._in_doubt.pop(txn_id, None)
         if d is not None:
+            self._count(d)
             self._first_asked.pop(txn_id, None)
             await self.leader.record_outcome(txn_id, d.outcome)
         return d
@@ -345,18 +419,28 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
 
 @contextlib.asynccontextmanager
 async def serve_coordinator(
-    config: CoordinatorConfig, listen: str = "127.0.0.1:0", advertise_host: str | None = None
+    config: CoordinatorConfig,
+    listen: str = "127.0.0.1:0",
+    advertise_host: str | None = None,
+    *,
+    metrics_port: int | None = None,
 ) -> AsyncIterator[ServerHandle]:
-    """Run one coordinator replica until the context exits."""
-    servicer = CoordinatorServicer(config)
+    """Run one coordinator replica until the context exits.
+
+    ``metrics_port``: serve Prometheus metrics over HTTP there (0: any free port)."""
+    metrics = CoordinatorMetrics()
+    servicer = CoordinatorServicer(config, metrics=metrics)
     handle = await start_server(
         listen,
         lambda s: pb_grpc.add_CoordinatorServicer_to_server(servicer, s),
         ["paxoscommit.v1.Coordinator"],
         advertise_host,
+        interceptors=[RequestCounter(metrics.grpc_requests)],
     )
+    if metrics_port is not None:
+        handle.metrics_port = serve_metrics(metrics_port, metrics.registry)
     servicer.address = handle.address
-    servicer.start()
+    servicer.start(handle)
     log.info("coordinator %s serving on %s", servicer.leader.leader_id, handle.address)
     try:
         yield handle

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
+import re
 import signal
+import socket
 import sys
 import threading
 from pathlib import Path
@@ -18,12 +21,56 @@ def _env(name: str, default: str | None = None) -> str | None:
     return os.environ.get(f"PAXOS_COMMIT_{name}", default)
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+def _int_env(name: str) -> int | None:
+    v = _env(name)
+    return int(v) if v else None
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line; carries ``txn_id`` when the log call passed one."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        doc: dict[str, object] = {
+            "ts": round(record.created, 6),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        txn_id = getattr(record, "txn_id", None)
+        if txn_id:
+            doc["txn_id"] = txn_id
+        if record.exc_info:
+            doc["exc"] = self.formatException(record.exc_info)
+        return json.dumps(doc)
+
+
+def _setup_logging(level: str, fmt: str = "text") -> None:
+    handler = logging.StreamHandler()
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), handlers=[handler])
     logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+def _acceptor_id(value: str) -> int:
+    """An acceptor id, or "auto": the trailing number of the host name (a StatefulSet
+    pod's ordinal: ``paxos-commit-acceptor-2`` is acceptor 2)."""
+    if value == "auto":
+        m = re.search(r"(\d+)$", socket.gethostname())
+        if m is None:
+            raise argparse.ArgumentTypeError(
+                f"--id auto: host name {socket.gethostname()!r} ends in no number"
+            )
+        return int(m.group(1))
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"acceptor id must be a number or 'auto', not {value!r}") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError("acceptor id must be >= 0")
+    return n
 
 
 def _acceptor(args: argparse.Namespace) -> int:
@@ -34,11 +81,21 @@ def _acceptor(args: argparse.Namespace) -> int:
     if args.id is None:
         print("paxos-commit acceptor: --id (or PAXOS_COMMIT_ACCEPTOR_ID) is required", file=sys.stderr)
         return 2
-    url = args.db or sqlite_url(Path(args.data_dir) / f"acceptor-{args.id}.db")
+    data_dir = Path(args.data_dir)
+    url = args.db or sqlite_url(data_dir / f"acceptor-{args.id}.db")
+    init = args.init
+    if args.init_if_empty:
+        # A fresh volume holds nothing; one that held our state and lost it is refused.
+        init = init or args.db is not None or not (data_dir.exists() and any(data_dir.iterdir()))
 
     async def run() -> None:
-        async with serve_acceptor(args.id, url, args.listen, init=args.init) as handle:
-            write_port_file(args.port_file, {"address": handle.address, "pid": os.getpid()})
+        async with serve_acceptor(
+            args.id, url, args.listen, init=init, metrics_port=args.metrics_port
+        ) as handle:
+            write_port_file(
+                args.port_file,
+                {"address": handle.address, "pid": os.getpid(), "metrics_port": handle.metrics_port},
+            )
             print(f"acceptor {args.id} serving on {handle.address}", flush=True)
             await wait_for_signal()
 
@@ -71,8 +128,13 @@ def _coordinator(args: argparse.Namespace) -> int:
     )
 
     async def run() -> None:
-        async with serve_coordinator(config, args.listen, args.advertise_host) as handle:
-            write_port_file(args.port_file, {"address": handle.address, "pid": os.getpid()})
+        async with serve_coordinator(
+            config, args.listen, args.advertise_host, metrics_port=args.metrics_port
+        ) as handle:
+            write_port_file(
+                args.port_file,
+                {"address": handle.address, "pid": os.getpid(), "metrics_port": handle.metrics_port},
+            )
             print(f"coordinator serving on {handle.address}", flush=True)
             await wait_for_signal()
 
@@ -101,10 +163,8 @@ def _up(args: argparse.Namespace) -> int:
     print(
         f"paxos-commit: {args.acceptors} acceptors (F={f}), {args.coordinators} coordinators; data in {cluster.data_dir}"
     )
-    for p in cluster.acceptors:
-        print(f"  {p.name:<15} {p.address}")
-    for p in cluster.coordinators:
-        print(f"  {p.name:<15} {p.address}")
+    for p in [*cluster.acceptors, *cluster.coordinators]:
+        print(f"  {p.name:<15} {p.address:<21} metrics http://127.0.0.1:{p.metrics_port}/metrics")
     print(f"  logs in {cluster.data_dir / 'logs'}; Ctrl-C stops", flush=True)
     try:
         while not stop.wait(0.5):
@@ -133,14 +193,15 @@ def _bench(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="paxos-commit", description=__doc__)
     p.add_argument("--log-level", default=_env("LOG_LEVEL", "INFO"))
+    p.add_argument("--log-format", choices=["text", "json"], default=_env("LOG_FORMAT", "text"))
     sub = p.add_subparsers(dest="command", required=True)
 
     a = sub.add_parser("acceptor", help="run one acceptor (environment: PAXOS_COMMIT_*)")
     a.add_argument(
         "--id",
-        type=int,
-        default=int(_env("ACCEPTOR_ID", "-1") or -1),
-        help="acceptor id: index in the acceptor list",
+        type=_acceptor_id,
+        default=_env("ACCEPTOR_ID"),
+        help="acceptor id (its index in the acceptor list), or 'auto': the host name's trailing number",
     )
     a.add_argument("--listen", default=_env("LISTEN", "0.0.0.0:7700"), help="host:port (port 0: any)")
     a.add_argument("--data-dir", default=_env("DATA_DIR", "./.paxos-commit"), help="SQLite file's folder")
@@ -153,7 +214,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=_env("INIT") == "1",
         help="create state for a brand-new acceptor (never for one that lost its disk)",
     )
-    a.add_argument("--port-file", default=None, help="write {address, pid} here once serving")
+    a.add_argument(
+        "--init-if-empty",
+        action="store_true",
+        default=_env("INIT_IF_EMPTY") == "1",
+        help="--init only if the data dir holds no files (a fresh volume); with --db, create tables if missing",
+    )
+    a.add_argument("--metrics-port", type=int, default=_int_env("METRICS_PORT"), help="serve /metrics here")
+    a.add_argument("--port-file", default=None, help="write {address, pid, metrics_port} here once serving")
     a.set_defaults(func=_acceptor)
 
     c = sub.add_parser("coordinator", help="run one coordinator replica (environment: PAXOS_COMMIT_*)")
@@ -169,6 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--recovery-timeout", type=float, default=float(_env("RECOVERY_TIMEOUT", "10") or 10))
     c.add_argument("--recovery-interval", type=float, default=float(_env("RECOVERY_INTERVAL", "1") or 1))
     c.add_argument("--txn-timeout", type=float, default=float(_env("TXN_TIMEOUT", "120") or 120))
+    c.add_argument("--metrics-port", type=int, default=_int_env("METRICS_PORT"), help="serve /metrics here")
     c.add_argument("--port-file", default=None)
     c.set_defaults(func=_coordinator)
 
@@ -180,7 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--base-port",
         type=int,
         default=7700,
-        help="acceptors listen on base+i, coordinators on base+100+i (0: any free ports)",
+        help="acceptors listen on base+i, coordinators on base+100+i, their /metrics on base+200+i "
+        "and base+300+i (0: any free ports)",
     )
     u.set_defaults(func=_up)
 
@@ -202,9 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    _setup_logging(args.log_level)
-    if getattr(args, "id", 0) == -1:
-        args.id = None
+    _setup_logging(args.log_level, args.log_format)
     return int(args.func(args))
 
 

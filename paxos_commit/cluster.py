@@ -32,6 +32,7 @@ class ServiceProcess:
     log_file: Path
     popen: subprocess.Popen[bytes] | None = None
     address: str = ""
+    metrics_port: int | None = None
 
     def start(self, env: dict[str, str] | None = None) -> None:
         self.port_file.unlink(missing_ok=True)
@@ -50,7 +51,8 @@ class ServiceProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.port_file.exists():
-                self.address = json.loads(self.port_file.read_text())["address"]
+                info = json.loads(self.port_file.read_text())
+                self.address, self.metrics_port = info["address"], info.get("metrics_port")
                 return self.address
             if self.popen is not None and self.popen.poll() is not None:
                 tail = self.log_file.read_text(errors="replace")[-2000:]
@@ -137,6 +139,7 @@ class LocalCluster:
         try:
             for i in range(self.n_acceptors):
                 args = ["acceptor", "--id", str(i), "--listen", f"127.0.0.1:{self._port(i)}"]
+                args += ["--metrics-port", str(self._port(200 + i))]
                 if self.acceptor_urls is not None:
                     args += ["--db", self.acceptor_urls[i]]
                 else:
@@ -167,6 +170,8 @@ class LocalCluster:
             f"coordinator-{i}",
             "--listen",
             f"127.0.0.1:{self._port(100 + i)}",
+            "--metrics-port",
+            str(self._port(300 + i)),
             "--acceptors",
             ",".join(self.acceptor_addresses),
             "--vote-timeout",
@@ -188,13 +193,14 @@ class LocalCluster:
         )
 
     def restart(self, proc: ServiceProcess, *, same_port: bool = True) -> None:
-        """Start a stopped or killed process again, on its old port by default."""
+        """Start a stopped or killed process again, on its old ports by default."""
         proc.stop()
         if same_port and proc.address:
-            port = proc.address.rsplit(":", 1)[1]
             proc.args = [*proc.args]
             i = proc.args.index("--listen")
-            proc.args[i + 1] = f"127.0.0.1:{port}"
+            proc.args[i + 1] = f"127.0.0.1:{proc.address.rsplit(':', 1)[1]}"
+            if proc.metrics_port:
+                proc.args[proc.args.index("--metrics-port") + 1] = str(proc.metrics_port)
         if "--init" in proc.args:
             proc.args.remove("--init")  # a restarted acceptor must find its state
         proc.start(self.extra_env)

@@ -7,12 +7,13 @@ import json
 import logging
 import os
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
 
 from rm_sdk.protocol import ProtocolError
 
@@ -57,6 +58,17 @@ class ServerHandle:
         self.server = server
         self.address = address
         self.health = health_servicer
+        self.service_names: list[str] = []
+        #: Where /metrics is served, if it is.
+        self.metrics_port: int | None = None
+
+    async def set_serving(self, serving: bool) -> None:
+        """Readiness: NOT_SERVING while a dependency (storage, acceptors) is unreachable."""
+        status = (
+            health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for name in self.service_names:
+            await self.health.set(name, status)
 
     async def stop(self, grace: float = 5.0) -> None:
         await self.health.enter_graceful_shutdown()
@@ -68,18 +80,24 @@ async def start_server(
     register: Callable[[grpc.aio.Server], None],
     service_names: list[str],
     advertise_host: str | None = None,
+    interceptors: Sequence[grpc.aio.ServerInterceptor[Any, Any]] = (),
 ) -> ServerHandle:
-    """Bind ``listen`` (port 0: the OS picks), register services and health, start."""
+    """Bind ``listen`` (port 0: the OS picks), register services, health and reflection,
+    start."""
     server = grpc.aio.server(
+        interceptors=list(interceptors),
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", 4 * MAX_MESSAGE_BYTES),
             ("grpc.so_reuseport", 0),
-        ]
+        ],
     )
     register(server)
     health_servicer: Any = health.aio.HealthServicer()  # type: ignore[attr-defined]
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        [*service_names, reflection.SERVICE_NAME, "grpc.health.v1.Health"], server
+    )
     port = server.add_insecure_port(listen)
     if port == 0:
         raise OSError(f"cannot listen on {listen}")
@@ -88,9 +106,10 @@ async def start_server(
     if host in ("", "0.0.0.0", "[::]"):
         host = "127.0.0.1"
     address = f"{host}:{port}"
-    for name in [*service_names, ""]:
-        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return ServerHandle(server, address, health_servicer)
+    handle = ServerHandle(server, address, health_servicer)
+    handle.service_names = [*service_names, ""]
+    await handle.set_serving(True)
+    return handle
 
 
 def write_port_file(path: str | None, info: dict[str, Any]) -> None:

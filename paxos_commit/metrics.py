@@ -1,0 +1,157 @@
+"""Prometheus metrics of every paxos-commit service (names follow Prometheus conventions,
+prefixed ``paxos_commit_``), and the gRPC interceptor that counts requests by status."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import grpc
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+__all__ = ["AcceptorMetrics", "CoordinatorMetrics", "RequestCounter", "serve_metrics"]
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+_WRITE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+
+
+class _Base:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.grpc_requests = Counter(
+            "paxos_commit_grpc_requests",
+            "gRPC requests served, by method and status code.",
+            ["method", "code"],
+            registry=self.registry,
+        )
+
+
+class AcceptorMetrics(_Base):
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        super().__init__(registry)
+        self.write_seconds = Histogram(
+            "paxos_commit_acceptor_write_seconds",
+            "Time to make one group-commit batch durable.",
+            buckets=_WRITE_BUCKETS,
+            registry=self.registry,
+        )
+        self.batch_size = Histogram(
+            "paxos_commit_acceptor_batch_size",
+            "Protocol steps committed together in one storage transaction.",
+            buckets=_BATCH_BUCKETS,
+            registry=self.registry,
+        )
+
+    def on_batch(self, size: int, seconds: float) -> None:
+        self.batch_size.observe(size)
+        self.write_seconds.observe(seconds)
+
+
+class CoordinatorMetrics(_Base):
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        super().__init__(registry)
+        r = self.registry
+        self.begun = Counter("paxos_commit_transactions_begun", "Transactions begun here.", registry=r)
+        self.committed = Counter(
+            "paxos_commit_transactions_committed", "Transactions decided committed here.", registry=r
+        )
+        self.aborted = Counter(
+            "paxos_commit_transactions_aborted",
+            "Transactions decided aborted here, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.commit_latency = Histogram(
+            "paxos_commit_commit_latency_seconds",
+            "From the commit request to the decision, for transactions owned here.",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            "paxos_commit_transactions_in_flight", "Transactions owned here and not yet decided.", registry=r
+        )
+        self.in_doubt = Gauge(
+            "paxos_commit_transactions_in_doubt",
+            "Transactions whose commit started (RMs may be prepared) and that are not decided yet.",
+            registry=r,
+        )
+        self.oldest_in_doubt = Gauge(
+            "paxos_commit_oldest_in_doubt_age_seconds",
+            "Age of the oldest in-doubt transaction this replica is driving (0 if none).",
+            registry=r,
+        )
+        self.recovery_ballots = Counter(
+            "paxos_commit_recovery_ballots", "Ballots above 0 started (recovery of an instance).", registry=r
+        )
+        self.peers_reachable = Gauge(
+            "paxos_commit_acceptor_peers_reachable",
+            "Acceptors that answered the last health check.",
+            registry=r,
+        )
+        self.acceptors = Gauge("paxos_commit_acceptors", "Acceptors configured (2F+1).", registry=r)
+
+
+def abort_reason_label(reason: str) -> str:
+    """A bounded label for an abort reason (free text would explode the series count)."""
+    for key, label in (
+        ("voted to abort", "rm_refused"),
+        ("did not vote", "vote_timeout"),
+        ("transaction timeout", "txn_timeout"),
+        ("failed before registration", "coordinator_failed"),
+        ("application", "application"),
+    ):
+        if key in reason:
+            return label
+    return "other"
+
+
+if TYPE_CHECKING:
+    _Interceptor = grpc.aio.ServerInterceptor[Any, Any]
+else:
+    _Interceptor = grpc.aio.ServerInterceptor
+
+
+class RequestCounter(_Interceptor):
+    """Counts every unary request by method and final status code."""
+
+    def __init__(self, counter: Counter) -> None:
+        self.counter = counter
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Any:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        method = handler_call_details.method.rsplit("/", 1)[-1]
+        inner: Any = handler.unary_unary
+        counter = self.counter
+
+        async def counted(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            try:
+                reply = await inner(request, context)
+            except BaseException:
+                code = context.code() or grpc.StatusCode.UNKNOWN
+                counter.labels(method, _code_name(code)).inc()
+                raise
+            counter.labels(method, _code_name(context.code() or grpc.StatusCode.OK)).inc()
+            return reply
+
+        return grpc.unary_unary_rpc_method_handler(
+            counted,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+def _code_name(code: Any) -> str:
+    return code.name if isinstance(code, grpc.StatusCode) else str(code)
+
+
+def serve_metrics(port: int, registry: CollectorRegistry, addr: str = "0.0.0.0") -> int:
+    """Serve /metrics over HTTP in a background thread; returns the bound port."""
+    server, _thread = start_http_server(port, addr=addr, registry=registry)
+    return int(server.server_port)
