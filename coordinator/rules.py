@@ -67,7 +67,7 @@ class Registration:
 
 
 def next_ballot(leader: str, above: Ballot) -> Ballot:
-    """The lowest ballot of ``leader`` that is higher than ``above``."""
+    """A ballot of ``leader`` above ``above``: one round higher, so it beats every leader at that round."""
     return Ballot(max(above.round, 0) + 1, leader)
 
 

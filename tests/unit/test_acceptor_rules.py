@@ -1,8 +1,9 @@
 """Unit tests for the acceptor's pure rules (``acceptor.rules``).
 
-Each test cites the spec action of ``PaxosCommit.tla`` (tlaplus Examples) or the section
-of Gray & Lamport, "Consensus on Transaction Commit" (TODS 2006) it checks. Pitfall
-numbers are DESIGN.md section 2.
+Each test cites what it checks: a section of Gray & Lamport, "Consensus on Transaction
+Commit" (TODS 2006), or an action/operator of our TLA+ spec ``spec/PaxosCommit.tla`` (which
+follows the code where it differs from the tlaplus Examples' ``PaxosCommit``). Tests named
+``test_pitfallN_*`` would fail if DESIGN.md section 2, pitfall N, were broken in the core.
 """
 
 from __future__ import annotations
@@ -51,14 +52,14 @@ def accepted(bal: Ballot, val: Value, mbal: Ballot | None = None) -> InstanceSta
 
 
 def test_phase1b_promises_a_higher_ballot() -> None:
-    """Spec Phase1b: ``aState[ins][acc].mbal < m.bal`` => ``mbal' = m.bal``; bal and val
-    are unchanged."""
+    """Spec Phase1b: ``BallotLT(aState[i][a].mbal, m.bal)`` => ``mbal' = m.bal``; bal and
+    val are unchanged."""
     assert phase1b(FRESH, B1A) == InstanceState(mbal=B1A, bal=NO_BALLOT, val=NO_VALUE)
 
 
 def test_phase1b_reply_reports_what_was_accepted() -> None:
-    """Spec Phase1b sends ``bal |-> aState.bal, val |-> aState.val``: the leader learns any
-    value this acceptor accepted, so it cannot propose a conflicting one."""
+    """Spec Phase1b sends ``bal |-> aState[i][a].bal, val |-> aState[i][a].val``: the leader
+    learns any value this acceptor accepted, so it cannot propose a conflicting one."""
     st0 = accepted(RM_BALLOT, Vote.PREPARED)
     assert phase1b(st0, B1A) == InstanceState(mbal=B1A, bal=RM_BALLOT, val=Vote.PREPARED)
     st1 = accepted(B1A, RMSet.of(["rm1"]))
@@ -66,7 +67,7 @@ def test_phase1b_reply_reports_what_was_accepted() -> None:
 
 
 def test_pitfall5_acceptor_ignores_1a_below_mbal_and_nacks_with_mbal() -> None:
-    """Pitfall 5 / spec Phase1b is enabled only if ``mbal < m.bal``. The acceptor's state
+    """Pitfall 5 / spec Phase1b is enabled only if ``BallotLT(mbal, m.bal)``. The state
     does not change, and its reply carries the higher ``mbal`` (a NACK) so the leader can
     pick a ballot above it."""
     st = accepted(B2A, Vote.ABORTED)
@@ -86,7 +87,7 @@ def test_pitfall5_acceptor_ignores_1a_equal_to_mbal() -> None:
 
 def test_pitfall5_1a_at_ballot_zero_never_changes_state() -> None:
     """A ballot-0 1a (which check_phase1a refuses anyway) must not be a promise: mbal starts
-    at 0 (spec PCInit)."""
+    at ``Ballot0`` (spec PCInit)."""
     assert phase1b(FRESH, RM_BALLOT) == FRESH
     assert phase1b(FRESH, NO_BALLOT) == FRESH
 
@@ -100,14 +101,14 @@ def test_phase1b_same_round_higher_leader_is_higher() -> None:
 
 
 def test_phase2b_accepts_the_rms_ballot_0_vote_on_a_fresh_instance() -> None:
-    """Spec RMPrepare sends ``phase2a(rm, 0, "prepared")``; Phase2b accepts it since
-    ``mbal = 0 <= 0``, setting mbal, bal and val."""
+    """Spec RMPrepare sends ``[type |-> "phase2a", ins |-> r, bal |-> Ballot0, val |->
+    "prepared"]``; Phase2b accepts it since ``BallotLE(Ballot0, Ballot0)``."""
     assert phase2b(FRESH, RM_BALLOT, Vote.PREPARED) == accepted(RM_BALLOT, Vote.PREPARED)
     assert phase2b(FRESH, RM_BALLOT, Vote.ABORTED) == accepted(RM_BALLOT, Vote.ABORTED)
 
 
 def test_phase2b_accepts_2a_with_bal_equal_to_mbal() -> None:
-    """Spec Phase2b: ``mbal <= m.bal`` (not <): the 2a of the ballot just promised."""
+    """Spec Phase2b: ``BallotLE(mbal, m.bal)`` (not LT): the 2a of the ballot just promised."""
     promised = phase1b(FRESH, B1A)
     assert phase2b(promised, B1A, Vote.ABORTED) == accepted(B1A, Vote.ABORTED)
 
@@ -119,8 +120,8 @@ def test_phase2b_accepts_2a_above_mbal_without_a_promise() -> None:
 
 
 def test_pitfall5_acceptor_ignores_2a_below_mbal() -> None:
-    """Pitfall 5 / spec Phase2b disabled when ``m.bal < mbal``: state unchanged and the reply
-    carries mbal (the NACK)."""
+    """Pitfall 5 / spec Phase2b is disabled unless ``BallotLE(mbal, m.bal)``: state unchanged
+    and the reply carries mbal (the NACK)."""
     promised = phase1b(FRESH, B2A)
     reply = phase2b(promised, B1A, Vote.ABORTED)
     assert reply == promised
@@ -137,9 +138,9 @@ def test_pitfall3_rm_vote_after_a_leader_promise_is_ignored() -> None:
 
 
 def test_pitfall2_different_value_at_same_accepted_ballot_is_a_conflict() -> None:
-    """Pitfall 2 (spec Phase2a: ``~\\E m \\in msgs : m.type = "phase2a" /\\ m.bal = bal /\\
-    m.ins = rm``): there is at most one 2a per (instance, ballot). An acceptor that gets a
-    second, different one refuses it rather than risk choosing two values."""
+    """Pitfall 2 (spec ``FreshBallot``): at most one 2a per (instance, ballot). Spec Phase2b
+    takes no step when ``aState[m.ins][a].bal = m.bal``; the code refuses a second, different
+    value with ConflictError rather than risk choosing two values."""
     st = phase2b(phase1b(FRESH, B1A), B1A, Vote.ABORTED)
     with pytest.raises(ConflictError):
         phase2b(st, B1A, Vote.PREPARED)
@@ -148,7 +149,7 @@ def test_pitfall2_different_value_at_same_accepted_ballot_is_a_conflict() -> Non
 
 def test_pitfall3_rm_cannot_change_its_ballot_0_vote() -> None:
     """Pitfall 3: an RM's ``prepared`` is final; a later ballot-0 ``aborted`` (spec
-    RMChooseToAbort is enabled only in state "working") is refused."""
+    ``CanAbortUnilaterally(r) == rmState[r] = "working"``) is refused."""
     st = phase2b(FRESH, RM_BALLOT, Vote.PREPARED)
     with pytest.raises(ConflictError):
         phase2b(st, RM_BALLOT, Vote.ABORTED)
@@ -188,7 +189,8 @@ def test_phase2b_stale_2a_below_accepted_ballot_is_ignored_not_a_conflict() -> N
 
 @pytest.mark.parametrize("bal", [RM_BALLOT, NO_BALLOT, Ballot(0, "a"), Ballot(1, ""), Ballot(-1, "a")])
 def test_pitfall2_check_phase1a_rejects_non_leader_ballots(bal: Ballot) -> None:
-    """Pitfall 2 / spec Phase1a over ``Ballot \\ {0}``: leaders never use ballot 0."""
+    """Pitfall 2 / spec Message: ``[type : {"phase1a"}, bal : LeaderBallot]``; leaders never
+    use ballot 0."""
     with pytest.raises(ProtocolError):
         check_phase1a(bal, ["rm1"])
 
@@ -231,6 +233,12 @@ def test_check_phase2a_accepts_ballot_0_and_leader_ballots() -> None:
     check_phase2a(B1A, {REGISTRAR: RMSet.of([])}, 1)
 
 
+def test_check_phase2a_accepts_the_owners_no_set_at_ballot_0() -> None:
+    """Spec ApplicationAbort: the owner's ballot-0 2a may propose ``NoSet`` (the application
+    or the transaction timeout aborts before close)."""
+    check_phase2a(RM_BALLOT, {REGISTRAR: NO_SET}, 1)
+
+
 @pytest.mark.parametrize("bal", [NO_BALLOT, Ballot(0, "a"), Ballot(1, ""), Ballot(-1, "a")])
 def test_pitfall2_check_phase2a_rejects_ballots_that_are_neither_0_nor_a_leaders(bal: Ballot) -> None:
     with pytest.raises(ProtocolError):
@@ -255,8 +263,8 @@ def test_pitfall2_check_phase2a_rejects_ballots_that_are_neither_0_nor_a_leaders
     ],
 )
 def test_check_phase2a_rejects_malformed_proposals(proposals: dict[str, Value], n: int) -> None:
-    """Spec Message: an RM instance takes {"prepared", "aborted"}; the registrar (paper
-    section 6.2) takes a participant set or no-set."""
+    """Spec ``Value(i)``: an RM instance takes {"prepared", "aborted"}; the registrar (paper
+    section 6.2) takes ``{NoSet} \\cup SUBSET RM``."""
     with pytest.raises(ProtocolError):
         check_phase2a(RM_BALLOT, proposals, n)
 
@@ -266,6 +274,14 @@ def test_check_phase2a_size_limits_are_inclusive() -> None:
     props: dict[str, Value] = {f"rm{i}": Vote.PREPARED for i in range(MAX_RMS)}
     props[REGISTRAR] = NO_SET
     check_phase2a(B1A, props, MAX_RMS + 1)
+
+
+def test_errors_name_their_grpc_status() -> None:
+    """A malformed message is INVALID_ARGUMENT; one that contradicts durable state (a second
+    value at one ballot) is FAILED_PRECONDITION."""
+    assert issubclass(ConflictError, ProtocolError)
+    assert ProtocolError.status == "INVALID_ARGUMENT"
+    assert ConflictError.status == "FAILED_PRECONDITION"
 
 
 # --- bundle_complete -----------------------------------------------------------------
@@ -329,10 +345,10 @@ steps = st.lists(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, database=None)
 @given(steps)
 def test_property_mbal_never_decreases_and_bounds_bal(seq: list[tuple[str, Ballot, Value | None]]) -> None:
-    """Invariants of spec Phase1b/Phase2b on one acceptor's ``aState[ins][acc]``: ``mbal``
+    """Invariants of spec Phase1b/Phase2b on one acceptor's ``aState[i][a]``: ``mbal``
     never decreases, ``bal <= mbal`` always, ``bal`` never decreases, and the value accepted
     at one ballot never changes (what a 1b reported stays true)."""
     state = InstanceState()

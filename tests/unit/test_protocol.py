@@ -1,7 +1,9 @@
 """Unit tests for the shared vocabulary (``rm_sdk.protocol``).
 
-References: Gray & Lamport, "Consensus on Transaction Commit" (TODS 2006), and the TLA+
-spec ``PaxosCommit.tla`` of the tlaplus Examples. Pitfall numbers are DESIGN.md section 2.
+Each test cites what it checks: a section of Gray & Lamport, "Consensus on Transaction
+Commit" (TODS 2006), or an action/operator of our TLA+ spec ``spec/PaxosCommit.tla`` (which
+follows the code where it differs from the tlaplus Examples' ``PaxosCommit``). Tests named
+``test_pitfallN_*`` would fail if DESIGN.md section 2, pitfall N, were broken in the core.
 """
 
 from __future__ import annotations
@@ -43,15 +45,16 @@ def accepted(bal: Ballot, val: Value) -> InstanceState:
 
 
 def test_ballot_sentinels_are_below_every_leader_ballot() -> None:
-    """Spec: ``bal`` is -1 until something is accepted; ballot 0 is the RM's own (RMPrepare
-    sends ``bal |-> 0``); leaders use ``Ballot \\ {0}``."""
+    """Spec: ``NoBallot == <<-1, 0>>`` until something is accepted; ``Ballot0 == <<0, 0>>``
+    is the owner's (RMPrepare, Close); leaders use ``LeaderBallots(l) == {<<r, l>> : r \\in
+    1..MaxRound}``, all above ``Ballot0`` under ``BallotLT``."""
     assert NO_BALLOT < RM_BALLOT < B1A
     assert Ballot(0, "zzz") < B1A  # the round dominates the leader id
 
 
 def test_ballot_order_is_round_then_leader() -> None:
-    """Ballots are partitioned among leaders as (round, leader): a total order in which two
-    leaders never share a ballot."""
+    """Spec ``BallotLT``: lexicographic on <<round, leader>>, so ballots are partitioned
+    among leaders and totally ordered."""
     assert B1A < B1B < B2A
     assert Ballot(1, "zzz") < Ballot(2, "a")
     assert B1A != B1B
@@ -65,7 +68,8 @@ def test_ballot_is_hashable_and_frozen() -> None:
 
 
 def test_only_rounds_from_one_with_a_leader_id_are_leader_ballots() -> None:
-    """Pitfall 2: leaders never use ballot 0 (spec: Phase1a/Phase2a over ``Ballot \\ {0}``)."""
+    """Pitfall 2: leaders never use ballot 0 (spec Phase1a/Phase2a: ``b \\in
+    LeaderBallots(l)``, round >= 1 and a leader id)."""
     assert B1A.is_leader_ballot
     assert not RM_BALLOT.is_leader_ballot
     assert not NO_BALLOT.is_leader_ballot
@@ -83,7 +87,7 @@ def test_ballot_str() -> None:
 
 
 def test_initial_instance_state_is_spec_PCInit() -> None:
-    """Spec PCInit: ``aState = [mbal |-> 0, bal |-> -1, val |-> "none"]``."""
+    """Spec PCInit: ``aState[i][a] = [mbal |-> Ballot0, bal |-> NoBallot, val |-> None]``."""
     st = InstanceState()
     assert st.mbal == RM_BALLOT
     assert st.bal == NO_BALLOT
@@ -164,15 +168,15 @@ def test_validate_id_error_message_is_bounded() -> None:
 
 
 def test_chosen_needs_a_majority_with_the_same_ballot_and_value() -> None:
-    """Spec Decide: ``Decided(rm, v) == \\E b, MS \\in Majority : \\A ac \\in MS : phase2b(rm,
-    b, v, ac) \\in msgs``."""
+    """Spec ``ChosenAt(i, b, v) == IsMajority({m.acc : m \\in {n \\in Votes(i) : n.bal = b /\\
+    n.val = v}})``."""
     reports = {0: {"rm1": accepted(RM_BALLOT, Vote.PREPARED)}, 1: {"rm1": accepted(RM_BALLOT, Vote.PREPARED)}}
     assert chosen(reports, 3) == {"rm1": Vote.PREPARED}
 
 
 def test_chosen_same_value_at_different_ballots_is_not_a_majority() -> None:
-    """Spec Decide quantifies one ballot ``b`` for the whole majority: two acceptors that
-    accepted the same value at different ballots have not (yet) chosen it."""
+    """Spec ``ChosenAt(i, b, v)`` fixes one ballot ``b`` for the whole majority: two
+    acceptors that accepted the same value at different ballots have not (yet) chosen it."""
     reports = {0: {"rm1": accepted(RM_BALLOT, Vote.PREPARED)}, 1: {"rm1": accepted(B1A, Vote.PREPARED)}}
     assert chosen(reports, 3) == {}
 
@@ -222,9 +226,9 @@ S = RMSet.of(["rm1", "rm2"])
 
 
 def test_decide_commits_iff_registrar_chose_S_and_all_of_S_prepared() -> None:
-    """Paper section 6.2: commit iff the registrar instance chose S and every RM in S chose
-    prepared (spec Decide: ``\\A rm \\in RM : Decided(rm, "prepared")``)."""
-    vals = {REGISTRAR: S, "rm1": Vote.PREPARED, "rm2": Vote.PREPARED}
+    """Paper section 6.2 / spec ``CommitRule``: the registrar chose a set ``s # NoSet`` and
+    ``\\A r \\in s : "prepared" \\in ChosenValues(r)``."""
+    vals: dict[str, Value] = {REGISTRAR: S, "rm1": Vote.PREPARED, "rm2": Vote.PREPARED}
     assert decide(vals) == (Outcome.COMMITTED, "")
 
 
@@ -235,27 +239,28 @@ def test_decide_pending_while_a_member_of_S_has_not_chosen() -> None:
 def test_decide_pending_without_the_registrar_even_if_all_known_rms_prepared() -> None:
     """Without the registrar's choice nobody knows S: it may still become NO_SET, or a set
     containing an RM we have not heard of. Never commit on a guess."""
-    vals = {"rm1": Vote.PREPARED, "rm2": Vote.PREPARED}
+    vals: dict[str, Value] = {"rm1": Vote.PREPARED, "rm2": Vote.PREPARED}
     assert decide(vals)[0] is Outcome.PENDING
     assert decide(vals, known_set=S)[0] is Outcome.PENDING
 
 
 def test_decide_aborts_on_no_set() -> None:
-    """Paper section 6.2: a free registrar instance gets the "no set" value: abort."""
+    """Spec ``AbortRule``: ``NoSet \\in ChosenValues(Registrar)`` (paper section 6.2: a free
+    registrar instance gets "no set"; spec ApplicationAbort proposes it at ballot 0)."""
     outcome, reason = decide({REGISTRAR: NO_SET, "rm1": Vote.PREPARED, "rm2": Vote.PREPARED})
     assert outcome is Outcome.ABORTED
     assert reason
 
 
 def test_decide_aborts_when_a_member_of_S_chose_aborted() -> None:
-    """Spec Decide: ``\\E rm \\in RM : Decided(rm, "aborted")`` sends Abort."""
+    """Spec ``AbortRule``: some member of the set chose "aborted"."""
     outcome, reason = decide({REGISTRAR: S, "rm1": Vote.PREPARED, "rm2": Vote.ABORTED})
     assert outcome is Outcome.ABORTED
     assert "rm2" in reason
 
 
 def test_decide_abort_reason_is_deterministic() -> None:
-    vals = {REGISTRAR: S, "rm2": Vote.ABORTED, "rm1": Vote.ABORTED}
+    vals: dict[str, Value] = {REGISTRAR: S, "rm2": Vote.ABORTED, "rm1": Vote.ABORTED}
     assert decide(vals) == decide(dict(reversed(list(vals.items()))))
     assert "rm1" in decide(vals)[1]
 
@@ -263,26 +268,27 @@ def test_decide_abort_reason_is_deterministic() -> None:
 def test_decide_rm_outside_S_voting_aborted_does_not_abort() -> None:
     """Paper section 6.2: only the RMs of the chosen set S matter; an RM that tried to join
     after registration closed (or never joined) cannot abort the transaction."""
-    vals = {REGISTRAR: S, "rm1": Vote.PREPARED, "rm2": Vote.PREPARED, "late": Vote.ABORTED}
+    vals: dict[str, Value] = {REGISTRAR: S, "rm1": Vote.PREPARED, "rm2": Vote.PREPARED, "late": Vote.ABORTED}
     assert decide(vals) == (Outcome.COMMITTED, "")
 
 
 def test_decide_rm_outside_known_set_voting_aborted_stays_pending() -> None:
-    vals = {"rm1": Vote.PREPARED, "late": Vote.ABORTED}
+    vals: dict[str, Value] = {"rm1": Vote.PREPARED, "late": Vote.ABORTED}
     assert decide(vals, known_set=S)[0] is Outcome.PENDING
     assert decide(vals)[0] is Outcome.PENDING
 
 
 def test_decide_known_set_short_cuts_abort() -> None:
-    """The registrar instance can only choose its ballot-0 set or NO_SET; both abort when a
-    member of that set chose aborted, so the leader need not wait for the registrar."""
-    vals = {"rm1": Vote.ABORTED}
+    """Spec ``AbortRule``: ``\\E s \\in SetsSeen : \\E r \\in s : "aborted" \\in
+    ChosenValues(r)``. The registrar can only choose its ballot-0 set or NoSet; both abort
+    when a member of that set chose aborted, so the leader need not wait."""
+    vals: dict[str, Value] = {"rm1": Vote.ABORTED}
     assert decide(vals, known_set=S)[0] is Outcome.ABORTED
     assert decide(vals)[0] is Outcome.PENDING  # without S nothing is known
 
 
 def test_decide_chosen_set_wins_over_known_set() -> None:
-    vals = {REGISTRAR: RMSet.of(["rm1"]), "rm1": Vote.PREPARED, "rm2": Vote.ABORTED}
+    vals: dict[str, Value] = {REGISTRAR: RMSet.of(["rm1"]), "rm1": Vote.PREPARED, "rm2": Vote.ABORTED}
     assert decide(vals, known_set=S) == (Outcome.COMMITTED, "")
 
 
