@@ -15,6 +15,7 @@ from acceptor.rules import bundle_complete, check_phase1a, check_phase2a, phase1
 from acceptor.storage import AcceptorStore, TxnRecord
 from paxos_commit.metrics import AcceptorMetrics, RequestCounter, serve_metrics
 from paxos_commit.serving import ServerHandle, abort_on_error, clamp_wait_ms, start_server
+from rm_sdk import tracing
 from rm_sdk._gen.paxoscommit.v1 import paxoscommit_pb2_grpc as pb_grpc
 from rm_sdk.protocol import (
     ConflictError,
@@ -25,6 +26,7 @@ from rm_sdk.protocol import (
     Value,
     validate_id,
 )
+from rm_sdk.tracing import trace_ballot, trace_value
 from rm_sdk.wire import (
     ballot_from_pb,
     outcome_from_pb,
@@ -62,16 +64,27 @@ class AcceptorServicer(pb_grpc.AcceptorServicer):
 
         def step(
             rec: TxnRecord | None,
-        ) -> tuple[TxnRecord | None, tuple[dict[Instance, InstanceState], Outcome]]:
+        ) -> tuple[
+            TxnRecord | None, tuple[dict[Instance, InstanceState], Outcome, dict[Instance, InstanceState]]
+        ]:
             base = rec or TxnRecord(first_seen_ms=now)
             states = dict(base.instances)
             reply = {}
             for ins in instances:
                 states[ins] = reply[ins] = phase1b(states.get(ins, InstanceState()), bal)
             new = replace(base, instances=states) if states != base.instances or rec is None else rec
-            return new, (reply, base.outcome)
+            return new, (reply, base.outcome, dict(base.instances))
 
-        reply, outcome = await self.store.apply(txn_id, step)
+        reply, outcome, before = await self.store.apply(txn_id, step)
+        promised = {
+            i: before.get(i, InstanceState()) for i in instances if before.get(i, InstanceState()).mbal < bal
+        }
+        if promised:
+            tracing.event(
+                "Phase1b", txn_id, acc=self.id, bal=trace_ballot(bal),
+                promised=[{"ins": i, "bal": trace_ballot(st.bal), "val": trace_value(st.val)}
+                          for i, st in sorted(promised.items())],
+            )  # fmt: skip
         return pb.Phase1bReply(
             acceptor_id=self.id, txn_id=txn_id, states=states_to_pb(reply), outcome=outcome_to_pb(outcome)
         )
@@ -96,16 +109,24 @@ class AcceptorServicer(pb_grpc.AcceptorServicer):
 
         def step(
             rec: TxnRecord | None,
-        ) -> tuple[TxnRecord | None, tuple[dict[Instance, InstanceState], Outcome]]:
+        ) -> tuple[
+            TxnRecord | None, tuple[dict[Instance, InstanceState], Outcome, dict[Instance, InstanceState]]
+        ]:
             base = rec or TxnRecord(first_seen_ms=now)
             states = dict(base.instances)
             reply = {}
             for ins, val in proposals.items():
                 states[ins] = reply[ins] = phase2b(states.get(ins, InstanceState()), bal, val)
             new = replace(base, instances=states) if states != base.instances or rec is None else rec
-            return new, (reply, base.outcome)
+            return new, (reply, base.outcome, dict(base.instances))
 
-        reply, outcome = await self.store.apply(txn_id, step)
+        reply, outcome, before = await self.store.apply(txn_id, step)
+        accepted = [i for i in proposals if reply[i].bal == bal and before.get(i, InstanceState()).bal != bal]
+        if accepted:
+            tracing.event(
+                "Phase2b", txn_id, acc=self.id, bal=trace_ballot(bal),
+                accepted=[{"ins": i, "val": trace_value(proposals[i])} for i in sorted(accepted)],
+            )  # fmt: skip
         return pb.Phase2bReply(
             acceptor_id=self.id, txn_id=txn_id, states=states_to_pb(reply), outcome=outcome_to_pb(outcome)
         )
@@ -189,6 +210,7 @@ async def serve_acceptor(
     store = AcceptorStore(url, acceptor_id, init=init)
     store.on_batch.append(metrics.on_batch)
     await store.start()
+    tracing.event("AcceptorRestart", "*", acc=acceptor_id)
     try:
         servicer = AcceptorServicer(store)
         handle = await start_server(

@@ -16,7 +16,8 @@ from typing import TypeVar
 
 import grpc
 
-from coordinator.rules import BallotRun, Tally, next_ballot
+from coordinator.rules import BallotRun, Tally, instances_to_recover, next_ballot
+from rm_sdk import tracing
 from rm_sdk._gen.paxoscommit.v1 import paxoscommit_pb2_grpc as pb_grpc
 from rm_sdk.protocol import (
     NO_BALLOT,
@@ -31,6 +32,7 @@ from rm_sdk.protocol import (
     chosen,
     decide,
 )
+from rm_sdk.tracing import trace_ballot, trace_value
 from rm_sdk.wire import ballot_to_pb, outcome_from_pb, outcome_to_pb, pb, states_from_pb, value_to_pb
 
 __all__ = ["AcceptorPeers", "Decision", "Leader"]
@@ -56,7 +58,9 @@ class AcceptorPeers:
         if not addresses or len(addresses) % 2 == 0:
             raise ValueError(f"need 2F+1 acceptors (an odd number), got {len(addresses)}")
         self.addresses = list(addresses)
-        self.channels = [grpc.aio.insecure_channel(a) for a in addresses]
+        self.channels = [
+            grpc.aio.insecure_channel(a, interceptors=tracing.client_interceptors()) for a in addresses
+        ]
         self.stubs: list[pb_grpc.AcceptorAsyncStub] = [pb_grpc.AcceptorStub(c) for c in self.channels]
 
     @property
@@ -187,9 +191,8 @@ class Leader:
             d = self.evaluate(tally, known_set)
             if d is not None:
                 return d
-            s = known_set or tally.known_set()
             decided = chosen(tally.reports, self.peers.n)
-            instances = ({REGISTRAR} | (set(s.rms) if s else set()) | tally.instances()) - set(decided)
+            instances = instances_to_recover(tally, known_set)
             ballot = next_ballot(self.leader_id, highest)
             for cb in self.on_ballot:
                 cb(txn_id)
@@ -218,6 +221,9 @@ class Leader:
             if s is not None and not s.rms <= covered:
                 new_members.append(True)
 
+        tracing.event(
+            "Phase1a", txn_id, leader=self.leader_id, bal=trace_ballot(run.ballot), ins=sorted(run.instances)
+        )
         await self.peers.fanout(
             lambda st: st.Phase1a(req1, timeout=RPC_TIMEOUT),
             on_1b,
@@ -235,6 +241,10 @@ class Leader:
             proposals=[pb.Proposal(instance=i, value=value_to_pb(v)) for i, v in sorted(proposals.items())],
         )
         known = tally.known_set()
+        tracing.event(
+            "Phase2a", txn_id, leader=self.leader_id, bal=trace_ballot(run.ballot),
+            prop=[{"ins": i, "val": trace_value(v)} for i, v in sorted(proposals.items())],
+        )  # fmt: skip
 
         await self.peers.fanout(
             lambda st: st.Phase2a(req2, timeout=RPC_TIMEOUT),

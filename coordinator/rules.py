@@ -22,6 +22,7 @@ from rm_sdk.protocol import (
     RMSet,
     Value,
     Vote,
+    chosen,
     majority,
     validate_id,
 )
@@ -32,6 +33,7 @@ __all__ = [
     "RegistrationClosed",
     "Tally",
     "free_value",
+    "instances_to_recover",
     "next_ballot",
     "phase2a_value",
 ]
@@ -136,6 +138,14 @@ class BallotRun:
             out[ins] = phase2a_value(ins, got)
         self._proposals = out
         return dict(out)
+
+
+def instances_to_recover(tally: Tally, known_set: RMSet | None) -> set[Instance]:
+    """What a recovery ballot covers: the registrar, every member of the set (if known),
+    and every instance any acceptor reported, less those already chosen."""
+    s = known_set or tally.known_set()
+    decided = chosen(tally.reports, tally.n_acceptors)
+    return ({REGISTRAR} | (set(s.rms) if s else set()) | tally.instances()) - set(decided)
 
 
 class Tally:

@@ -24,6 +24,7 @@ from coordinator.leader import AcceptorPeers, Decision, Leader
 from coordinator.rules import Registration, Tally
 from paxos_commit.metrics import CoordinatorMetrics, RequestCounter, abort_reason_label, serve_metrics
 from paxos_commit.serving import ServerHandle, abort_on_error, clamp_wait_ms, start_server
+from rm_sdk import tracing
 from rm_sdk._gen.paxoscommit.v1 import paxoscommit_pb2_grpc as pb_grpc
 from rm_sdk.protocol import NO_SET, NoSet, Outcome, ProtocolError, RMSet, validate_id
 from rm_sdk.wire import outcome_to_pb, pb, states_from_pb
@@ -219,7 +220,9 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         async def run() -> pb.JoinReply:
             validate_id("rm id", request.rm_id)
             txn = self._owned(request.txn_id)
-            txn.registration.join(request.rm_id)
+            if request.rm_id not in txn.registration.joined:
+                txn.registration.join(request.rm_id)
+                tracing.event("Join", txn.txn_id, rm=request.rm_id)
             return pb.JoinReply(acceptors=self.peers.addresses)
 
         return await abort_on_error(context, run())
@@ -299,11 +302,12 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         txn.decided.set_result(d)
         self._undecided_owned -= 1
         self.metrics.commit_latency.observe(time.monotonic() - started)
-        self._count(d)
+        self._count(txn.txn_id, d)
         log.info("txn %s: %s %s", txn.txn_id, d.outcome.value, d.reason, extra={"txn_id": txn.txn_id})
         await self.leader.record_outcome(txn.txn_id, d.outcome)
 
-    def _count(self, d: Decision) -> None:
+    def _count(self, txn_id: str, d: Decision) -> None:
+        tracing.event("Decide", txn_id, outcome=d.outcome.value)
         if d.outcome is Outcome.COMMITTED:
             self.metrics.committed.inc()
         else:
@@ -315,9 +319,11 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         known: RMSet | None
         if abort_reason is None:
             value = known = txn.registration.close()
+            tracing.event("Close", txn.txn_id, set=sorted(known.rms))
         else:
             txn.registration.closed = RMSet.of(())  # later joins fail
             value, known = NO_SET, None
+            tracing.event("ApplicationAbort", txn.txn_id)
         if known is not None:
             txn.prepare.set()  # the paper's Prepare; RMs vote while the registrar's 2a flies
         await self.leader.send_ballot0(txn.txn_id, value, tally)
@@ -395,7 +401,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         finally:
             self._in_doubt.pop(txn_id, None)
         if d is not None:
-            self._count(d)
+            self._count(txn_id, d)
             self._first_asked.pop(txn_id, None)
             await self.leader.record_outcome(txn_id, d.outcome)
         return d

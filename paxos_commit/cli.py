@@ -14,6 +14,8 @@ import sys
 import threading
 from pathlib import Path
 
+from rm_sdk import tracing
+
 __all__ = ["main"]
 
 
@@ -88,6 +90,9 @@ def _acceptor(args: argparse.Namespace) -> int:
         # A fresh volume holds nothing; one that held our state and lost it is refused.
         init = init or args.db is not None or not (data_dir.exists() and any(data_dir.iterdir()))
 
+    if args.trace_file:
+        tracing.enable(args.trace_file, f"acceptor-{args.id}")
+
     async def run() -> None:
         async with serve_acceptor(
             args.id, url, args.listen, init=init, metrics_port=args.metrics_port
@@ -126,6 +131,9 @@ def _coordinator(args: argparse.Namespace) -> int:
         recovery_interval=args.recovery_interval,
         txn_timeout=args.txn_timeout,
     )
+
+    if args.trace_file:
+        tracing.enable(args.trace_file, args.name)
 
     async def run() -> None:
         async with serve_coordinator(
@@ -194,6 +202,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="paxos-commit", description=__doc__)
     p.add_argument("--log-level", default=_env("LOG_LEVEL", "INFO"))
     p.add_argument("--log-format", choices=["text", "json"], default=_env("LOG_FORMAT", "text"))
+    p.add_argument(
+        "--trace-file",
+        default=_env("TRACE_FILE"),
+        help="append this process's protocol events (NDJSON, Lamport clocks) here, for trace validation",
+    )
     sub = p.add_subparsers(dest="command", required=True)
 
     a = sub.add_parser("acceptor", help="run one acceptor (environment: PAXOS_COMMIT_*)")

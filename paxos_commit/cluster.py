@@ -103,6 +103,8 @@ class LocalCluster:
     extra_env: dict[str, str] = field(default_factory=dict)
     #: SQLAlchemy URLs, one per acceptor (e.g. Postgres); default: SQLite under data_dir.
     acceptor_urls: list[str] | None = None
+    #: Folder for each process's protocol event log (trace validation); None: no logs.
+    trace_dir: Path | None = None
     acceptors: list[ServiceProcess] = field(default_factory=list)
     coordinators: list[ServiceProcess] = field(default_factory=list)
 
@@ -185,6 +187,8 @@ class LocalCluster:
         ]
 
     def _process(self, name: str, args: list[str]) -> ServiceProcess:
+        if self.trace_dir is not None:
+            args = ["--trace-file", str(Path(self.trace_dir) / f"{name}.ndjson"), *args]
         return ServiceProcess(
             name,
             args,

@@ -15,6 +15,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from rm_sdk import tracing
 from rm_sdk.protocol import ProtocolError
 
 __all__ = [
@@ -85,7 +86,7 @@ async def start_server(
     """Bind ``listen`` (port 0: the OS picks), register services, health and reflection,
     start."""
     server = grpc.aio.server(
-        interceptors=list(interceptors),
+        interceptors=[*tracing.server_interceptors(), *interceptors],
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", 4 * MAX_MESSAGE_BYTES),

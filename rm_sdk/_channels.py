@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import grpc
 
+from rm_sdk import tracing
 from rm_sdk._gen.paxoscommit.v1 import paxoscommit_pb2_grpc as pb_grpc
 
 #: Status codes that mean "this server did not answer", not "the request was wrong".
@@ -19,7 +20,9 @@ class Channels:
     def channel(self, address: str) -> grpc.aio.Channel:
         ch = self._channels.get(address)
         if ch is None:
-            ch = self._channels[address] = grpc.aio.insecure_channel(address)
+            ch = self._channels[address] = grpc.aio.insecure_channel(
+                address, interceptors=tracing.client_interceptors()
+            )
         return ch
 
     def coordinator(self, address: str) -> pb_grpc.CoordinatorAsyncStub:

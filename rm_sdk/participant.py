@@ -17,6 +17,7 @@ from typing import Protocol
 
 import grpc
 
+from rm_sdk import tracing
 from rm_sdk._channels import TRANSIENT, Channels
 from rm_sdk.client import Client, TransactionContext
 from rm_sdk.protocol import RM_BALLOT, Outcome, Vote, majority, validate_id
@@ -132,7 +133,7 @@ class Participant:
             if not prepare:
                 # Never asked to prepare and the owner is gone: abort on our own (allowed
                 # only before preparing), and say so so that recovery can finish.
-                await self._apply(ctx.txn_id, Outcome.ABORTED)
+                await self._apply(ctx.txn_id, Outcome.ABORTED, learned=False)
                 await self._send_vote(ctx.txn_id, acceptors, Vote.ABORTED)
                 return
             try:
@@ -141,10 +142,11 @@ class Participant:
                 log.exception("rm %s: prepare of %s failed: voting abort", self.rm.rm_id, ctx.txn_id)
                 vote = Vote.ABORTED
             if vote is Vote.ABORTED:
-                await self._apply(ctx.txn_id, Outcome.ABORTED)
+                await self._apply(ctx.txn_id, Outcome.ABORTED, learned=False)
                 await self._send_vote(ctx.txn_id, acceptors, Vote.ABORTED)
                 return
             self.states[ctx.txn_id] = RMState.PREPARED
+            tracing.event("RMPrepare", ctx.txn_id, proc=f"rm:{self.rm.rm_id}", rm=self.rm.rm_id)
             await self._finish_prepared(ctx, acceptors)
         finally:
             self._tasks.pop(ctx.txn_id, None)
@@ -237,7 +239,14 @@ class Participant:
             await asyncio.sleep(min(0.1 * 2**attempt, 2.0))
         log.warning("rm %s: vote for %s reached only %d acceptors", self.rm.rm_id, txn_id, len(accepted))
 
-    async def _apply(self, txn_id: str, outcome: Outcome) -> None:
+    async def _apply(self, txn_id: str, outcome: Outcome, *, learned: bool = True) -> None:
+        """Apply an outcome: one ``learned`` from the protocol, or this RM's own abort
+        (allowed only while working)."""
+        if learned:
+            name = "RMRcvCommitMsg" if outcome is Outcome.COMMITTED else "RMRcvAbortMsg"
+        else:
+            name = "RMChooseToAbort"
+        tracing.event(name, txn_id, proc=f"rm:{self.rm.rm_id}", rm=self.rm.rm_id)
         delay = 0.1
         while True:
             try:

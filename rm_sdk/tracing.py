@@ -1,0 +1,165 @@
+"""Protocol event logs for trace validation (see ``docs/trace-format.md``).
+
+When enabled, each process appends one NDJSON line per durable protocol step or message
+sent, stamped with a Lamport clock. The clock travels in gRPC metadata both ways (client
+interceptors stamp requests and merge replies, a server interceptor merges requests and
+stamps replies), so sorting the merged logs by (clock, process) gives an order consistent
+with causality. Disabled, every call here is a cheap no-op.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import grpc
+
+from rm_sdk.protocol import Ballot, NoValue, RMSet, Value
+
+__all__ = ["TraceLog", "current", "enable", "event", "trace_ballot", "trace_value"]
+
+METADATA_KEY = "paxos-lamport"
+
+
+class TraceLog:
+    """One process's event log and Lamport clock."""
+
+    def __init__(self, path: Path | str, process: str) -> None:
+        self.process = process
+        self.clock = 0
+        self._lock = threading.Lock()
+        self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - lives as long as the process
+
+    def event(self, event: str, txn: str, proc: str | None = None, **fields: Any) -> None:
+        with self._lock:
+            self.clock += 1
+            doc = {"clock": self.clock, "proc": proc or self.process, "txn": txn, "event": event, **fields}
+            self._file.write(json.dumps(doc, sort_keys=True) + "\n")
+            self._file.flush()
+
+    def stamp(self) -> int:
+        with self._lock:
+            return self.clock
+
+    def merge(self, clock: int) -> None:
+        with self._lock:
+            if clock > self.clock:
+                self.clock = clock
+
+    def close(self) -> None:
+        self._file.close()
+
+
+_current: TraceLog | None = None
+
+
+def enable(path: Path | str, process: str) -> TraceLog:
+    """Start logging this process's protocol events to ``path``."""
+    global _current
+    _current = TraceLog(path, process)
+    return _current
+
+
+def current() -> TraceLog | None:
+    return _current
+
+
+def event(event_name: str, txn: str, proc: str | None = None, **fields: Any) -> None:
+    """Log one protocol event if tracing is enabled."""
+    log = _current
+    if log is not None:
+        log.event(event_name, txn, proc, **fields)
+
+
+def trace_ballot(b: Ballot) -> list[int | str]:
+    """A ballot in a trace: [round, leader]; [-1, ""] for "nothing accepted"."""
+    return [b.round, b.leader]
+
+
+def trace_value(v: Value | NoValue) -> str | list[str] | None:
+    """A value in a trace: "prepared", "aborted", "noset", a sorted list of RM ids (a
+    participant set), or null (nothing accepted)."""
+    if isinstance(v, NoValue):
+        return None
+    if isinstance(v, RMSet):
+        return sorted(v.rms)
+    return str(v.value)
+
+
+def _clock_from(metadata: Any) -> int | None:
+    for key, value in metadata or ():
+        if key == METADATA_KEY:
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+if TYPE_CHECKING:
+    _ClientBase = grpc.aio.UnaryUnaryClientInterceptor[Any, Any]
+    _ServerBase = grpc.aio.ServerInterceptor[Any, Any]
+else:
+    _ClientBase = grpc.aio.UnaryUnaryClientInterceptor
+    _ServerBase = grpc.aio.ServerInterceptor
+
+
+class ClientClock(_ClientBase):
+    """Stamps outgoing requests with our clock; merges the clock of each reply."""
+
+    async def intercept_unary_unary(
+        self, continuation: Callable[[Any, Any], Awaitable[Any]], client_call_details: Any, request: Any
+    ) -> Any:
+        log = _current
+        if log is None:
+            return await continuation(client_call_details, request)
+        metadata = [*(client_call_details.metadata or ()), (METADATA_KEY, str(log.stamp()))]
+        details = client_call_details._replace(metadata=metadata)
+        call = await continuation(details, request)
+        try:
+            clock = _clock_from(await call.trailing_metadata())
+        except grpc.aio.AioRpcError:
+            clock = None
+        if clock is not None:
+            log.merge(clock)
+        return call
+
+
+class ServerClock(_ServerBase):
+    """Merges the clock of each request; stamps each reply with ours."""
+
+    async def intercept_service(
+        self, continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]], handler_call_details: Any
+    ) -> Any:
+        handler = await continuation(handler_call_details)
+        log = _current
+        if log is None or handler is None or handler.unary_unary is None:
+            return handler
+        clock = _clock_from(handler_call_details.invocation_metadata)
+        inner: Any = handler.unary_unary
+
+        async def clocked(request: Any, context: Any) -> Any:
+            if clock is not None:
+                log.merge(clock)
+            try:
+                return await inner(request, context)
+            finally:
+                context.set_trailing_metadata(((METADATA_KEY, str(log.stamp())),))
+
+        return grpc.unary_unary_rpc_method_handler(
+            clocked,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+def client_interceptors() -> list[Any] | None:
+    """Interceptors for a new channel: the clock's, if tracing is on (else none: free)."""
+    return [ClientClock()] if _current is not None else None
+
+
+def server_interceptors() -> list[Any]:
+    return [ServerClock()] if _current is not None else []
