@@ -16,7 +16,7 @@ from typing import TypeVar
 
 import grpc
 
-from coordinator.rules import BallotRun, Tally, instances_to_recover, next_ballot
+from coordinator.rules import BallotRun, BallotSource, Tally, instances_to_recover
 from rm_sdk import tracing
 from rm_sdk._gen.paxoscommit.v1 import paxoscommit_pb2_grpc as pb_grpc
 from rm_sdk.protocol import (
@@ -116,6 +116,7 @@ class Leader:
 
     def __init__(self, leader_id: str, peers: AcceptorPeers, rng: random.Random | None = None) -> None:
         self.leader_id = leader_id
+        self.ballots = BallotSource(leader_id)
         self.peers = peers
         self.rng = rng or random.Random()
         #: Observers of recovery ballots started (for metrics): called with the txn id.
@@ -193,7 +194,7 @@ class Leader:
                 return d
             decided = chosen(tally.reports, self.peers.n)
             instances = instances_to_recover(tally, known_set)
-            ballot = next_ballot(self.leader_id, highest)
+            ballot = self.ballots.next(highest)
             for cb in self.on_ballot:
                 cb(txn_id)
             run = BallotRun(ballot, instances, self.peers.n)

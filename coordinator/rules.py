@@ -29,6 +29,7 @@ from rm_sdk.protocol import (
 
 __all__ = [
     "BallotRun",
+    "BallotSource",
     "Registration",
     "RegistrationClosed",
     "Tally",
@@ -71,6 +72,23 @@ class Registration:
 def next_ballot(leader: str, above: Ballot) -> Ballot:
     """A ballot of ``leader`` above ``above``: one round higher, so it beats every leader at that round."""
     return Ballot(max(above.round, 0) + 1, leader)
+
+
+class BallotSource:
+    """The ballots of one leader incarnation: each strictly higher than every ballot it
+    handed out before, whatever the transaction or the caller (pitfall 2: a leader must
+    never send two different 2a's at one ballot, so it must never start a ballot twice)."""
+
+    def __init__(self, leader: str) -> None:
+        if not leader:
+            raise ProtocolError("a leader needs a non-empty id")
+        self.leader = leader
+        self.last = NO_BALLOT
+
+    def next(self, above: Ballot) -> Ballot:
+        """A fresh ballot above ``above`` and above every earlier one of this source."""
+        self.last = next_ballot(self.leader, max(above, self.last))
+        return self.last
 
 
 def free_value(ins: Instance) -> Value:

@@ -551,3 +551,18 @@ def test_property_paxos_instance_chooses_at_most_one_value(
         assert set(told.values()) <= every
     # Steer the search toward histories where many (ballot, value) pairs were accepted.
     target(float(len({(bal, val) for _, bal, val in world.history})))
+
+
+def test_pitfall2_ballot_source_never_hands_out_a_ballot_twice() -> None:
+    """Pitfall 2: a leader that runs recovery again (a second GetOutcome, a retry after a
+    failed ballot) must not restart at round 1: a second 2a at a ballot it already used
+    could carry a different value. Every ballot from one source is fresh."""
+    from coordinator.rules import BallotSource
+
+    src = BallotSource("L")
+    seen = []
+    for above in [NO_BALLOT, NO_BALLOT, Ballot(1, "L"), Ballot(5, "M"), NO_BALLOT, Ballot(2, "A")]:
+        b = src.next(above)
+        assert b > above and b.leader == "L" and b.is_leader_ballot
+        assert all(b > earlier for earlier in seen)
+        seen.append(b)
