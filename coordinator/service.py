@@ -115,7 +115,10 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         stubs = [health_pb2_grpc.HealthStub(c) for c in self.peers.channels]
         while True:
             answers = await asyncio.gather(
-                *(s.Check(health_pb2.HealthCheckRequest(service=""), timeout=every) for s in stubs),
+                *(
+                    s.Check(health_pb2.HealthCheckRequest(service="paxoscommit.v1.Acceptor"), timeout=every)
+                    for s in stubs
+                ),
                 return_exceptions=True,
             )
             up = sum(

@@ -93,17 +93,20 @@ class CoordinatorMetrics(_Base):
 
 
 def abort_reason_label(reason: str) -> str:
-    """A bounded label for an abort reason (free text would explode the series count)."""
+    """A bounded label for an abort reason (free text would explode the series count).
+    The coordinator's own reasons map to fixed labels; anything else is the text an
+    application gave to its abort."""
+    if reason == "transaction timeout":
+        return "txn_timeout"
     for key, label in (
         ("voted to abort", "rm_refused"),
-        ("did not vote", "vote_timeout"),
-        ("transaction timeout", "txn_timeout"),
-        ("failed before registration", "coordinator_failed"),
-        ("application", "application"),
+        ("did not vote in time", "vote_timeout"),
+        ("failed before registration closed", "coordinator_failed"),
+        ("aborted before commit", "before_commit"),
     ):
         if key in reason:
             return label
-    return "other"
+    return "application"
 
 
 if TYPE_CHECKING:

@@ -64,7 +64,9 @@ class ServerHandle:
         self.metrics_port: int | None = None
 
     async def set_serving(self, serving: bool) -> None:
-        """Readiness: NOT_SERVING while a dependency (storage, acceptors) is unreachable."""
+        """Readiness of the named services: NOT_SERVING while a dependency (storage,
+        acceptors) is unreachable. The overall service "" stays SERVING while the process
+        runs, so a liveness check on it does not restart a healthy process in an outage."""
         status = (
             health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
         )
@@ -108,7 +110,8 @@ async def start_server(
         host = "127.0.0.1"
     address = f"{host}:{port}"
     handle = ServerHandle(server, address, health_servicer)
-    handle.service_names = [*service_names, ""]
+    handle.service_names = list(service_names)
+    await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     await handle.set_serving(True)
     return handle
 
