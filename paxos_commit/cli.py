@@ -176,10 +176,17 @@ def _up(args: argparse.Namespace) -> int:
     print(f"  logs in {cluster.data_dir / 'logs'}; Ctrl-C stops", flush=True)
     try:
         while not stop.wait(0.5):
-            dead = [p.name for p in [*cluster.acceptors, *cluster.coordinators] if not p.alive()]
-            if dead:
-                print(f"paxos-commit up: {', '.join(dead)} exited; see logs", file=sys.stderr)
-                return 1
+            # A supervisor: a process that died (a crash, or the demo's SIGKILL) comes back
+            # on its old ports; an acceptor finds its durable state, a coordinator starts as
+            # a new incarnation.
+            for p in [*cluster.acceptors, *cluster.coordinators]:
+                if not p.alive() and not stop.is_set():
+                    print(f"paxos-commit up: {p.name} exited; restarting it", flush=True)
+                    try:
+                        cluster.restart(p)
+                    except ClusterError as exc:
+                        print(f"paxos-commit up: {exc}", file=sys.stderr)
+                        return 1
     finally:
         cluster.stop()
         print("paxos-commit: stopped", flush=True)
@@ -269,6 +276,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="two banks, concurrent transfers, a coordinator killed mid-commit")
     d.add_argument("--data-dir", default=None, help="keep the demo's data here (default: a temporary folder)")
+    d.add_argument(
+        "--attach",
+        default=None,
+        metavar="UP_DATA_DIR",
+        help="use the cluster that `paxos-commit up --data-dir UP_DATA_DIR` runs, instead of starting one",
+    )
     d.add_argument("--transfers", type=int, default=40)
     d.add_argument("--concurrency", type=int, default=8)
     d.add_argument("--seed", type=int, default=7)

@@ -33,6 +33,8 @@ class ServiceProcess:
     popen: subprocess.Popen[bytes] | None = None
     address: str = ""
     metrics_port: int | None = None
+    #: The pid from the port file, for a process this object did not start (attached).
+    attached_pid: int | None = None
 
     def start(self, env: dict[str, str] | None = None) -> None:
         self.port_file.unlink(missing_ok=True)
@@ -62,18 +64,29 @@ class ServiceProcess:
 
     @property
     def pid(self) -> int:
-        assert self.popen is not None
+        if self.popen is None:
+            assert self.attached_pid is not None
+            return self.attached_pid
         return self.popen.pid
 
     def alive(self) -> bool:
+        if self.popen is None and self.attached_pid is not None:
+            try:
+                os.kill(self.attached_pid, 0)
+            except ProcessLookupError:
+                return False
+            return True
         return self.popen is not None and self.popen.poll() is None
 
     def kill(self) -> None:
         """SIGKILL: no goodbye, no flush (what a crash looks like)."""
-        if self.alive():
-            assert self.popen is not None
-            self.popen.send_signal(signal.SIGKILL)
-            self.popen.wait()
+        if not self.alive():
+            return
+        if self.popen is None:
+            os.kill(self.pid, signal.SIGKILL)
+            return
+        self.popen.send_signal(signal.SIGKILL)
+        self.popen.wait()
 
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM and wait for a graceful exit; SIGKILL if it does not come."""
@@ -106,6 +119,8 @@ class LocalCluster:
     #: Folder for each process's protocol event log (trace validation); None: no logs.
     trace_dir: Path | None = None
     acceptors: list[ServiceProcess] = field(default_factory=list)
+    #: True for a cluster found with :meth:`attach`: someone else runs it.
+    attached: bool = False
     coordinators: list[ServiceProcess] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -211,8 +226,35 @@ class LocalCluster:
         proc.wait_ready()
 
     def stop(self) -> None:
+        if self.attached:
+            return
         for p in [*self.coordinators, *self.acceptors]:
             p.stop()
+
+    @classmethod
+    def attach(cls, data_dir: Path) -> LocalCluster:
+        """The running cluster of ``paxos-commit up --data-dir data_dir``: addresses and
+        pids from its port files. Stopping it is up's job, not the caller's."""
+        run = Path(data_dir).resolve() / "run"
+        if not run.is_dir():
+            raise ClusterError(f"no running cluster in {data_dir} (start one with paxos-commit up)")
+        found: dict[str, list[ServiceProcess]] = {"acceptor": [], "coordinator": []}
+        for kind in found:
+            for f in sorted(run.glob(f"{kind}-*.json"), key=lambda p: int(p.stem.rsplit("-", 1)[1])):
+                info = json.loads(f.read_text())
+                proc = ServiceProcess(f.stem, [], f, Path(data_dir) / "logs" / f"{f.stem}.log")
+                proc.address, proc.metrics_port, proc.attached_pid = (
+                    info["address"],
+                    info.get("metrics_port"),
+                    info["pid"],
+                )
+                found[kind].append(proc)
+        if not found["acceptor"] or not found["coordinator"]:
+            raise ClusterError(f"{run} names no acceptors or no coordinators")
+        cluster = cls(data_dir, n_acceptors=len(found["acceptor"]), n_coordinators=len(found["coordinator"]))
+        cluster.acceptors, cluster.coordinators = found["acceptor"], found["coordinator"]
+        cluster.attached = True
+        return cluster
 
     def __enter__(self) -> LocalCluster:
         self.start()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -64,16 +65,23 @@ async def run_demo(args: argparse.Namespace) -> int:
 
 async def _run(root: Path, args: argparse.Namespace) -> int:
     rng = random.Random(args.seed)
-    cluster = LocalCluster(
-        root / "cluster",
-        n_acceptors=3,
-        n_coordinators=2,
-        vote_timeout=3.0,
-        recovery_timeout=2.0,
-        recovery_interval=0.5,
-    )
-    print("starting 3 acceptors and 2 coordinators (separate processes)...", flush=True)
-    cluster.start()
+    if args.attach:
+        cluster = LocalCluster.attach(Path(args.attach))
+        if len(cluster.coordinators) < 2:
+            print("paxos-commit demo: the attached cluster needs at least 2 coordinators", file=sys.stderr)
+            return 2
+        print(f"using the cluster of paxos-commit up in {args.attach}", flush=True)
+    else:
+        cluster = LocalCluster(
+            root / "cluster",
+            n_acceptors=3,
+            n_coordinators=2,
+            vote_timeout=3.0,
+            recovery_timeout=2.0,
+            recovery_interval=0.5,
+        )
+        print("starting 3 acceptors and 2 coordinators (separate processes)...", flush=True)
+        cluster.start()
     try:
         return await _transfers(cluster, root, rng, args)
     finally:

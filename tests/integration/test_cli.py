@@ -15,10 +15,10 @@ from rm_sdk import Client, Outcome, Participant
 from tests.integration.helpers import ScriptedRM
 
 
-def _up(data_dir: Path) -> tuple[subprocess.Popen[str], list[str]]:
+def _up(data_dir: Path, coordinators: int = 1) -> tuple[subprocess.Popen[str], list[str]]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "paxos_commit", "up", "--data-dir", str(data_dir), "--base-port", "0",
-         "--acceptors", "3", "--coordinators", "1"],
+         "--acceptors", "3", "--coordinators", str(coordinators)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     lines: list[str] = []
@@ -86,3 +86,62 @@ def test_acceptor_refuses_to_start_without_its_state(tmp_path: Path) -> None:
     )  # fmt: skip
     assert r.returncode == 1
     assert "refusing to start blank" in r.stderr
+
+
+def _scrape(port: int) -> dict[str, float]:
+    import urllib.request
+
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            out[name] = float(value)
+    return out
+
+
+def test_up_serves_metrics_that_move_during_the_demo(tmp_path: Path) -> None:
+    """The demo run against `up` (--attach): its transactions show in the metrics of the
+    coordinators and acceptors, and up restarts the coordinator the demo kills."""
+    proc, lines = _up(tmp_path / "pc", coordinators=2)
+    try:
+        ports = {
+            m.group(1): int(m.group(2))
+            for m in re.finditer(r"(\S+)\s+\S+\s+metrics http://127.0.0.1:(\d+)/", "".join(lines))
+        }
+        assert set(ports) == {"acceptor-0", "acceptor-1", "acceptor-2", "coordinator-0", "coordinator-1"}
+        before = {name: _scrape(port) for name, port in ports.items()}
+        assert all(
+            b["paxos_commit_transactions_begun_total"] == 0
+            for n, b in before.items()
+            if n.startswith("coord")
+        )
+        demo = subprocess.run(
+            [sys.executable, "-m", "paxos_commit", "demo", "--attach", str(tmp_path / "pc"), "--transfers", "12",
+             "--data-dir", str(tmp_path / "demo")],
+            capture_output=True, text=True, timeout=240,
+        )  # fmt: skip
+        assert demo.returncode == 0, demo.stdout + demo.stderr
+        after = {name: _scrape(port) for name, port in ports.items()}
+        begun = sum(
+            after[c]["paxos_commit_transactions_begun_total"] for c in ("coordinator-0", "coordinator-1")
+        )
+        decided = sum(
+            v for c in ("coordinator-0", "coordinator-1") for k, v in after[c].items()
+            if k.startswith(("paxos_commit_transactions_committed_total", "paxos_commit_transactions_aborted_total"))
+        )  # fmt: skip
+        assert begun >= 1 and decided >= 1
+        for a in ("acceptor-0", "acceptor-1"):
+            assert (
+                after[a]["paxos_commit_acceptor_batch_size_count"]
+                > before[a]["paxos_commit_acceptor_batch_size_count"]
+            )
+        assert any(
+            k.startswith('paxos_commit_grpc_requests_total{code="OK",method="Phase2a"}')
+            for k in after["acceptor-0"]
+        )
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+    assert "exited; restarting it" in out, out
+    assert proc.returncode == 0, out
