@@ -382,10 +382,13 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
 
         req = pb.AwaitPhase2bRequest(txn_id=txn_id, wait_ms=0)
         await self.peers.fanout(lambda s: s.AwaitPhase2b(req, timeout=3.0), on_reply, lambda: bool(recorded))
+        # Whatever this replica learned it announces (to the RMs asking): a Decide step.
         if recorded:
+            tracing.event("Decide", txn_id, outcome=recorded[0].value)
             return Decision(recorded[0], "")
         d = self.leader.evaluate(tally, None)
         if d is not None:
+            tracing.event("Decide", txn_id, outcome=d.outcome.value)
             self._spawn(self.leader.record_outcome(txn_id, d.outcome), f"record-{txn_id}")
             return d
         if replied * 2 > self.peers.n and not tally.instances() and max(ages, default=0) == 0:

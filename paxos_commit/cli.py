@@ -205,6 +205,25 @@ def _bench(args: argparse.Namespace) -> int:
     return asyncio.run(run_bench(args))
 
 
+def _trace_check(args: argparse.Namespace) -> int:
+    from paxos_commit.tracecheck import check_dir, find_jar
+
+    try:
+        jar = find_jar(args.jar)
+    except FileNotFoundError as exc:
+        print(f"paxos-commit trace-check: {exc}", file=sys.stderr)
+        return 2
+    results = check_dir(Path(args.folder), jar, args.acceptors, args.txn or ())
+    if not results:
+        print(f"paxos-commit trace-check: no events in {args.folder}/*.ndjson", file=sys.stderr)
+        return 2
+    for result, events in results:
+        print(result.describe(events), flush=True)
+    rejected = sum(not r.accepted for r, _ in results)
+    print(f"{len(results) - rejected} accepted, {rejected} rejected")
+    return 1 if rejected else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="paxos-commit", description=__doc__)
     p.add_argument("--log-level", default=_env("LOG_LEVEL", "INFO"))
@@ -286,6 +305,15 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--concurrency", type=int, default=8)
     d.add_argument("--seed", type=int, default=7)
     d.set_defaults(func=_demo)
+
+    t = sub.add_parser("trace-check", help="validate the protocol event logs of a run against the TLA+ spec")
+    t.add_argument("folder", help="folder of *.ndjson logs (--trace-file of every process)")
+    t.add_argument(
+        "--acceptors", type=int, default=None, help="2F+1 (default: acceptors that logged a start)"
+    )
+    t.add_argument("--txn", action="append", help="check only this transaction (repeatable)")
+    t.add_argument("--jar", default=None, help="tla2tools.jar (default: $TLA2TOOLS_JAR)")
+    t.set_defaults(func=_trace_check)
 
     b = sub.add_parser("bench", help="commits/s and latency for F=0 and F=1, in one run")
     b.add_argument("--json", action="store_true", help="print one JSON document")

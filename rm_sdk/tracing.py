@@ -19,7 +19,7 @@ import grpc
 
 from rm_sdk.protocol import Ballot, NoValue, RMSet, Value
 
-__all__ = ["TraceLog", "current", "enable", "event", "trace_ballot", "trace_value"]
+__all__ = ["TraceLog", "current", "disable", "enable", "event", "trace_ballot", "trace_value"]
 
 METADATA_KEY = "paxos-lamport"
 
@@ -29,7 +29,9 @@ class TraceLog:
 
     def __init__(self, path: Path | str, process: str) -> None:
         self.process = process
-        self.clock = 0
+        # A restarted process goes on from its last clock, so its new events sort after
+        # its old ones (a Lamport clock must never go back).
+        self.clock = _last_clock(Path(path))
         self._lock = threading.Lock()
         self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - lives as long as the process
 
@@ -53,6 +55,19 @@ class TraceLog:
         self._file.close()
 
 
+def _last_clock(path: Path) -> int:
+    if not path.exists():
+        return 0
+    last = 0
+    with path.open(encoding="utf-8") as f:
+        for line in f:
+            try:
+                last = max(last, int(json.loads(line)["clock"]))
+            except (ValueError, KeyError):
+                continue  # a torn last line after a crash
+    return last
+
+
 _current: TraceLog | None = None
 
 
@@ -61,6 +76,14 @@ def enable(path: Path | str, process: str) -> TraceLog:
     global _current
     _current = TraceLog(path, process)
     return _current
+
+
+def disable() -> None:
+    """Stop logging (tests that enabled it in their own process)."""
+    global _current
+    if _current is not None:
+        _current.close()
+    _current = None
 
 
 def current() -> TraceLog | None:
