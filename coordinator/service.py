@@ -20,7 +20,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from coordinator.leader import AcceptorPeers, Decision, Leader
+from rm_sdk.leader import AcceptorPeers, Decision, Leader
 from coordinator.rules import Registration, Tally
 from paxos_commit.metrics import CoordinatorMetrics, RequestCounter, abort_reason_label, serve_metrics
 from paxos_commit.serving import ServerHandle, abort_on_error, clamp_wait_ms, start_server

@@ -1,4 +1,6 @@
-"""The leader's driver: runs the pure rules of :mod:`coordinator.rules` over real RPCs.
+"""The leader's driver: runs the pure rules of :mod:`rm_sdk.ballots` over real RPCs.
+
+Used by coordinator replicas and by resource managers recovering on their own.
 
 One :class:`Leader` per coordinator process incarnation. Its ballots carry a fresh leader
 id, so it never reuses a ballot of an earlier incarnation or of another replica.
@@ -16,9 +18,9 @@ from typing import TypeVar
 
 import grpc
 
-from coordinator.rules import BallotRun, BallotSource, Tally, instances_to_recover
 from rm_sdk import tracing
 from rm_sdk._gen.paxoscommit.v1 import paxoscommit_pb2_grpc as pb_grpc
+from rm_sdk.ballots import BallotRun, BallotSource, Tally, instances_to_recover
 from rm_sdk.protocol import (
     NO_BALLOT,
     NO_SET,
@@ -37,7 +39,7 @@ from rm_sdk.wire import ballot_to_pb, outcome_from_pb, outcome_to_pb, pb, states
 
 __all__ = ["AcceptorPeers", "Decision", "Leader"]
 
-log = logging.getLogger("paxos_commit.coordinator")
+log = logging.getLogger("paxos_commit.leader")
 
 T = TypeVar("T")
 
