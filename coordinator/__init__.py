@@ -1,3 +1,4 @@
-"""The Paxos Commit coordinator (leader and registrar): pure rules
-(:mod:`coordinator.rules`), the ballot driver (:mod:`coordinator.leader`) and the gRPC
-service (:mod:`coordinator.service`)."""
+"""The Paxos Commit coordinator (leader and registrar): the registrar's pure rules
+(:mod:`coordinator.rules`) and the gRPC service (:mod:`coordinator.service`). The leader's
+rules and driver are shared with resource managers: :mod:`rm_sdk.ballots`,
+:mod:`rm_sdk.leader`."""
