@@ -20,12 +20,12 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from rm_sdk.leader import AcceptorPeers, Decision, Leader
 from coordinator.rules import Registration, Tally
 from paxos_commit.metrics import CoordinatorMetrics, RequestCounter, abort_reason_label, serve_metrics
 from paxos_commit.serving import ServerHandle, abort_on_error, clamp_wait_ms, start_server
 from rm_sdk import tracing
 from rm_sdk._gen.paxoscommit.v1 import paxoscommit_pb2_grpc as pb_grpc
+from rm_sdk.leader import AcceptorPeers, Decision, Leader
 from rm_sdk.protocol import NO_SET, NoSet, Outcome, ProtocolError, RMSet, validate_id
 from rm_sdk.wire import outcome_to_pb, pb, states_from_pb
 

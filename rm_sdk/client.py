@@ -3,33 +3,130 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import logging
+import re
 import time
 from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from types import TracebackType
 
 import grpc
 
+from rm_sdk import _context
 from rm_sdk._channels import TRANSIENT, Channels
 from rm_sdk.protocol import Outcome, validate_id
 from rm_sdk.wire import outcome_from_pb, pb
 
 __all__ = [
+    "Cancelled",
     "Client",
+    "CoordinatorFailed",
     "OutcomeUnknown",
+    "RMRefused",
     "Transaction",
     "TransactionAborted",
     "TransactionContext",
+    "TransactionTimeout",
+    "VoteTimeout",
 ]
+
+log = logging.getLogger("paxos_commit.client")
+
+#: The coordinator refuses abort reasons longer than this (in UTF-8 bytes).
+_MAX_REASON_BYTES = 1024
 
 
 class TransactionAborted(Exception):
-    """The transaction aborted; ``reason`` says why (which RM refused, a timeout, ...)."""
+    """The transaction aborted; ``reason`` says why (which RM refused, a timeout, ...).
+
+    :meth:`Transaction.commit` raises a subclass that names the cause when the
+    coordinator's reason tells it: :class:`RMRefused`, :class:`VoteTimeout`,
+    :class:`TransactionTimeout`, :class:`CoordinatorFailed` or :class:`Cancelled`. This
+    base class itself is raised when the cause is not known, e.g. when the outcome was
+    learned from a replica that did not decide it."""
 
     def __init__(self, txn_id: str, reason: str) -> None:
         super().__init__(f"transaction {txn_id} aborted: {reason}")
         self.txn_id = txn_id
         self.reason = reason
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.txn_id, self.reason))
+
+    @staticmethod
+    def from_reason(txn_id: str, reason: str) -> TransactionAborted:
+        """The exception for an abort the coordinator explained with ``reason``: the
+        subclass that names its cause, or this base class if the reason does not say."""
+        m = _RM_REASON.fullmatch(reason)
+        if m is not None:
+            cls = RMRefused if m["what"] == "voted to abort" else VoteTimeout
+            return cls(txn_id, reason, m["rm"])
+        if reason == "transaction timeout":
+            return TransactionTimeout(txn_id, reason)
+        if reason.endswith("failed before registration closed"):
+            return CoordinatorFailed(txn_id, reason)
+        if reason in _UNATTRIBUTED:
+            return TransactionAborted(txn_id, reason or "aborted")
+        return Cancelled(txn_id, reason)
+
+
+class RMRefused(TransactionAborted):
+    """A resource manager voted to abort (``rm_id`` names it), e.g. a failed check or
+    constraint at prepare time."""
+
+    def __init__(self, txn_id: str, reason: str, rm_id: str) -> None:
+        super().__init__(txn_id, reason)
+        self.rm_id = rm_id
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.txn_id, self.reason, self.rm_id))
+
+
+class VoteTimeout(TransactionAborted):
+    """A resource manager (``rm_id``) did not vote within the coordinator's vote timeout,
+    so a recovery ballot decided "aborted" for it."""
+
+    def __init__(self, txn_id: str, reason: str, rm_id: str) -> None:
+        super().__init__(txn_id, reason)
+        self.rm_id = rm_id
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.txn_id, self.reason, self.rm_id))
+
+
+class TransactionTimeout(TransactionAborted):
+    """The owning coordinator aborted the transaction because commit was not asked for
+    within its transaction timeout."""
+
+
+class CoordinatorFailed(TransactionAborted):
+    """The owning coordinator failed before registration closed; another replica
+    aborted the transaction."""
+
+
+class Cancelled(TransactionAborted):
+    """The transaction was aborted through :meth:`Transaction.abort` (by this application
+    or another holder of its id); ``reason`` is the text given to the abort."""
+
+
+# The coordinator renders RM ids with repr(); ids are [A-Za-z0-9._:-] so no escapes.
+_RM_REASON = re.compile(r"resource manager '(?P<rm>[^']*)' (?P<what>voted to abort|did not vote in time)")
+# Reasons of the coordinator's that do not say who caused the abort.
+_UNATTRIBUTED = frozenset(
+    {
+        "",
+        "aborted",
+        "recorded at an acceptor",
+        "registration ended without a participant set",
+        "aborted before commit (by the application or the transaction timeout)",
+    }
+)
+
+
+def _clip(text: str, limit: int = _MAX_REASON_BYTES) -> str:
+    return text.encode()[:limit].decode(errors="ignore")
 
 
 class OutcomeUnknown(Exception):
@@ -50,6 +147,8 @@ class TransactionContext:
 
     @staticmethod
     def parse(token: str) -> TransactionContext:
+        """The context a :meth:`token` stands for; raises :class:`ValueError` (naming
+        the problem) if ``token`` is malformed."""
         txn_id, sep, coordinator = token.partition("@")
         if not sep or not coordinator:
             raise ValueError(f"not a transaction token: {token[:80]!r}")
@@ -57,7 +156,10 @@ class TransactionContext:
 
 
 class Client:
-    """Talks to coordinator replicas. Use as ``async with Client([...]) as client``."""
+    """Talks to coordinator replicas. Use as ``async with Client([...]) as client``.
+
+    ``rpc_timeout`` bounds each request; ``outcome_timeout`` bounds how long
+    :meth:`Transaction.commit` waits for the decision."""
 
     def __init__(
         self,
@@ -85,8 +187,24 @@ class Client:
         await self.close()
 
     async def close(self) -> None:
+        """Close the channels this client opened."""
         if self._own_channels:
             await self._channels.close()
+
+    def transaction(self) -> AbstractAsyncContextManager[Transaction]:
+        """Begin a transaction for an ``async with`` block::
+
+            async with client.transaction() as txn:
+                await bank_a.debit(txn.context, "alice", 30)
+                ...
+
+        While the block runs the transaction is current (:func:`rm_sdk.propagation.current`),
+        so calls through the propagation interceptors carry it. Leaving the block normally
+        commits: a :class:`TransactionAborted` subclass is raised if it aborts instead. An
+        exception in the block aborts the transaction (the reason is the exception's
+        ``repr``) and propagates. If the block already called ``txn.commit()`` or
+        ``txn.abort()``, leaving it does nothing more."""
+        return _TransactionBlock(self)
 
     async def begin(self) -> Transaction:
         """Start a transaction at the first coordinator that answers."""
@@ -132,19 +250,51 @@ class Client:
                 return Outcome.PENDING, ""
 
 
-class Transaction:
-    """One transaction, seen from the application that began it.
+class _TransactionBlock(AbstractAsyncContextManager["Transaction"]):
+    """What :meth:`Client.transaction` returns."""
 
-    ``async with client.transaction() ...`` is not offered here on purpose: commit is an
-    explicit step whose result the caller must look at (it may abort)."""
+    def __init__(self, client: Client) -> None:
+        self._client = client
+        self._txn: Transaction | None = None
+        self._token: contextvars.Token[TransactionContext | None] | None = None
+
+    async def __aenter__(self) -> Transaction:
+        self._txn = await self._client.begin()
+        self._token = _context._current.set(self._txn.context)
+        return self._txn
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        txn, token = self._txn, self._token
+        assert txn is not None and token is not None, "__aexit__ without __aenter__"
+        _context._current.reset(token)
+        if txn.finished:
+            return
+        if exc is None:
+            await txn.commit()
+            return
+        await txn._abort_after(exc)
+
+
+class Transaction:
+    """One transaction, seen from the application that began it: pass :attr:`context`
+    to the services that do its work, then :meth:`commit` (or :meth:`abort`)."""
 
     def __init__(self, client: Client, context: TransactionContext) -> None:
         self.client = client
         self.context = context
+        self._finished = False
 
     @property
     def txn_id(self) -> str:
+        """The transaction's id."""
         return self.context.txn_id
+
+    @property
+    def finished(self) -> bool:
+        """True once :meth:`commit` or :meth:`abort` has learned the outcome."""
+        return self._finished
 
     async def commit(self) -> Outcome:
         """Close registration and decide. Returns COMMITTED or raises
@@ -153,11 +303,21 @@ class Transaction:
         return await self._finish(abort_reason=None)
 
     async def abort(self, reason: str = "aborted by the application") -> Outcome:
-        """Abort; returns ABORTED (or COMMITTED if the commit had already been decided)."""
+        """Abort; returns ABORTED (or COMMITTED if the commit had already been decided).
+        ``reason`` is kept with the outcome (clipped to 1024 bytes)."""
         try:
-            return await self._finish(abort_reason=reason)
+            return await self._finish(abort_reason=_clip(reason) or "aborted by the application")
         except TransactionAborted:
             return Outcome.ABORTED
+
+    async def _abort_after(self, exc: BaseException) -> None:
+        """Abort because the application's block raised ``exc``, which the caller goes
+        on to raise: a failure to abort must not hide it (the coordinator's transaction
+        timeout aborts the transaction anyway), so it is only logged."""
+        try:
+            await asyncio.wait_for(self.abort(reason=repr(exc)), self.client.rpc_timeout)
+        except Exception as abort_exc:
+            log.warning("transaction %s: abort after %r failed: %r", self.txn_id, exc, abort_exc)
 
     async def _finish(self, abort_reason: str | None) -> Outcome:
         stub = self.client._channels.coordinator(self.context.coordinator)
@@ -182,6 +342,7 @@ class Transaction:
                 raise OutcomeUnknown(
                     f"transaction {self.txn_id}: no coordinator knows the outcome yet"
                 ) from exc
+        self._finished = True
         if outcome is Outcome.ABORTED:
-            raise TransactionAborted(self.txn_id, reason or "aborted")
+            raise TransactionAborted.from_reason(self.txn_id, reason)
         return outcome
