@@ -304,6 +304,13 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--transfers", type=int, default=40)
     d.add_argument("--concurrency", type=int, default=8)
     d.add_argument("--seed", type=int, default=7)
+    d.add_argument(
+        "--postgres",
+        default=None,
+        metavar="DSN",
+        help="keep each bank in its own Postgres database (created from DSN, dropped at the end), "
+        "with real prepared transactions (needs max_prepared_transactions > 0)",
+    )
     d.set_defaults(func=_demo)
 
     t = sub.add_parser("trace-check", help="validate the protocol event logs of a run against the TLA+ spec")

@@ -6,22 +6,32 @@ account holds, and bank A refuses them at prepare. One transfer is marked: bank 
 prepares it slowly, and while it does, the coordinator that owns the transaction is
 killed with SIGKILL. The other coordinator finishes it. Every check is printed; the exit
 status is non-zero if any fails.
+
+With ``--postgres DSN`` each bank is a Postgres database of its own (created from the DSN
+and dropped at the end), run by :class:`rm_sdk.postgres.PostgresRM`: a transfer's work is
+an ``UPDATE`` in a two-phase transaction, prepared with ``PREPARE TRANSACTION``; an
+overdraft violates a ``CHECK`` and the bank votes no.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import random
 import sys
 import tempfile
 import time
+import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from paxos_commit.cluster import LocalCluster
 from rm_sdk import Client, Ledger, Outcome, RMState, TransactionAborted, Vote
-from rm_sdk.client import OutcomeUnknown
+from rm_sdk.client import OutcomeUnknown, TransactionContext
+from rm_sdk.participant import Participant
 
 __all__ = ["run_demo"]
 
@@ -47,13 +57,129 @@ class SlowLedger(Ledger):
     """Bank B: prepares one chosen transaction slowly, so the demo can kill its owner."""
 
     slow_txn: str = ""
-    preparing: asyncio.Event
+    preparing: asyncio.Event | None = None
 
     async def prepare(self, txn_id: str) -> Vote:
-        if txn_id == self.slow_txn:
+        if txn_id == self.slow_txn and self.preparing is not None:
             self.preparing.set()
             await asyncio.sleep(1.0)
         return await super().prepare(txn_id)
+
+    def unfinished(self) -> list[str]:
+        return self.in_doubt()
+
+
+class Bank(Protocol):
+    """What the demo needs of a bank: the SQLite :class:`Ledger` or :class:`PgBank`."""
+
+    rm_id: str
+    participant: Participant
+
+    def open_account(self, name: str, balance: int) -> None: ...
+    def balances(self) -> dict[str, int]: ...
+    def unfinished(self) -> list[str]:
+        """Transactions the bank holds prepared (none must be left at the end)."""
+        ...
+
+    async def debit(self, ctx: TransactionContext, account: str, amount: int) -> None: ...
+    async def credit(self, ctx: TransactionContext, account: str, amount: int) -> None: ...
+    async def close(self) -> None: ...
+
+
+class SlowBank(Bank, Protocol):
+    """Bank B: prepares ``slow_txn`` slowly, setting ``preparing`` first."""
+
+    slow_txn: str
+    preparing: asyncio.Event | None
+
+
+def _pg_bank_class() -> Callable[..., SlowBank]:
+    """The Postgres bank, defined on demand: psycopg is needed only with ``--postgres``."""
+    import psycopg
+    import psycopg.errors
+
+    from rm_sdk.postgres import PostgresRM
+
+    class PgBank(PostgresRM):
+        """A bank in its own Postgres database; overdrafts fail a CHECK, so it votes no."""
+
+        slow_txn: str = ""
+        preparing: asyncio.Event | None = None
+
+        def open_account(self, name: str, balance: int) -> None:
+            with psycopg.connect(self.dsn, autocommit=True) as conn:
+                conn.execute(
+                    "CREATE TABLE IF NOT EXISTS accounts"
+                    " (name TEXT PRIMARY KEY, balance INT NOT NULL CHECK (balance >= 0))"
+                )
+                conn.execute("INSERT INTO accounts VALUES (%s, %s)", (name, balance))
+
+        def balances(self) -> dict[str, int]:
+            with psycopg.connect(self.dsn, autocommit=True) as conn:
+                rows = conn.execute("SELECT name, balance FROM accounts ORDER BY name").fetchall()
+            return {str(n): int(b) for n, b in rows}
+
+        def unfinished(self) -> list[str]:
+            with psycopg.connect(self.dsn, autocommit=True) as conn:
+                rows = conn.execute(
+                    "SELECT gid FROM pg_prepared_xacts WHERE database = current_database()"
+                ).fetchall()
+            return [str(r[0]) for r in rows]
+
+        async def debit(self, ctx: TransactionContext, account: str, amount: int) -> None:
+            await self._change(ctx, account, -amount)
+
+        async def credit(self, ctx: TransactionContext, account: str, amount: int) -> None:
+            await self._change(ctx, account, amount)
+
+        async def _change(self, ctx: TransactionContext, account: str, delta: int) -> None:
+            # An overdraft fails the CHECK inside the work block: this bank will vote no,
+            # like the SQLite ledger refusing at prepare.
+            with contextlib.suppress(psycopg.errors.CheckViolation):
+                async with self.work(ctx) as conn:
+                    await conn.execute(
+                        "UPDATE accounts SET balance = balance + %s WHERE name = %s", (delta, account)
+                    )
+
+        async def prepare(self, txn_id: str) -> Vote:
+            if txn_id == self.slow_txn and self.preparing is not None:
+                self.preparing.set()
+                await asyncio.sleep(1.0)
+            return await super().prepare(txn_id)
+
+    return PgBank
+
+
+@contextlib.contextmanager
+def _pg_databases(dsn: str) -> Iterator[list[str]]:
+    """Two new databases on the server of ``dsn`` (their DSNs), dropped on exit."""
+    import psycopg
+    from psycopg.conninfo import make_conninfo
+
+    names = [f"paxos_commit_demo_{uuid.uuid4().hex[:8]}_{bank}" for bank in "ab"]
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        (prepared,) = conn.execute("SHOW max_prepared_transactions").fetchone() or ("0",)
+        if int(prepared) == 0:
+            raise SystemExit(
+                "paxos-commit demo: the Postgres server has max_prepared_transactions = 0; "
+                "set it > 0 (ALTER SYSTEM SET max_prepared_transactions = 64) and restart it"
+            )
+        for name in names:
+            conn.execute(f'CREATE DATABASE "{name}"')
+    print(f"created Postgres databases {', '.join(names)}", flush=True)
+    try:
+        yield [make_conninfo(dsn, dbname=n) for n in names]
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            for name in names:
+                # Never leave prepared transactions behind: they hold locks and block DROP.
+                for (g,) in conn.execute(
+                    "SELECT gid FROM pg_prepared_xacts WHERE database = %s", (name,)
+                ).fetchall():
+                    with psycopg.connect(make_conninfo(dsn, dbname=name), autocommit=True) as c:
+                        c.tpc_rollback(g)
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        print(f"dropped Postgres databases {', '.join(names)}", flush=True)
 
 
 async def run_demo(args: argparse.Namespace) -> int:
@@ -92,9 +218,32 @@ async def _transfers(cluster: LocalCluster, root: Path, rng: random.Random, args
     coords = cluster.coordinator_addresses
     for p in [*cluster.acceptors, *cluster.coordinators]:
         print(f"  {p.name:<14} {p.address}  pid {p.pid}")
-    bank_a = Ledger(root / "bank-a.db", "bank-a", coords, owner_timeout=5.0)
-    bank_b = SlowLedger(root / "bank-b.db", "bank-b", coords, owner_timeout=5.0)
-    bank_b.preparing = asyncio.Event()
+    if getattr(args, "postgres", None):
+        with _pg_databases(args.postgres) as dsns:
+            pg_bank = _pg_bank_class()
+            accs = cluster.acceptor_addresses
+            print("each bank is a Postgres database; a vote is a PREPARE TRANSACTION", flush=True)
+            return await _with_banks(
+                pg_bank(dsns[0], "bank-a", coords, acceptors=accs, owner_timeout=5.0),
+                pg_bank(dsns[1], "bank-b", coords, acceptors=accs, owner_timeout=5.0),
+                cluster,
+                rng,
+                args,
+            )
+    return await _with_banks(
+        SlowLedger(root / "bank-a.db", "bank-a", coords, owner_timeout=5.0),
+        SlowLedger(root / "bank-b.db", "bank-b", coords, owner_timeout=5.0),
+        cluster,
+        rng,
+        args,
+    )
+
+
+async def _with_banks(
+    bank_a: Bank, bank_b: SlowBank, cluster: LocalCluster, rng: random.Random, args: argparse.Namespace
+) -> int:
+    coords = cluster.coordinator_addresses
+    preparing = bank_b.preparing = asyncio.Event()
     for i in range(ACCOUNTS):
         bank_a.open_account(f"a{i}", OPENING)
         bank_b.open_account(f"b{i}", OPENING)
@@ -122,7 +271,7 @@ async def _transfers(cluster: LocalCluster, root: Path, rng: random.Random, args
             bank_b.slow_txn = txn.txn_id
             commit = asyncio.create_task(txn.commit())
             # Bank B is preparing: the registrar's 2a is out and bank A may have voted.
-            await bank_b.preparing.wait()
+            await preparing.wait()
             owner = next(p for p in cluster.coordinators if p.address == t.owner)
             owner.kill()
             killed.append(owner.name)
@@ -191,8 +340,8 @@ async def _finish(t: Transfer, commit: asyncio.Task[Outcome]) -> None:
 def _check(
     transfers: list[Transfer],
     victim: Transfer,
-    bank_a: Ledger,
-    bank_b: Ledger,
+    bank_a: Bank,
+    bank_b: Bank,
     total_before: int,
     killed: list[str],
 ) -> list[str]:
@@ -234,7 +383,7 @@ def _check(
     check(total == total_before, f"total money unchanged ({total_before} -> {total})")
     check(min([*bank_a.balances().values(), *bank_b.balances().values()]) >= 0, "no account overdrawn")
     check(
-        not bank_a.in_doubt() and not bank_b.in_doubt(),
+        not bank_a.unfinished() and not bank_b.unfinished(),
         "no prepared transaction left in doubt at either bank",
     )
     refused = [t for t in transfers if t.outcome == "aborted" and "voted to abort" in t.reason]

@@ -1,8 +1,11 @@
 """paxos-commit SDK: begin and commit transactions, and write resource managers.
 
-Applications use :class:`Client`; services that hold resources run a
-:class:`Participant` for a :class:`ResourceManager` (or use the ready-made
-:class:`Ledger`).
+Applications use :class:`Client` (or :class:`SyncClient`); services that hold resources
+run a :class:`Participant` for a :class:`ResourceManager`, or use a ready-made one: the
+SQLite :class:`Ledger`, :class:`TccParticipant` (try/confirm/cancel callbacks), or
+:class:`rm_sdk.postgres.PostgresRM` (``PREPARE TRANSACTION``; the ``postgres`` extra).
+:mod:`rm_sdk.propagation` carries the transaction to the services an application calls;
+:mod:`rm_sdk.testing` runs a cluster inside a test process.
 """
 
 from rm_sdk.client import (
@@ -21,6 +24,7 @@ from rm_sdk.ledger import Ledger
 from rm_sdk.participant import Participant, ResourceManager, RMState
 from rm_sdk.protocol import Outcome, Vote
 from rm_sdk.sync import SyncClient, SyncParticipant, SyncResourceManager, SyncTransaction
+from rm_sdk.tcc import TccCallback, TccParticipant
 
 __all__ = [
     "Cancelled",
@@ -37,6 +41,8 @@ __all__ = [
     "SyncParticipant",
     "SyncResourceManager",
     "SyncTransaction",
+    "TccCallback",
+    "TccParticipant",
     "Transaction",
     "TransactionAborted",
     "TransactionContext",

@@ -4,6 +4,13 @@ A :class:`ResourceManager` says how to prepare, commit and abort its own work; a
 :class:`Participant` runs the protocol for it. Rules (DESIGN.md pitfalls 3 and 7): a
 prepared vote is durable before it leaves; an RM may abort on its own only before it
 prepared; a prepared RM learns the outcome and never guesses.
+
+A prepared RM learns the outcome from the coordinators. When none has told it within
+``recovery_timeout`` (all dead, or cut off), it asks the acceptors itself: it reads what
+they accepted and, if that does not decide the transaction, runs higher ballots as a
+leader of its own (:class:`rm_sdk.leader.Leader`, with a fresh leader id). The acceptors
+are the ones learned at join, given to :meth:`Participant.resume`, or configured with
+``acceptors=``.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ import asyncio
 import enum
 import logging
 import time
+import uuid
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -19,7 +27,9 @@ import grpc
 
 from rm_sdk import tracing
 from rm_sdk._channels import TRANSIENT, Channels
+from rm_sdk.ballots import Tally
 from rm_sdk.client import Client, TransactionContext
+from rm_sdk.leader import AcceptorPeers, Leader
 from rm_sdk.protocol import RM_BALLOT, Outcome, Vote, majority, validate_id
 from rm_sdk.wire import ballot_to_pb, outcome_from_pb, pb, states_from_pb, value_to_pb
 
@@ -38,9 +48,15 @@ class ResourceManager(Protocol):
         ABORTED to refuse. PREPARED must survive a crash of this process."""
         ...
 
-    async def commit(self, txn_id: str) -> None: ...
+    async def commit(self, txn_id: str) -> None:
+        """Apply the commit. Raise if it could not be applied now (it is retried with
+        backoff); return normally if it is already applied."""
+        ...
 
-    async def abort(self, txn_id: str) -> None: ...
+    async def abort(self, txn_id: str) -> None:
+        """Undo the work (prepared or not). Raise to be retried; return normally if there
+        is nothing (left) to undo."""
+        ...
 
 
 class RMState(enum.Enum):
@@ -53,7 +69,13 @@ class RMState(enum.Enum):
 
 
 class Participant:
-    """Runs the RM side of Paxos Commit for one :class:`ResourceManager`."""
+    """Runs the RM side of Paxos Commit for one :class:`ResourceManager`.
+
+    ``owner_timeout``: abort on our own if not asked to prepare and the owner is gone this
+    long. ``recovery_timeout``: once prepared, ask the acceptors directly (running higher
+    ballots if needed) when no coordinator told the outcome within this many seconds.
+    ``acceptors``: the acceptor addresses, for recovering transactions whose acceptors
+    were not recorded (e.g. a Postgres RM after a restart); learned at each join too."""
 
     def __init__(
         self,
@@ -62,12 +84,17 @@ class Participant:
         *,
         owner_timeout: float = 15.0,
         rpc_timeout: float = 5.0,
+        recovery_timeout: float = 30.0,
+        acceptors: Sequence[str] = (),
         channels: Channels | None = None,
     ) -> None:
         validate_id("rm id", rm.rm_id)
         self.rm = rm
         self.owner_timeout = owner_timeout
         self.rpc_timeout = rpc_timeout
+        self.recovery_timeout = recovery_timeout
+        #: Acceptor addresses: configured, or the latest learned at a join.
+        self.acceptors: list[str] = list(acceptors)
         self._channels = channels or Channels()
         self._own_channels = channels is None
         self.client = Client(coordinators, channels=self._channels, rpc_timeout=rpc_timeout)
@@ -93,6 +120,8 @@ class Participant:
         if ctx.txn_id in self.states:
             return
         self._joined[ctx.txn_id] = (ctx, list(r.acceptors))
+        if r.acceptors:
+            self.acceptors = list(r.acceptors)
         self.states[ctx.txn_id] = RMState.WORKING
         self._tasks[ctx.txn_id] = asyncio.create_task(
             self._run(ctx, list(r.acceptors)), name=f"rm-{ctx.txn_id}"
@@ -110,18 +139,43 @@ class Participant:
             await asyncio.shield(task)
         return self.states.get(txn_id, RMState.WORKING)
 
-    async def resume(self, txn_id: str, acceptors: Sequence[str], coordinator: str | None = None) -> None:
+    def active(self, txn_id: str) -> bool:
+        """True while this participant is running ``txn_id`` (joined or resumed, not
+        finished): a recovery scan must leave such a transaction alone."""
+        return txn_id in self._tasks
+
+    async def resume(
+        self, txn_id: str, acceptors: Sequence[str] = (), coordinator: str | None = None
+    ) -> None:
         """After a restart: finish a transaction the resource holds as prepared. The vote
-        is sent again (harmless if it arrived) and the outcome learned, never guessed."""
+        is sent again (harmless if it arrived) and the outcome learned, never guessed.
+        A no-op while the transaction is :meth:`active`. Without ``acceptors``, the
+        configured (or last learned) ones are used."""
+        if self.active(txn_id):
+            return
+        acceptors = list(acceptors) or list(self.acceptors)
         self.states[txn_id] = RMState.PREPARED
         self._joined[txn_id] = (
             TransactionContext(txn_id, coordinator or self.client.coordinators[0]),
             list(acceptors),
         )
         ctx = TransactionContext(txn_id, coordinator or self.client.coordinators[0])
-        self._tasks[txn_id] = asyncio.create_task(
-            self._finish_prepared(ctx, list(acceptors)), name=f"rm-{txn_id}"
-        )
+        self._tasks[txn_id] = asyncio.create_task(self._resumed(ctx, list(acceptors)), name=f"rm-{txn_id}")
+
+    async def abandon(self, txn_id: str, acceptors: Sequence[str] = ()) -> None:
+        """After a restart: abort a transaction this RM joined but never prepared (it may,
+        pitfall 3), and vote ``aborted`` so the transaction need not wait for a timeout."""
+        if self.active(txn_id):
+            return
+        await self._apply(txn_id, Outcome.ABORTED, learned=False)
+        await self._send_vote(txn_id, list(acceptors) or list(self.acceptors), Vote.ABORTED)
+
+    async def _resumed(self, ctx: TransactionContext, acceptors: list[str]) -> None:
+        try:
+            await self._finish_prepared(ctx, acceptors)
+        finally:
+            self._tasks.pop(ctx.txn_id, None)
+            self._joined.pop(ctx.txn_id, None)
 
     # ------------------------------------------------------------------ protocol
 
@@ -186,13 +240,44 @@ class Participant:
 
     async def _finish_prepared(self, ctx: TransactionContext, acceptors: list[str]) -> None:
         await self._send_vote(ctx.txn_id, acceptors, Vote.PREPARED)
+        waiting_since = time.monotonic()
         while True:
-            o, _ = await self.client.outcome(ctx.txn_id, wait=10.0, prefer=ctx.coordinator)
+            wait = max(0.5, min(10.0, self.recovery_timeout))
+            o, _ = await self.client.outcome(ctx.txn_id, wait=wait, prefer=ctx.coordinator)
             if o is not Outcome.PENDING:
                 await self._apply(ctx.txn_id, o)
                 return
+            if time.monotonic() - waiting_since >= self.recovery_timeout:
+                # No coordinator told us: the acceptors hold everything needed to decide.
+                o = await self.learn_from_acceptors(ctx.txn_id, acceptors or self.acceptors)
+                if o is not Outcome.PENDING:
+                    await self._apply(ctx.txn_id, o)
+                    return
             # Still unknown: our vote may have been lost; resending it is harmless.
             await self._send_vote(ctx.txn_id, acceptors, Vote.PREPARED)
+
+    async def learn_from_acceptors(self, txn_id: str, acceptors: Sequence[str]) -> Outcome:
+        """Learn the outcome of ``txn_id`` from the acceptors, without any coordinator:
+        read what they accepted (or recorded) and, if that does not decide it, run higher
+        ballots as a leader with a fresh id (free instances get ``aborted``, pitfall 4).
+        Returns PENDING if no majority of acceptors answered. Records nothing itself."""
+        if not acceptors or len(acceptors) % 2 == 0:
+            log.warning("rm %s: cannot recover %s: acceptors unknown", self.rm.rm_id, txn_id)
+            return Outcome.PENDING
+        peers = AcceptorPeers(list(acceptors))
+        try:
+            leader = Leader(f"rm-{self.rm.rm_id}-{uuid.uuid4().hex[:8]}", peers)
+            tally = Tally(peers.n)
+            decision = await leader.await_bundles(txn_id, tally, None, wait=0.2)
+            if decision is None:
+                log.info("rm %s: no coordinator answers; running ballots on %s", self.rm.rm_id, txn_id)
+                decision = await leader.recover(txn_id, tally, None, attempts=8)
+        finally:
+            await peers.close()
+        if decision is None:
+            return Outcome.PENDING
+        log.info("rm %s: learned %s for %s from the acceptors", self.rm.rm_id, decision.outcome.value, txn_id)
+        return decision.outcome
 
     async def _send_vote(self, txn_id: str, acceptors: list[str], vote: Vote) -> None:
         """Phase 2a at ballot 0 to a majority first, the rest only if some fail. Stops
