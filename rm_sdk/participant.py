@@ -276,6 +276,8 @@ class Participant:
             await peers.close()
         if decision is None:
             return Outcome.PENDING
+        # Acting as a leader, this RM decided: the spec's Decide step (then it applies it).
+        tracing.event("Decide", txn_id, proc=f"rm:{self.rm.rm_id}", outcome=decision.outcome.value)
         log.info("rm %s: learned %s for %s from the acceptors", self.rm.rm_id, decision.outcome.value, txn_id)
         return decision.outcome
 

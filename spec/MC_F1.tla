@@ -1,9 +1,14 @@
 ------------------------------- MODULE MC_F1 --------------------------------
-(* F = 1: three acceptors. Constants are in MC_F1.cfg.                     *)
+(* F = 1: three acceptors, two RMs, one leader ballot. Constants are in    *)
+(* MC_F1.cfg. check.py also runs MC_F1_witness.cfg, which expects NoCommit *)
+(* to be violated: proof that the model commits at all.                    *)
 EXTENDS PaxosCommit, TLC
 
 \* Acceptors and RMs are interchangeable: nothing orders them, and every
 \* property checked is symmetric in both. Leaders are ordered (ballots), so
 \* they are not in the symmetry set.
 Symmetry == Permutations(Acceptor) \cup Permutations(RM)
+
+\* Witness: every RM of a set of two commits somewhere in the model.
+NoCommit == ~\A r \in RM : rmState[r] = "committed"
 =============================================================================

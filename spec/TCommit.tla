@@ -6,7 +6,7 @@
 (* Each resource manager (RM) is working, then prepared, then committed or *)
 (* aborted; a working RM may also abort. The one safety requirement is     *)
 (* consistency: no RM commits while another aborts. An RM may commit only  *)
-(* once every RM is prepared (or already committed), and may abort only   *)
+(* once every RM is prepared (or already committed), and may abort only    *)
 (* while no RM has committed. This is a spec of what is allowed, with no   *)
 (* messages and no failures: PaxosCommit.tla implements it (see the        *)
 (* refinement there).                                                      *)
