@@ -220,6 +220,12 @@ class AcceptorStore:
         return await fut
 
     async def read(self, txn_id: str) -> TxnRecord | None:
+        """The durable state of ``txn_id``. The cache holds only committed records (the
+        writer installs them after its storage transaction commits), so a hit needs no
+        trip through the writer; a miss loads from storage in order with the writes."""
+        cached = self._cache.get(txn_id)
+        if cached is not None:
+            return cached
         return await self.apply(txn_id, lambda rec: (None, rec))
 
     @contextlib.contextmanager

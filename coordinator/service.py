@@ -329,11 +329,14 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
             tracing.event("ApplicationAbort", txn.txn_id)
         if known is not None:
             txn.prepare.set()  # the paper's Prepare; RMs vote while the registrar's 2a flies
-        await self.leader.send_ballot0(txn.txn_id, value, tally)
+        holders = await self.leader.send_ballot0(txn.txn_id, value, tally)
+        # The bundles come from the acceptors that hold the set (where the RMs vote too);
+        # if too few took it, from all of them.
+        ids = holders if len(holders) * 2 > self.peers.n else None
         d = self.leader.evaluate(tally, known)
         deadline = time.monotonic() + self.config.vote_timeout
         while d is None and time.monotonic() < deadline:
-            d = await self.leader.await_bundles(txn.txn_id, tally, known, deadline - time.monotonic())
+            d = await self.leader.await_bundles(txn.txn_id, tally, known, deadline - time.monotonic(), ids)
         if d is None:
             log.info(
                 "txn %s: votes missing after %.1fs: running recovery ballots",

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -33,6 +33,7 @@ from rm_sdk.protocol import (
     Vote,
     chosen,
     decide,
+    majority,
 )
 from rm_sdk.tracing import trace_ballot, trace_value
 from rm_sdk.wire import ballot_to_pb, outcome_from_pb, outcome_to_pb, pb, states_from_pb, value_to_pb
@@ -126,23 +127,55 @@ class Leader:
 
     # ------------------------------------------------------------ ballot 0 (registrar)
 
-    async def send_ballot0(self, txn_id: str, value: Value, tally: Tally) -> None:
-        """The registrar's own 2a at ballot 0: its participant set, or NO_SET to abort."""
+    async def send_ballot0(self, txn_id: str, value: Value, tally: Tally) -> list[int]:
+        """The registrar's own 2a at ballot 0: its participant set, or NO_SET to abort.
+
+        Like an RM's vote (paper section 4: to F+1 acceptors, the rest only on failure) it
+        goes to the first majority by acceptor id, so the acceptors that hold the set are
+        those that hold the votes; an acceptor that does not answer is replaced by the
+        next. Returns the acceptors that accepted it (a majority unless too many failed)."""
         req = pb.Phase2aRequest(
             txn_id=txn_id,
             ballot=ballot_to_pb(RM_BALLOT),
             proposals=[pb.Proposal(instance=REGISTRAR, value=value_to_pb(value))],
         )
-        await self.peers.fanout(
-            lambda s: s.Phase2a(req, timeout=RPC_TIMEOUT),
-            lambda i, r: tally.add(i, states_from_pb(r.states)),
-            lambda: False,
-        )
+        need = majority(self.peers.n)
+        accepted: set[int] = set()
+
+        def on_reply(i: int, r: pb.Phase2bReply) -> None:
+            states = states_from_pb(r.states)
+            tally.add(i, states)
+            st = states.get(REGISTRAR)
+            if st is not None and st.bal == RM_BALLOT and st.val == value:
+                accepted.add(i)
+
+        tried: set[int] = set()
+        for _ in range(3):
+            untried = [i for i in range(self.peers.n) if i not in tried]
+            targets = (untried or [i for i in range(self.peers.n) if i not in accepted])[
+                : need - len(accepted)
+            ]
+            tried.update(targets)
+            await self.peers.fanout(
+                lambda s: s.Phase2a(req, timeout=RPC_TIMEOUT),
+                on_reply,
+                lambda: len(accepted) >= need,
+                targets,
+            )
+            if len(accepted) >= need:
+                break
+        return sorted(accepted)
 
     async def await_bundles(
-        self, txn_id: str, tally: Tally, known_set: RMSet | None, wait: float
+        self,
+        txn_id: str,
+        tally: Tally,
+        known_set: RMSet | None,
+        wait: float,
+        ids: Sequence[int] | None = None,
     ) -> Decision | None:
-        """Wait up to ``wait`` seconds for 2b bundles to decide the transaction."""
+        """Wait up to ``wait`` seconds for 2b bundles (from acceptors ``ids``, default all)
+        to decide the transaction."""
         req = pb.AwaitPhase2bRequest(txn_id=txn_id, wait_ms=int(wait * 1000))
         recorded: list[Outcome] = []
 
@@ -165,7 +198,9 @@ class Leader:
 
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(
-                self.peers.fanout(lambda s: s.AwaitPhase2b(req, timeout=wait + RPC_TIMEOUT), on_reply, done),
+                self.peers.fanout(
+                    lambda s: s.AwaitPhase2b(req, timeout=wait + RPC_TIMEOUT), on_reply, done, ids
+                ),
                 wait + RPC_TIMEOUT,
             )
         return decision[0] if decision else self.evaluate(tally, known_set)
