@@ -265,8 +265,16 @@ async def _with_banks(
     async def run_one(t: Transfer) -> None:
         txn = await client.begin()
         t.txn_id, t.owner = txn.txn_id, txn.context.coordinator
-        await bank_a.debit(txn.context, t.src, t.amount)
-        await bank_b.credit(txn.context, t.dst, t.amount)
+        try:
+            await bank_a.debit(txn.context, t.src, t.amount)
+            await bank_b.credit(txn.context, t.dst, t.amount)
+        except Exception as exc:
+            # Give the attempt up at once, so that a bank that joined releases what it
+            # holds now, not when its coordinator is found gone (best effort: the owner
+            # may be the one that died).
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(txn.abort(f"transfer failed: {type(exc).__name__}"), 2.0)
+            raise
         if t is victim:
             bank_b.slow_txn = txn.txn_id
             commit = asyncio.create_task(txn.commit())

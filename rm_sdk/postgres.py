@@ -233,9 +233,19 @@ class PostgresRM:
         """Roll back unprepared work, or ``ROLLBACK PREPARED``; a no-op if nothing is left."""
         w = self._work.pop(txn_id, None)
         if w is not None and w.conn is not None:
-            conn, w.conn = w.conn, None
-            with contextlib.suppress(psycopg.Error):
-                await conn.close()  # closing an unprepared session rolls its work back
+            if w.lock.locked():
+                # A work block may be running a statement on this connection (e.g. waiting
+                # for a row lock). Cancel the statement and let the block end before we
+                # close: closing a socket another task still waits on corrupts the event
+                # loop's registration of its file descriptor, and the next connection that
+                # reuses the number hangs.
+                with contextlib.suppress(psycopg.Error, TimeoutError):
+                    await asyncio.wait_for(w.conn.cancel_safe(), 5.0)
+            async with w.lock:
+                conn, w.conn = w.conn, None
+                if conn is not None:
+                    with contextlib.suppress(psycopg.Error):
+                        await conn.close()  # closing an unprepared session rolls its work back
         await self._finish(txn_id, commit=False)
 
     async def _finish(self, txn_id: str, *, commit: bool) -> None:
