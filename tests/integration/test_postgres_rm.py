@@ -310,3 +310,40 @@ async def test_every_coordinator_killed_rms_ask_the_acceptors(
         await pg.close()
     finally:
         cluster.stop()
+
+
+async def test_abort_while_a_statement_waits_on_a_row_lock_does_not_wedge_the_rm(
+    dbs: tuple[str, str], shared_cluster: LocalCluster
+) -> None:
+    """An abort that arrives while the transaction's work block waits for a row lock
+    cancels the statement and then closes the connection; the RM keeps working (closing a
+    socket another task still waited on used to break the event loop's registration of
+    that file descriptor, and the next connection reusing it hung)."""
+    coords = shared_cluster.coordinator_addresses
+    bank = PostgresRM(dbs[0], "bank-lock", coords, acceptors=shared_cluster.acceptor_addresses)
+    async with Client(coords) as client:
+        holder = await client.begin()
+        async with bank.work(holder.context) as conn:
+            await conn.execute("UPDATE accounts SET balance = balance - 1 WHERE name = 'alice'")
+        waiter = await client.begin()
+
+        async def blocked_update() -> None:
+            async with bank.work(waiter.context) as conn:
+                await conn.execute("UPDATE accounts SET balance = balance - 2 WHERE name = 'alice'")
+
+        work = asyncio.create_task(blocked_update())
+        await wait_until(
+            lambda: bank._work.get(waiter.txn_id) is not None and bank._work[waiter.txn_id].lock.locked()
+        )
+        await asyncio.sleep(0.3)  # the UPDATE is now waiting for holder's row lock
+        # Liveness, not speed: without the fix this hung for the connect timeout.
+        await asyncio.wait_for(bank.abort(waiter.txn_id), 15)
+        with pytest.raises(psycopg.Error):
+            await asyncio.wait_for(work, 15)
+        conn2 = await asyncio.wait_for(bank.connect(), 15)
+        await conn2.close()
+        await holder.abort()
+        await waiter.abort()
+    await bank.participant.wait(holder.txn_id)
+    await bank.close()
+    assert balance(dbs[0], "alice") == 100 and prepared_gids(dbs[0]) == []
