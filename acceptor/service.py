@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -48,6 +48,30 @@ class AcceptorServicer(pb_grpc.AcceptorServicer):
         self.store = store
         self.id = store.acceptor_id
 
+    async def _apply_each(
+        self,
+        txn_id: str,
+        instances: Sequence[Instance],
+        rule: Callable[[Instance, InstanceState], InstanceState],
+    ) -> tuple[dict[Instance, InstanceState], Outcome, dict[Instance, InstanceState]]:
+        """Apply ``rule`` to each instance of one request in one durable step; return the
+        new states (the reply), the recorded outcome, and the states before."""
+        now = self.store.now_ms()
+
+        def step(
+            rec: TxnRecord | None,
+        ) -> tuple[
+            TxnRecord | None, tuple[dict[Instance, InstanceState], Outcome, dict[Instance, InstanceState]]
+        ]:
+            base = rec or TxnRecord(first_seen_ms=now)
+            before = {ins: base.instances.get(ins, InstanceState()) for ins in instances}
+            reply = {ins: rule(ins, st) for ins, st in before.items()}
+            if rec is not None and reply == before:
+                return rec, (reply, base.outcome, before)  # nothing changed: no write
+            return replace(base, instances={**base.instances, **reply}), (reply, base.outcome, before)
+
+        return await self.store.apply(txn_id, step)
+
     async def Phase1a(
         self, request: pb.Phase1aRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.Phase1bReply:
@@ -60,25 +84,8 @@ class AcceptorServicer(pb_grpc.AcceptorServicer):
         bal = ballot_from_pb(request.ballot)
         instances: Sequence[Instance] = list(request.instances)
         check_phase1a(bal, instances)
-        now = self.store.now_ms()
-
-        def step(
-            rec: TxnRecord | None,
-        ) -> tuple[
-            TxnRecord | None, tuple[dict[Instance, InstanceState], Outcome, dict[Instance, InstanceState]]
-        ]:
-            base = rec or TxnRecord(first_seen_ms=now)
-            states = dict(base.instances)
-            reply = {}
-            for ins in instances:
-                states[ins] = reply[ins] = phase1b(states.get(ins, InstanceState()), bal)
-            new = replace(base, instances=states) if states != base.instances or rec is None else rec
-            return new, (reply, base.outcome, dict(base.instances))
-
-        reply, outcome, before = await self.store.apply(txn_id, step)
-        promised = {
-            i: before.get(i, InstanceState()) for i in instances if before.get(i, InstanceState()).mbal < bal
-        }
+        reply, outcome, before = await self._apply_each(txn_id, instances, lambda _ins, st: phase1b(st, bal))
+        promised = {i: st for i, st in before.items() if st.mbal < bal}
         if promised:
             tracing.event(
                 "Phase1b", txn_id, acc=self.id, bal=trace_ballot(bal),
@@ -105,23 +112,10 @@ class AcceptorServicer(pb_grpc.AcceptorServicer):
                 raise ProtocolError(f"proposal for {p.instance!r} has no value")
             proposals[p.instance] = value_from_pb(p.value)
         check_phase2a(bal, proposals, len(request.proposals))
-        now = self.store.now_ms()
-
-        def step(
-            rec: TxnRecord | None,
-        ) -> tuple[
-            TxnRecord | None, tuple[dict[Instance, InstanceState], Outcome, dict[Instance, InstanceState]]
-        ]:
-            base = rec or TxnRecord(first_seen_ms=now)
-            states = dict(base.instances)
-            reply = {}
-            for ins, val in proposals.items():
-                states[ins] = reply[ins] = phase2b(states.get(ins, InstanceState()), bal, val)
-            new = replace(base, instances=states) if states != base.instances or rec is None else rec
-            return new, (reply, base.outcome, dict(base.instances))
-
-        reply, outcome, before = await self.store.apply(txn_id, step)
-        accepted = [i for i in proposals if reply[i].bal == bal and before.get(i, InstanceState()).bal != bal]
+        reply, outcome, before = await self._apply_each(
+            txn_id, list(proposals), lambda ins, st: phase2b(st, bal, proposals[ins])
+        )
+        accepted = [i for i in proposals if reply[i].bal == bal and before[i].bal != bal]
         if accepted:
             tracing.event(
                 "Phase2b", txn_id, acc=self.id, bal=trace_ballot(bal),

@@ -208,7 +208,8 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
             except TimeoutError:
                 d = None
             if d is None:
-                if txn is None and fut.done() and self._unknown(txn_id):
+                if txn is None and fut.done() and txn_id in self._never_seen:
+                    self._never_seen.discard(txn_id)  # said once; a later question looks again
                     raise NotFound(f"unknown transaction {txn_id!r}: no coordinator or acceptor knows it")
                 return pb.GetOutcomeReply(outcome=pb.OUTCOME_PENDING)
             return pb.GetOutcomeReply(outcome=outcome_to_pb(d.outcome), reason=d.reason)
@@ -363,13 +364,9 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         if failed and self._learning.get(txn_id) is task:
             del self._learning[txn_id]
 
-    def _unknown(self, txn_id: str) -> bool:
-        return txn_id in self._never_seen
-
     async def _learn_once(self, txn_id: str) -> Decision | None:
         """Learn a transaction this replica does not own: read acceptors; once it is old
         enough (pitfall 9), run recovery ballots. None if not decided (yet)."""
-        first = self._first_asked.setdefault(txn_id, time.monotonic())
         tally = Tally(self.peers.n)
         recorded: list[Outcome] = []
         ages: list[int] = []
@@ -388,10 +385,12 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         # Whatever this replica learned it announces (to the RMs asking): a Decide step.
         if recorded:
             tracing.event("Decide", txn_id, outcome=recorded[0].value)
+            self._first_asked.pop(txn_id, None)
             return Decision(recorded[0], "")
         d = self.leader.evaluate(tally, None)
         if d is not None:
             tracing.event("Decide", txn_id, outcome=d.outcome.value)
+            self._first_asked.pop(txn_id, None)
             self._spawn(self.leader.record_outcome(txn_id, d.outcome), f"record-{txn_id}")
             return d
         if replied * 2 > self.peers.n and not tally.instances() and max(ages, default=0) == 0:
@@ -399,6 +398,8 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
             self._never_seen.add(txn_id)
             return None
         self._never_seen.discard(txn_id)
+        # Pitfall 9: only a transaction known for a while may be taken over with ballots.
+        first = self._first_asked.setdefault(txn_id, time.monotonic())
         age = max(max(ages, default=0) / 1000.0, time.monotonic() - first)
         if age < self.config.recovery_timeout:
             await asyncio.sleep(min(self.config.recovery_timeout - age, 1.0))
