@@ -86,6 +86,46 @@ OUTCOME_ABORTED: Outcome.ValueType  # 3
 """Registrar chose "no set", or some RM in the set chose VOTE_ABORTED."""
 Global___Outcome: _TypeAlias = Outcome  # noqa: Y015
 
+class _AbortCause:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _AbortCauseEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AbortCause.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ABORT_CAUSE_UNSPECIFIED: _AbortCause.ValueType  # 0
+    """Committed, pending, or an old server that does not say."""
+    ABORT_CAUSE_UNKNOWN: _AbortCause.ValueType  # 1
+    """The outcome was learned (from a record or another replica) without its cause."""
+    ABORT_CAUSE_RM_REFUSED: _AbortCause.ValueType  # 2
+    """A resource manager (rm_id) voted aborted."""
+    ABORT_CAUSE_VOTE_TIMEOUT: _AbortCause.ValueType  # 3
+    """A resource manager (rm_id) did not vote in time: a recovery ballot chose aborted."""
+    ABORT_CAUSE_TXN_TIMEOUT: _AbortCause.ValueType  # 4
+    """Commit was not asked for within the owner's transaction timeout."""
+    ABORT_CAUSE_COORDINATOR_FAILED: _AbortCause.ValueType  # 5
+    """The owner failed before registration closed: a recovery ballot chose "no set"."""
+    ABORT_CAUSE_APPLICATION: _AbortCause.ValueType  # 6
+    """The application (or another holder of the id) asked to abort; reason is its text."""
+
+class AbortCause(_AbortCause, metaclass=_AbortCauseEnumTypeWrapper):
+    """Why a transaction aborted: a closed set of causes, so clients need not parse text."""
+
+ABORT_CAUSE_UNSPECIFIED: AbortCause.ValueType  # 0
+"""Committed, pending, or an old server that does not say."""
+ABORT_CAUSE_UNKNOWN: AbortCause.ValueType  # 1
+"""The outcome was learned (from a record or another replica) without its cause."""
+ABORT_CAUSE_RM_REFUSED: AbortCause.ValueType  # 2
+"""A resource manager (rm_id) voted aborted."""
+ABORT_CAUSE_VOTE_TIMEOUT: AbortCause.ValueType  # 3
+"""A resource manager (rm_id) did not vote in time: a recovery ballot chose aborted."""
+ABORT_CAUSE_TXN_TIMEOUT: AbortCause.ValueType  # 4
+"""Commit was not asked for within the owner's transaction timeout."""
+ABORT_CAUSE_COORDINATOR_FAILED: AbortCause.ValueType  # 5
+"""The owner failed before registration closed: a recovery ballot chose "no set"."""
+ABORT_CAUSE_APPLICATION: AbortCause.ValueType  # 6
+"""The application (or another holder of the id) asked to abort; reason is its text."""
+Global___AbortCause: _TypeAlias = AbortCause  # noqa: Y015
+
 @_typing.final
 class Ballot(_message.Message):
     """A Paxos ballot. Absent where the protocol says -1 ("nothing accepted")."""
@@ -652,19 +692,26 @@ class CommitReply(_message.Message):
 
     OUTCOME_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
+    CAUSE_FIELD_NUMBER: _builtins.int
+    RM_ID_FIELD_NUMBER: _builtins.int
     outcome: Global___Outcome.ValueType
     """OUTCOME_COMMITTED or OUTCOME_ABORTED."""
     reason: _builtins.str
     """Why the transaction aborted, e.g. which RM refused; empty when committed."""
+    cause: Global___AbortCause.ValueType
+    """For an abort: its cause, and the RM it names (RM_REFUSED, VOTE_TIMEOUT)."""
+    rm_id: _builtins.str
     def __init__(
         self,
         *,
         outcome: Global___Outcome.ValueType = ...,
         reason: _builtins.str = ...,
+        cause: Global___AbortCause.ValueType = ...,
+        rm_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["outcome", b"outcome", "reason", b"reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cause", b"cause", "outcome", b"outcome", "reason", b"reason", "rm_id", b"rm_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -702,19 +749,26 @@ class AbortReply(_message.Message):
 
     OUTCOME_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
+    CAUSE_FIELD_NUMBER: _builtins.int
+    RM_ID_FIELD_NUMBER: _builtins.int
     outcome: Global___Outcome.ValueType
     """OUTCOME_ABORTED, or OUTCOME_COMMITTED when the transaction had already committed."""
     reason: _builtins.str
     """Why the transaction aborted."""
+    cause: Global___AbortCause.ValueType
+    """For an abort: its cause, and the RM it names (RM_REFUSED, VOTE_TIMEOUT)."""
+    rm_id: _builtins.str
     def __init__(
         self,
         *,
         outcome: Global___Outcome.ValueType = ...,
         reason: _builtins.str = ...,
+        cause: Global___AbortCause.ValueType = ...,
+        rm_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["outcome", b"outcome", "reason", b"reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cause", b"cause", "outcome", b"outcome", "reason", b"reason", "rm_id", b"rm_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -752,19 +806,26 @@ class GetOutcomeReply(_message.Message):
 
     OUTCOME_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
+    CAUSE_FIELD_NUMBER: _builtins.int
+    RM_ID_FIELD_NUMBER: _builtins.int
     outcome: Global___Outcome.ValueType
     """OUTCOME_PENDING when still undecided after wait_ms."""
     reason: _builtins.str
     """Why the transaction aborted, when known."""
+    cause: Global___AbortCause.ValueType
+    """For an abort: its cause, and the RM it names (RM_REFUSED, VOTE_TIMEOUT)."""
+    rm_id: _builtins.str
     def __init__(
         self,
         *,
         outcome: Global___Outcome.ValueType = ...,
         reason: _builtins.str = ...,
+        cause: Global___AbortCause.ValueType = ...,
+        rm_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["outcome", b"outcome", "reason", b"reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cause", b"cause", "outcome", b"outcome", "reason", b"reason", "rm_id", b"rm_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -855,21 +916,28 @@ class AwaitPrepareReply(_message.Message):
     PREPARE_FIELD_NUMBER: _builtins.int
     OUTCOME_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
+    CAUSE_FIELD_NUMBER: _builtins.int
+    RM_ID_FIELD_NUMBER: _builtins.int
     prepare: _builtins.bool
     """True: vote now. False: see outcome (ABORTED: do not prepare; PENDING: ask again)."""
     outcome: Global___Outcome.ValueType
     reason: _builtins.str
     """Why the transaction aborted, when it did."""
+    cause: Global___AbortCause.ValueType
+    """For an abort: its cause, and the RM it names (RM_REFUSED, VOTE_TIMEOUT)."""
+    rm_id: _builtins.str
     def __init__(
         self,
         *,
         prepare: _builtins.bool = ...,
         outcome: Global___Outcome.ValueType = ...,
         reason: _builtins.str = ...,
+        cause: Global___AbortCause.ValueType = ...,
+        rm_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["outcome", b"outcome", "prepare", b"prepare", "reason", b"reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cause", b"cause", "outcome", b"outcome", "prepare", b"prepare", "reason", b"reason", "rm_id", b"rm_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
