@@ -28,7 +28,6 @@ from rm_sdk.core.messages import (
     Failed,
     Join,
     Joined,
-    Prepare,
     RecordOutcome,
     Request,
 )
@@ -115,10 +114,7 @@ class CoordinatorNode:
                 owner.await_prepare(token, msg.rm_id, msg.wait, now, out)
             else:
                 assert done is not None
-                d, s = done
-                if s is not None and msg.rm_id in s.rms and d.outcome.value == "committed":
-                    out.reply(token, Prepare(txn_id, msg.rm_id))
-                out.reply(token, Decided(txn_id, d))
+                out.reply(token, Decided(txn_id, done[0]))
         elif isinstance(msg, Commit):
             if owner is not None:
                 owner.commit(token, now, out)

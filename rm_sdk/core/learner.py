@@ -173,7 +173,8 @@ class Learner:
 
     def tick(self, now: float, out: Ready) -> None:
         for token, deadline in list(self.waiters.items()):
-            if now >= deadline:
+            # Not before the first read is in: an unknown id is NOT_FOUND whatever the wait.
+            if now >= deadline and not self.reading:
                 out.reply(token, Pending(self.txn_id))
                 del self.waiters[token]
         if self.decision is not None or self.unknown:
@@ -191,7 +192,7 @@ class Learner:
             self.read(now, out)
 
     def next_deadline(self) -> float | None:
-        times = list(self.waiters.values())
+        times = [] if self.reading else list(self.waiters.values())
         if self.decision is None and not self.unknown:
             if self.recovery is not None:
                 nd = self.recovery.next_deadline()

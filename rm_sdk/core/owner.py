@@ -234,7 +234,9 @@ class Owner:
             isinstance(msg, NoAnswer) and isinstance(msg.request, BundleRequest)
         ):
             self._widen(now, out)
-        elif isinstance(msg, Bundle) and now < self.closed_at + self.timeouts.vote_timeout:
+        elif (
+            isinstance(msg, Bundle) and not msg.complete and now < self.closed_at + self.timeouts.vote_timeout
+        ):
             # The acceptor's wait ended first: ask it again for the rest of the vote timeout.
             wait = self.closed_at + self.timeouts.vote_timeout - now
             out.send(msg.acceptor, BundleRequest(self.txn_id, wait))
