@@ -37,6 +37,7 @@ from rm_sdk.protocol import (
     Outcome,
     ProtocolError,
     RMSet,
+    bundle_complete,
     majority,
     validate_id,
 )
@@ -235,9 +236,13 @@ class Owner:
         ):
             self._widen(now, out)
         elif (
-            isinstance(msg, Bundle) and not msg.complete and now < self.closed_at + self.timeouts.vote_timeout
+            isinstance(msg, Bundle)
+            and not bundle_complete(msg.states)
+            and now < self.closed_at + self.timeouts.vote_timeout
         ):
             # The acceptor's wait ended first: ask it again for the rest of the vote timeout.
+            # (A complete bundle is all that acceptor can give: asking again would be
+            # answered at once, again and again, while another acceptor is silent.)
             wait = self.closed_at + self.timeouts.vote_timeout - now
             out.send(msg.acceptor, BundleRequest(self.txn_id, wait))
 
