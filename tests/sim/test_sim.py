@@ -111,7 +111,7 @@ def _first_failure(
         # pitfall 1: an acceptor restarts blank; a chosen value is forgotten and replaced.
         ("amnesia", ALL, "P2", 300, {}),
         # pitfall 1: an acceptor promises without persisting mbal, then accepts a lower ballot.
-        ("forget_promise", ALL, "P2", 300, {}),
+        ("forget_promise", ALL, "P2", 1500, {}),
         # pitfall 2: a restarted coordinator keeps its leader id and starts its ballots again.
         ("reuse_ballot", ALL, "P7", 1000, {}),
         # pitfall 2: a ballot source that forgets its own last ballot: a recovery that gave
