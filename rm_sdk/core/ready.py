@@ -57,6 +57,9 @@ class Ready:
     decided: list[tuple[str, Decision, float]] = field(default_factory=list)
     #: Leader ballots started in this step (a metric).
     ballots: int = 0
+    #: Other work for the driver, defined by the core that asks for it (e.g. a resource
+    #: manager's ``prepare``/``commit``/``abort``, a request to a coordinator).
+    effects: list[Any] = field(default_factory=list)
 
     def send(self, acceptor: int, msg: AcceptorRequest) -> None:
         self.sends.append((acceptor, msg))
@@ -64,18 +67,22 @@ class Ready:
     def reply(self, token: Any, msg: Any) -> None:
         self.replies.append((token, msg))
 
+    def effect(self, item: Any) -> None:
+        self.effects.append(item)
+
     def event(self, name: str, txn_id: str, **fields: Any) -> None:
         self.trace.append(TraceEvent(name, txn_id, fields))
 
     def take(self) -> Ready:
         """This Ready's contents, leaving it empty."""
-        out = Ready(self.sends, self.replies, self.trace, self.log, self.decided, self.ballots)
+        out = Ready(self.sends, self.replies, self.trace, self.log, self.decided, self.ballots, self.effects)
         self.sends, self.replies, self.trace, self.log, self.decided = [], [], [], [], []
         self.ballots = 0
+        self.effects = []
         return out
 
     def __bool__(self) -> bool:
-        return bool(self.sends or self.replies or self.trace or self.log or self.decided)
+        return bool(self.sends or self.replies or self.trace or self.log or self.decided or self.effects)
 
 
 class Deadlines(Generic[K]):
