@@ -101,6 +101,8 @@ class Participant:
         self.states: dict[str, RMState] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._joined: dict[str, tuple[TransactionContext, list[str]]] = {}
+        #: Transactions past the point of an early abort: prepare began, or refused.
+        self._voting: set[str] = set()
 
     async def close(self) -> None:
         for t in self._tasks.values():
@@ -138,6 +140,62 @@ class Participant:
         if task is not None:
             await asyncio.shield(task)
         return self.states.get(txn_id, RMState.WORKING)
+
+    async def applied(self, txn_id: str) -> RMState:
+        """Wait until this RM has applied the outcome of ``txn_id`` (its ``commit`` or
+        ``abort`` returned) and return COMMITTED or ABORTED.
+
+        :meth:`Transaction.commit` returns once the outcome is decided, which may be
+        before an RM ran it: a caller that next reads this RM's data, or that runs
+        transactions in a closed loop (each one holding a prepared transaction until it is
+        applied), waits here. Raises :class:`LookupError` for a transaction this
+        participant is not running and has not finished."""
+        task = self._tasks.get(txn_id)
+        if task is not None:
+            await asyncio.shield(task)
+        state = self.states.get(txn_id)
+        if state in (RMState.COMMITTED, RMState.ABORTED):
+            return state
+        raise LookupError(f"rm {self.rm.rm_id} is not running transaction {txn_id}")
+
+    async def refuse(self, txn_id: str, reason: str = "") -> bool:
+        """Abort ``txn_id`` at once, before being asked to prepare (pitfall 3 allows it
+        only before preparing): undo the work (``abort``), vote ``aborted`` at ballot 0,
+        and ask the owning coordinator to abort with ``reason``, so the transaction
+        aborts without waiting for its commit or a timeout, and ``commit()`` raises
+        :class:`~rm_sdk.client.RMRefused` naming this RM (``reason`` in its text).
+
+        Returns False, doing nothing, once this RM began to prepare (it then votes as its
+        ``prepare`` says) or finished the transaction."""
+        if self.states.get(txn_id) is not RMState.WORKING or txn_id in self._voting:
+            return False
+        self._voting.add(txn_id)  # from here on _run never prepares it
+        joined = self._joined.get(txn_id)
+        ctx, acceptors = joined if joined is not None else (None, list(self.acceptors))
+        task = self._tasks.get(txn_id)
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()  # it is waiting to be asked to prepare, or applying an abort
+            await asyncio.gather(task, return_exceptions=True)
+            self._voting.add(txn_id)  # the task's own cleanup dropped the mark
+        try:
+            await self._apply(txn_id, Outcome.ABORTED, learned=False)
+            await self._send_vote(txn_id, list(acceptors), Vote.ABORTED)
+            if ctx is not None:
+                text = f"resource manager {self.rm.rm_id!r} voted to abort"
+                if reason:
+                    text = f"{text}: {reason}"
+                try:
+                    await self._channels.coordinator(ctx.coordinator).Abort(
+                        pb.AbortRequest(txn_id=txn_id, reason=text.encode()[:1024].decode(errors="ignore")),
+                        timeout=self.rpc_timeout,
+                    )
+                except grpc.aio.AioRpcError as exc:
+                    # The ballot-0 vote alone decides the abort once commit is asked.
+                    log.info("rm %s: could not tell the coordinator about %s: %s", self.rm.rm_id, txn_id, exc)
+        finally:
+            self._voting.discard(txn_id)
+            self._joined.pop(txn_id, None)
+        return True
 
     def active(self, txn_id: str) -> bool:
         """True while this participant is running ``txn_id`` (joined or resumed, not
@@ -184,12 +242,15 @@ class Participant:
             prepare = await self._await_prepare(ctx)
             if prepare is None:
                 return
+            if ctx.txn_id in self._voting:
+                return  # refused meanwhile (see refuse)
             if not prepare:
                 # Never asked to prepare and the owner is gone: abort on our own (allowed
                 # only before preparing), and say so so that recovery can finish.
                 await self._apply(ctx.txn_id, Outcome.ABORTED, learned=False)
                 await self._send_vote(ctx.txn_id, acceptors, Vote.ABORTED)
                 return
+            self._voting.add(ctx.txn_id)  # too late for refuse() now
             try:
                 vote = await self.rm.prepare(ctx.txn_id)
             except Exception:
@@ -205,6 +266,7 @@ class Participant:
         finally:
             self._tasks.pop(ctx.txn_id, None)
             self._joined.pop(ctx.txn_id, None)
+            self._voting.discard(ctx.txn_id)
 
     async def _await_prepare(self, ctx: TransactionContext) -> bool | None:
         """True: prepare now. False: the owner is gone before asking. None: the outcome
