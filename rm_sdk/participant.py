@@ -152,7 +152,7 @@ class Participant:
         participant is not running and has not finished."""
         task = self._tasks.get(txn_id)
         if task is not None:
-            await asyncio.shield(task)
+            await asyncio.wait({task})  # its failure or cancellation is not the caller's
         state = self.states.get(txn_id)
         if state in (RMState.COMMITTED, RMState.ABORTED):
             return state
@@ -176,6 +176,9 @@ class Participant:
         if task is not None and task is not asyncio.current_task():
             task.cancel()  # it is waiting to be asked to prepare, or applying an abort
             await asyncio.gather(task, return_exceptions=True)
+            # A task cancelled before it ran never ran its own cleanup.
+            if self._tasks.get(txn_id) is task:
+                del self._tasks[txn_id]
             self._voting.add(txn_id)  # the task's own cleanup dropped the mark
         try:
             await self._apply(txn_id, Outcome.ABORTED, learned=False)
