@@ -212,6 +212,11 @@ class PostgresRM:
             async with w.lock:
                 if w.failed:
                     raise RuntimeError(f"transaction {ctx.txn_id} already failed at {self.rm_id}: {w.failed}")
+                checkout: asyncio.Task[Connection] | None = None
+                if w.conn is None and ctx.txn_id not in self.participant.states:
+                    # Join and begin the session's transaction at once: the join's round
+                    # trip to the coordinator overlaps the BEGIN's to the database.
+                    checkout = asyncio.ensure_future(self._checkout())
                 try:
                     await self.participant.join(ctx)
                     state = self.participant.states.get(ctx.txn_id)
@@ -220,12 +225,14 @@ class PostgresRM:
                             f"transaction {ctx.txn_id} is {state.value if state else 'unknown'} at {self.rm_id}"
                         )
                 except BaseException:
+                    if checkout is not None:
+                        await self._drop_checkout(checkout)
                     if w.conn is None and self._work.get(ctx.txn_id) is w:
                         self._work.pop(ctx.txn_id, None)
                     raise
                 try:
                     if w.conn is None:
-                        w.conn = await self._checkout()
+                        w.conn = await (checkout if checkout is not None else self._checkout())
                     yield w.conn
                 except BaseException as exc:
                     w.failed = f"{type(exc).__name__}: {exc}"
@@ -306,6 +313,13 @@ class PostgresRM:
             await self._give_back(conn, discard=True)
             raise
         return conn
+
+    async def _drop_checkout(self, checkout: asyncio.Task[Connection]) -> None:
+        """Undo a :meth:`_checkout` begun for a join that failed."""
+        checkout.cancel()
+        (result,) = await asyncio.gather(checkout, return_exceptions=True)
+        if isinstance(result, psycopg.AsyncConnection):
+            await self._give_back(result)
 
     async def _give_back(self, conn: Connection, *, discard: bool = False) -> None:
         """Return a work connection to the pool: rolled back if it still holds work, or
