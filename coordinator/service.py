@@ -301,7 +301,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
     async def Abort(
         self, request: pb.AbortRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.AbortReply:
-        r = await self._ask(Abort(request.txn_id, request.reason), context)
+        r = await self._ask(Abort(request.txn_id, request.reason, request.rm_id), context)
         assert isinstance(r, Decided)
         d = r.decision
         return pb.AbortReply(

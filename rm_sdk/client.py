@@ -131,7 +131,10 @@ class Cancelled(TransactionAborted):
 
 
 # The coordinator renders RM ids with repr(); ids are [A-Za-z0-9._:-] so no escapes.
-_RM_REASON = re.compile(r"resource manager '(?P<rm>[^']*)' (?P<what>voted to abort|did not vote in time)")
+# An RM that refused early (Participant.refuse) appends its own text after ": ".
+_RM_REASON = re.compile(
+    r"resource manager '(?P<rm>[^']*)' (?P<what>voted to abort|did not vote in time)(?:: .*)?", re.DOTALL
+)
 # Reasons of the coordinator's that do not say who caused the abort.
 _UNATTRIBUTED = frozenset(
     {

@@ -57,7 +57,7 @@ from rm_sdk.core.participant import (
     Unreachable,
 )
 from rm_sdk.core.ready import Ready
-from rm_sdk.protocol import Outcome, ProtocolError, Vote, validate_id
+from rm_sdk.protocol import Outcome, Vote, validate_id
 from rm_sdk.wire import decision_from_pb, outcome_from_pb, pb
 
 __all__ = ["Participant", "ResourceManager", "RMState"]
@@ -203,16 +203,36 @@ class Participant:
             raise LookupError(f"{txn_id}: not run by this participant")
         return await asyncio.shield(self._future(self._applied, txn_id))
 
-    async def refuse(self, txn_id: str, reason: str = "") -> None:
-        """The RM's work for ``txn_id`` failed: abort it and vote aborted now, instead of
-        waiting to be asked to prepare. Allowed only while working (ProtocolError once
-        prepared); a no-op if it is already aborting."""
-        if self._core.active(txn_id):
-            self._step(lambda now, out: self._core.refuse(txn_id, reason, now, out))
-        elif self.states.get(txn_id) is RMState.COMMITTED:
-            raise ProtocolError(f"{txn_id}: cannot refuse once committed")
-        elif txn_id not in self.states:
-            raise ProtocolError(f"{txn_id}: not joined")
+    async def refuse(self, txn_id: str, reason: str = "") -> bool:
+        """Abort ``txn_id`` at once, before being asked to prepare (pitfall 3 allows it
+        only before preparing): undo the work (``abort``), vote ``aborted`` at ballot 0,
+        and tell the owning coordinator, so the transaction aborts without waiting for its
+        commit or a timeout and ``commit()`` raises :class:`~rm_sdk.client.RMRefused`
+        naming this RM (``reason`` in its text). Returns False, doing nothing, once this
+        RM began to prepare (it then votes as its ``prepare`` says) or finished."""
+        refused: list[bool] = []
+        self._step(lambda now, out: refused.append(self._core.refuse(txn_id, reason, now, out)))
+        if not refused or not refused[0]:
+            return False
+        joined = self._joined.get(txn_id)
+        if joined is not None:
+            text = f"resource manager {self.rm.rm_id!r} voted to abort"
+            if reason:
+                text = f"{text}: {reason}"
+            try:
+                await self._channels.coordinator(joined[0].coordinator).Abort(
+                    pb.AbortRequest(
+                        txn_id=txn_id,
+                        reason=text.encode()[:1024].decode(errors="ignore"),
+                        rm_id=self.rm.rm_id,
+                    ),
+                    timeout=self.rpc_timeout,
+                )
+            except grpc.aio.AioRpcError as exc:
+                # The ballot-0 vote alone decides the abort once commit is asked.
+                log.info("rm %s: could not tell the coordinator about %s: %s", self.rm.rm_id, txn_id, exc)
+        await self.applied(txn_id)  # the resource's own abort ran
+        return True
 
     def active(self, txn_id: str) -> bool:
         """True while this participant is running ``txn_id`` (joined or resumed, not

@@ -125,7 +125,7 @@ class CoordinatorNode:
             if len(msg.reason.encode()) > 1024:
                 raise ProtocolError("abort reason longer than 1024 bytes")
             if owner is not None:
-                owner.abort_requested(token, msg.reason, now, out)
+                owner.abort_requested(token, msg.reason, now, out, rm_id=msg.rm_id)
             else:
                 assert done is not None
                 out.reply(token, Decided(txn_id, done[0]))

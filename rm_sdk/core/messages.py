@@ -214,8 +214,11 @@ class Commit:
 
 @dataclass(frozen=True, slots=True)
 class Abort:
+    """Abort before commit; ``rm_id``: a joined RM refusing before it prepared."""
+
     txn_id: str
     reason: str = ""
+    rm_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -160,13 +160,23 @@ class Owner:
         elif not self.closing:
             self._close(None, now, out)
 
-    def abort_requested(self, token: Any, reason: str, now: float, out: Ready) -> None:
+    def abort_requested(self, token: Any, reason: str, now: float, out: Ready, rm_id: str = "") -> None:
+        """The application's abort, or (``rm_id``) a joined RM's refusal before it
+        prepared: either may end the transaction while registration is open."""
+        if rm_id and rm_id not in self.registration.joined:
+            raise RegistrationClosed(f"resource manager {rm_id!r} has not joined transaction {self.txn_id}")
         self.commit_waiters.append(token)
         if self.decision is not None:
             self._answer(out)
         elif not self.closing:
-            why = reason or "aborted by the application"
-            self._close(Decision(Outcome.ABORTED, AbortCause.APPLICATION, reason=why), now, out)
+            if rm_id:
+                why = reason or f"resource manager {rm_id!r} voted to abort"
+                abort = Decision(Outcome.ABORTED, AbortCause.RM_REFUSED, rm_id, why)
+            else:
+                abort = Decision(
+                    Outcome.ABORTED, AbortCause.APPLICATION, reason=reason or "aborted by the application"
+                )
+            self._close(abort, now, out)
 
     # ------------------------------------------------------------ the commit sequence
 

@@ -326,21 +326,17 @@ class ParticipantCore:
         self._choose_to_abort(t, now, out)
         self._after(t, out)
 
-    def refuse(self, txn_id: str, reason: str, now: float, out: Ready) -> None:
+    def refuse(self, txn_id: str, reason: str, now: float, out: Ready) -> bool:
         """The RM's work failed: vote aborted now (spec ``RMChooseToAbort``: only while
-        working). While its prepare() runs, it votes aborted whatever that returns. A
-        no-op if it is already aborting; ProtocolError once prepared."""
+        working, and only before prepare began, so one RM never sends two different
+        ballot-0 votes). True if it chose to abort; False, changing nothing, otherwise."""
         t = self._txns.get(txn_id)
-        if t is None:
-            raise ProtocolError(f"{txn_id}: not running here")
-        if t.state is not RMState.WORKING:
-            raise ProtocolError(f"{txn_id}: cannot refuse once {t.state.value}")
-        if t.phase is _Phase.AWAIT_PREPARE:
-            out.log.append((txn_id, f"refused: {reason}" if reason else "refused"))
-            self._choose_to_abort(t, now, out)
-        elif t.phase is _Phase.PREPARING:
-            t.refused = reason
+        if t is None or t.state is not RMState.WORKING or t.phase is not _Phase.AWAIT_PREPARE:
+            return False
+        out.log.append((txn_id, f"refused: {reason}" if reason else "refused"))
+        self._choose_to_abort(t, now, out)
         self._after(t, out)
+        return True
 
     # ------------------------------------------------------------------ events
 

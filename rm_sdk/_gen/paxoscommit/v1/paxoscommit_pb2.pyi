@@ -725,19 +725,25 @@ class AbortRequest(_message.Message):
 
     TXN_ID_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
+    RM_ID_FIELD_NUMBER: _builtins.int
     txn_id: _builtins.str
     """A transaction begun at this coordinator."""
     reason: _builtins.str
     """Free text recorded as the abort reason (at most 1024 bytes)."""
+    rm_id: _builtins.str
+    """Set by a resource manager that joined and refuses before it prepared: the abort's
+    cause is then RM_REFUSED naming it (only a joined RM's id is taken).
+    """
     def __init__(
         self,
         *,
         txn_id: _builtins.str = ...,
         reason: _builtins.str = ...,
+        rm_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["reason", b"reason", "txn_id", b"txn_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reason", b"reason", "rm_id", b"rm_id", "txn_id", b"txn_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
