@@ -224,6 +224,17 @@ def _trace_check(args: argparse.Namespace) -> int:
     return 1 if rejected else 0
 
 
+def _chaos(args: argparse.Namespace) -> int:
+    from paxos_commit.chaos.run import config_from_args, print_summary, run_chaos
+
+    cfg = config_from_args(args)
+    if not args.json:
+        print(f"paxos-commit chaos: seed {cfg.seed}", flush=True)
+    summary = run_chaos(cfg)
+    print_summary(summary, args.json)
+    return 0 if summary["ok"] else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="paxos-commit", description=__doc__)
     p.add_argument("--log-level", default=_env("LOG_LEVEL", "INFO"))
@@ -328,6 +339,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--concurrency", type=int, default=16)
     b.add_argument("--rms", type=int, default=2)
     b.set_defaults(func=_bench)
+
+    from paxos_commit.chaos.run import add_arguments as add_chaos_arguments
+
+    ch = sub.add_parser("chaos", help="a nemesis: faults from a seeded schedule, then an independent check")
+    add_chaos_arguments(ch)
+    ch.set_defaults(func=_chaos)
     return p
 
 
