@@ -4,8 +4,8 @@ coordinator or acceptor state, no protocol code).
 
 Checks, once the faults healed and the resolution window passed:
 
-- atomicity: every transaction has one outcome, the same at every RM that joined it, and
-  no RM applied two outcomes;
+- atomicity: every transaction has one outcome, the same at every RM that joined it, no
+  RM applied two outcomes, and none committed work it had not prepared;
 - acknowledged outcomes: what a client was told is what every RM applied (a commit told
   to a client and aborted anywhere is a lost acknowledgement);
 - resolution: nothing stays prepared, and every RM that joined applied an outcome;
@@ -44,6 +44,7 @@ class RMFile:
     joined: dict[str, bool] = field(default_factory=dict)  # txn -> refuse
     prepared: set[str] = field(default_factory=set)
     applied: dict[str, list[str]] = field(default_factory=dict)  # txn -> outcomes, in order
+    committed_unprepared: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -92,8 +93,12 @@ def load_rm(path: Path) -> RMFile:
         for txn, refuse in db.execute("SELECT txn_id, refuse FROM joined"):
             rm.joined[txn] = bool(refuse)
         rm.prepared = {r[0] for r in db.execute("SELECT txn_id FROM prepared")}
-        for txn, outcome in db.execute("SELECT txn_id, outcome FROM applied ORDER BY seq"):
+        for txn, outcome, was_prepared in db.execute(
+            "SELECT txn_id, outcome, was_prepared FROM applied ORDER BY seq"
+        ):
             rm.applied.setdefault(txn, []).append(outcome)
+            if outcome == "committed" and not was_prepared:
+                rm.committed_unprepared.add(txn)
         return rm
     finally:
         db.close()
@@ -148,19 +153,25 @@ def check(h: History, *, settle: float = 4.0, txn_timeout: float = 10.0) -> Repo
             if len(mine) > 1:
                 r.violations.append({"txn": txn_id, "what": f"{name} applied both commit and abort"})
             applied |= mine
+            if txn_id in rm.committed_unprepared:
+                r.violations.append({"txn": txn_id, "what": f"{name} committed work it never prepared"})
             if txn_id in rm.prepared:
                 r.unresolved.append({"txn": txn_id, "rm": name, "what": "still prepared"})
             elif not mine:
                 r.unresolved.append({"txn": txn_id, "rm": name, "what": "joined, no outcome applied"})
         if len(applied) > 1:
             r.violations.append(
-                {"txn": txn_id, "what": "atomicity: " + ", ".join(
-                    f"{n}={'/'.join(h.rms[n].applied.get(txn_id, ['-']))}" for n in members
-                )}  # fmt: skip
+                {
+                    "txn": txn_id,
+                    "what": "atomicity: "
+                    + ", ".join(f"{n}={'/'.join(h.rms[n].applied.get(txn_id, ['-']))}" for n in members),
+                }
             )
         for rm_name in sorted(t.work_ok):
             if rm_name in h.rms and txn_id not in h.rms[rm_name].joined:
-                r.violations.append({"txn": txn_id, "what": f"{rm_name} acknowledged work but kept no record"})
+                r.violations.append(
+                    {"txn": txn_id, "what": f"{rm_name} acknowledged work but kept no record"}
+                )
         if t.told in ("committed", "aborted") and applied and applied != {t.told}:
             what = "acknowledged commit lost" if t.told == "committed" else "client told abort, RMs committed"
             r.violations.append({"txn": txn_id, "what": f"{what}: applied {sorted(applied)}"})
@@ -178,7 +189,7 @@ def check(h: History, *, settle: float = 4.0, txn_timeout: float = 10.0) -> Repo
             elif cause == "uncaused":
                 r.uncaused_aborts.append(f"{txn_id} ({t.cause} {t.reason})".strip())
         else:
-            outcomes["undecided"] += 1
+            outcomes["untold_and_unapplied"] += 1  # nothing to check: no RM holds any of it
     r.transactions = len(ids)
     r.outcomes = dict(sorted(outcomes.items()))
     r.aborts_by_cause = dict(sorted(causes.items()))
@@ -191,11 +202,7 @@ def _cause(t: Txn, h: History, settle: float, txn_timeout: float) -> str:
     if t.begin is None:
         return "fault"  # the client died before logging it: a client fault
     end = t.told_at if t.told_at is not None else t.begin + txn_timeout
-    near = [
-        f
-        for f in h.faults
-        if float(str(f["start"])) <= end and float(str(f["end"])) + settle >= t.begin
-    ]
+    near = [f for f in h.faults if float(str(f["start"])) <= end and float(str(f["end"])) + settle >= t.begin]
     if not near:
         return "uncaused"
     if all(f.get("tolerated") for f in near):

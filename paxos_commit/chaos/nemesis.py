@@ -16,6 +16,7 @@ import json
 import os
 import random
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -44,7 +45,9 @@ class Fault:
     def describe(self) -> str:
         what = f"{self.kind}{'/' + self.shape if self.shape else ''}"
         extra = f" +{self.jump:.0f}s" if self.jump else ""
-        return f"#{self.i} {what} {','.join(self.targets)}{extra} for {self.duration:.1f}s, gap {self.gap:.1f}s"
+        return (
+            f"#{self.i} {what} {','.join(self.targets)}{extra} for {self.duration:.1f}s, gap {self.gap:.1f}s"
+        )
 
 
 def make_schedule(
@@ -64,6 +67,17 @@ def make_schedule(
         by_role.setdefault(role, []).append(name)
     acceptors = by_role.get("acceptor", [])
     servers = [n for n in sorted(nodes) if nodes[n] != "client"]
+    # Kills, pauses and isolations visit the roles in turn (in a seeded order), so a short
+    # schedule reaches every role; the node within the role is drawn.
+    roles = sorted(by_role)
+    rng.shuffle(roles)
+    turns: Counter[str] = Counter()
+
+    def next_role(kind: str, candidates: list[str]) -> str:
+        turns[kind] += 1
+        order = [r for r in roles if r in candidates]
+        return order[turns[kind] % len(order)]
+
     out: list[Fault] = []
     for i in range(count):
         kind = kinds[i % len(kinds)] if i < len(kinds) else rng.choice(kinds)
@@ -71,7 +85,7 @@ def make_schedule(
         gap = rng.uniform(0.3, 1.5) * scale
         shape, jump = "", 0.0
         if kind in ("kill", "pause"):
-            role = rng.choice(sorted(by_role))
+            role = next_role(kind, roles)
             if role == "acceptor" and safety_only:
                 targets = rng.sample(acceptors, rng.randint(1, len(acceptors)))
             else:
@@ -85,7 +99,7 @@ def make_schedule(
         else:
             shape = rng.choice(SHAPES)
             if shape == "isolate":
-                targets = [rng.choice(servers)]
+                targets = [rng.choice(by_role[next_role("isolate", [nodes[s] for s in servers])])]
             elif shape in ("link", "one-way"):
                 targets = rng.sample(sorted(nodes), 2)
             else:
@@ -98,9 +112,15 @@ def make_schedule(
                 targets = sorted(side)
         out.append(
             Fault(
-                i, kind, tuple(sorted(targets)), round(duration, 2), round(gap, 2), shape, jump,
+                i,
+                kind,
+                tuple(sorted(targets)),
+                round(duration, 2),
+                round(gap, 2),
+                shape,
+                jump,
                 _tolerated(kind, shape, targets, nodes, f),
-            )  # fmt: skip
+            )
         )
     return out
 

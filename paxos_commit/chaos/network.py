@@ -65,7 +65,9 @@ class Network:
         addr = f"10.233.{self.subnet}.{k}"
         _run("ip", "netns", "add", ns)
         # Made inside the node's namespace, the far end moved straight into the hub's.
-        _run("ip", "-n", ns, "link", "add", "eth0", "type", "veth", "peer", "name", f"p{k}", "netns", self.hub)
+        _run(
+            "ip", "-n", ns, "link", "add", "eth0", "type", "veth", "peer", "name", f"p{k}", "netns", self.hub
+        )
         _run("ip", "-n", self.hub, "link", "set", f"p{k}", "master", "br0")
         _run("ip", "-n", self.hub, "link", "set", f"p{k}", "up")
         _run("ip", "-n", ns, "link", "set", "lo", "up")

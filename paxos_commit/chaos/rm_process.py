@@ -10,7 +10,9 @@ remember a piece of work for it. The RM (:class:`SqliteRM`, run by an
 - ``prepared``: made durable (``synchronous=FULL``) before the vote leaves, deleted when
   the outcome is applied;
 - ``applied``: append-only, one row per outcome applied (an idempotent re-apply of the same
-  outcome adds nothing; a different outcome would add a second row, which the checker flags).
+  outcome adds nothing; a different outcome would add a second row, which the checker flags),
+  with whether the transaction was prepared here when it was applied (a commit of work this
+  RM never prepared is a violation too).
 
 On a restart it resumes every prepared transaction (learning the outcome, never guessing)
 and abandons every joined transaction it never prepared (an RM may abort on its own before
@@ -48,7 +50,7 @@ CREATE TABLE IF NOT EXISTS joined (txn_id TEXT PRIMARY KEY, coordinator TEXT NOT
 CREATE TABLE IF NOT EXISTS prepared (txn_id TEXT PRIMARY KEY, coordinator TEXT NOT NULL,
     acceptors TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS applied (seq INTEGER PRIMARY KEY AUTOINCREMENT, txn_id TEXT NOT NULL,
-    outcome TEXT NOT NULL, at REAL NOT NULL);
+    outcome TEXT NOT NULL, at REAL NOT NULL, was_prepared INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS applied_txn ON applied (txn_id);
 """
 
@@ -93,10 +95,13 @@ class SqliteRM:
     def _apply(self, txn_id: str, outcome: str) -> None:
         self.db.execute("BEGIN IMMEDIATE")
         try:
+            was_prepared = (
+                self.db.execute("SELECT 1 FROM prepared WHERE txn_id = ?", (txn_id,)).fetchone() is not None
+            )
             self.db.execute(
-                "INSERT INTO applied (txn_id, outcome, at) SELECT ?, ?, ? WHERE NOT EXISTS "
+                "INSERT INTO applied (txn_id, outcome, at, was_prepared) SELECT ?, ?, ?, ? WHERE NOT EXISTS "
                 "(SELECT 1 FROM applied WHERE txn_id = ? AND outcome = ?)",
-                (txn_id, outcome, time.time(), txn_id, outcome),
+                (txn_id, outcome, time.time(), int(was_prepared), txn_id, outcome),
             )
             self.db.execute("DELETE FROM prepared WHERE txn_id = ?", (txn_id,))
             self.db.execute("COMMIT")
@@ -132,7 +137,7 @@ class SqliteRM:
         return len(prepared), len(orphans)
 
 
-def _json_handler(rm: SqliteRM) -> grpc.GenericRpcHandler:
+def _json_handler(rm: SqliteRM) -> grpc.GenericRpcHandler[bytes, bytes]:
     async def work(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
         req = json.loads(request)
         try:
@@ -143,15 +148,19 @@ def _json_handler(rm: SqliteRM) -> grpc.GenericRpcHandler:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         return b'{"ok": true}'
 
-    handler = grpc.unary_unary_rpc_method_handler(
-        work, request_deserializer=None, response_serializer=None
-    )
+    handler = grpc.unary_unary_rpc_method_handler(work, request_deserializer=None, response_serializer=None)
     return grpc.method_handlers_generic_handler("paxoscommit.chaos.v1.RM", {"Work": handler})
 
 
 def work_stub(channel: grpc.aio.Channel) -> Any:
     """A callable for :data:`WORK_METHOD` on ``channel`` (bytes in, bytes out)."""
-    return channel.unary_unary(WORK_METHOD)
+    return channel.unary_unary(WORK_METHOD, None, None)
+
+
+def _write_port_file(path: Path, address: str) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"address": address, "pid": os.getpid()}))
+    tmp.replace(path)
 
 
 async def serve(args: argparse.Namespace) -> None:
@@ -171,9 +180,7 @@ async def serve(args: argparse.Namespace) -> None:
     port = server.add_insecure_port(args.listen)
     await server.start()
     if args.port_file:
-        tmp = Path(args.port_file + ".tmp")
-        tmp.write_text(json.dumps({"address": f"{args.listen.rsplit(':', 1)[0]}:{port}", "pid": os.getpid()}))
-        tmp.replace(args.port_file)
+        _write_port_file(Path(args.port_file), f"{args.listen.rsplit(':', 1)[0]}:{port}")
     print(f"rm {args.id} serving on port {port}; resumed {resumed}, abandoned {abandoned}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

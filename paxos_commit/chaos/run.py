@@ -29,7 +29,7 @@ class ChaosConfig:
     coordinators: int = 2
     rms: int = 3
     clients: int = 2
-    concurrency: int = 4
+    concurrency: int = 6
     faults: int = 0  # 0: as many as the workload lasts
     kinds: tuple[str, ...] = KINDS
     safety_only: bool = False
@@ -49,11 +49,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--coordinators", type=int, default=2)
     p.add_argument("--rms", type=int, default=3)
     p.add_argument("--clients", type=int, default=2)
-    p.add_argument("--concurrency", type=int, default=4, help="transactions in flight per client")
-    p.add_argument("--faults", type=int, default=0, help="stop after this many faults (0: until the workload ends)")
+    p.add_argument("--concurrency", type=int, default=6, help="transactions in flight per client")
+    p.add_argument(
+        "--faults", type=int, default=0, help="stop after this many faults (0: until the workload ends)"
+    )
     p.add_argument("--kinds", default=",".join(KINDS), help=f"fault kinds, from {','.join(KINDS)}")
     p.add_argument(
-        "--safety-only", action="store_true", help="also impair majorities of acceptors (liveness not expected)"
+        "--safety-only",
+        action="store_true",
+        help="also impair majorities of acceptors (liveness not expected)",
     )
     p.add_argument("--scale", type=float, default=1.0, help="stretch fault durations and gaps")
     p.add_argument("--max-seconds", type=float, default=600.0, help="stop the faults after this long")
@@ -151,7 +155,7 @@ def run_chaos(cfg: ChaosConfig) -> dict[str, object]:
             "resolved_seconds_after_heal": None if resolved_after is None else round(resolved_after, 1),
             **report.summary(),
             "notes": notes,
-            "schedule": [Fault_describe(f) for f in nemesis.applied],
+            "schedule": [describe_fault(f) for f in nemesis.applied],
             "data_dir": str(root) if cfg.keep else None,
         }
         return summary
@@ -162,10 +166,11 @@ def run_chaos(cfg: ChaosConfig) -> dict[str, object]:
             shutil.rmtree(root, ignore_errors=True)
 
 
-def Fault_describe(rec: dict[str, object]) -> str:
+def describe_fault(rec: dict[str, object]) -> str:
+    """One line for a fault the nemesis applied (a record of ``faults.ndjson``)."""
     shape = f"/{rec['shape']}" if rec["shape"] else ""
-    jump = f" +{rec['jump']:.0f}s" if rec["jump"] else ""  # type: ignore[str-format]
-    targets = ",".join(rec["targets"])  # type: ignore[arg-type]
+    jump = f" +{rec['jump']}s" if rec["jump"] else ""
+    targets = ",".join(str(t) for t in rec["targets"])  # type: ignore[attr-defined]
     return f"#{rec['i']} {rec['kind']}{shape} {targets}{jump} {rec['duration']}s"
 
 

@@ -83,6 +83,9 @@ async def run(args: argparse.Namespace) -> None:
             log.write(ev="begin", txn=txn.txn_id, client=args.id, rms=chosen, refuse=refuse)
             failed: str | None = None
             for rm in chosen:
+                # The application does something between its calls: RMs that joined wait
+                # for the prepare a while, as they do in real systems.
+                await asyncio.sleep(rng.uniform(0.0, args.think))
                 req = json.dumps({"token": txn.context.token(), "refuse": rm == refuse}).encode()
                 try:
                     await stubs[rm](req, timeout=3.0)
@@ -110,8 +113,10 @@ async def run(args: argparse.Namespace) -> None:
                     reason=exc.reason,
                     rm=getattr(exc, "rm_id", None),
                 )
-            except (OutcomeUnknown, grpc.aio.AioRpcError, ConnectionError, asyncio.TimeoutError) as exc:
-                log.write(ev="outcome", txn=txn.txn_id, outcome="unknown", cause=type(exc).__name__, reason="")
+            except (OutcomeUnknown, grpc.aio.AioRpcError, ConnectionError, TimeoutError) as exc:
+                log.write(
+                    ev="outcome", txn=txn.txn_id, outcome="unknown", cause=type(exc).__name__, reason=""
+                )
 
         async def worker() -> None:
             while (k := claim()) is not None:
@@ -119,7 +124,7 @@ async def run(args: argparse.Namespace) -> None:
 
         await asyncio.gather(*(worker() for _ in range(args.concurrency)))
     for ch in channels.values():
-        await ch.close()
+        await ch.close(None)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -132,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--concurrency", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--refuse-rate", type=float, default=0.05)
-    p.add_argument("--think", type=float, default=0.03, help="max pause between the work and commit (s)")
+    p.add_argument("--think", type=float, default=0.1, help="max pause before each call and the commit (s)")
     p.add_argument("--max-seconds", type=float, default=600.0)
     p.add_argument("--stop-file", default=None, help="begin nothing new once this file exists")
     args = p.parse_args(argv)
