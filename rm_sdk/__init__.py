@@ -17,6 +17,7 @@ from rm_sdk.client import (
     Transaction,
     TransactionAborted,
     TransactionContext,
+    TransactionNotFound,
     TransactionTimeout,
     VoteTimeout,
 )
@@ -46,6 +47,7 @@ __all__ = [
     "Transaction",
     "TransactionAborted",
     "TransactionContext",
+    "TransactionNotFound",
     "TransactionTimeout",
     "Vote",
     "VoteTimeout",
