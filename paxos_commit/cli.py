@@ -228,6 +228,10 @@ def _chaos(args: argparse.Namespace) -> int:
     from paxos_commit.chaos.run import config_from_args, print_summary, run_chaos
 
     cfg = config_from_args(args)
+    # SIGTERM (and SIGINT, which a shell's background job ignores) unwind through the run's
+    # cleanup: processes, namespaces and mounts are its own to remove.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    signal.signal(signal.SIGINT, lambda *_: sys.exit(130))
     if not args.json:
         print(f"paxos-commit chaos: seed {cfg.seed}", flush=True)
     summary = run_chaos(cfg)

@@ -231,6 +231,13 @@ class ChaosCluster:
         if not node.alive() and not node.finished:
             self.start(name)
 
+    def serving(self, name: str) -> bool:
+        """True once ``name`` runs and (if it serves) has written its port file."""
+        node = self.nodes[name]
+        if node.finished:
+            return True
+        return node.alive() and (node.port_file is None or node.port_file.exists())
+
     def pause(self, name: str) -> None:
         self.nodes[name].paused = True
         self.signal(name, signal.SIGSTOP)

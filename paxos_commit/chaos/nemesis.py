@@ -210,6 +210,11 @@ class Nemesis:
         if fault.kind == "kill":
             for t in fault.targets:
                 c.revive(t)
+            # The fault lasts until the restarted processes serve again.
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and not all(c.serving(t) for t in fault.targets):
+                c.supervise()
+                time.sleep(0.05)
         elif fault.kind == "pause":
             for t in fault.targets:
                 c.resume(t)

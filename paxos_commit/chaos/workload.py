@@ -53,7 +53,9 @@ async def run(args: argparse.Namespace) -> None:
     log = Log(path)
     rms = dict(item.split("=", 1) for item in args.rms.split(","))
     names = sorted(rms)
-    channels = {name: grpc.aio.insecure_channel(addr) for name, addr in rms.items()}
+    # Reconnect soon after an RM comes back (gRPC's default backoff grows to minutes).
+    options = [("grpc.initial_reconnect_backoff_ms", 200), ("grpc.max_reconnect_backoff_ms", 1000)]
+    channels = {name: grpc.aio.insecure_channel(addr, options=options) for name, addr in rms.items()}
     stubs = {name: work_stub(ch) for name, ch in channels.items()}
     stop_file = Path(args.stop_file) if args.stop_file else None
     deadline = time.monotonic() + args.max_seconds
@@ -88,7 +90,7 @@ async def run(args: argparse.Namespace) -> None:
                 await asyncio.sleep(rng.uniform(0.0, args.think))
                 req = json.dumps({"token": txn.context.token(), "refuse": rm == refuse}).encode()
                 try:
-                    await stubs[rm](req, timeout=3.0)
+                    await stubs[rm](req, timeout=3.0, wait_for_ready=True)
                     log.write(ev="work", txn=txn.txn_id, rm=rm, ok=True)
                 except grpc.aio.AioRpcError as exc:
                     log.write(ev="work", txn=txn.txn_id, rm=rm, ok=False, error=exc.code().name)
