@@ -37,6 +37,8 @@ class Txn:
     reason: str = ""
     told_at: float | None = None
     work_ok: set[str] = field(default_factory=set)
+    owner: str = ""  # the owning coordinator's address
+    commit_at: float | None = None  # when the client asked to commit
 
 
 @dataclass
@@ -119,6 +121,9 @@ def load_history(history_dir: Path, rm_files: dict[str, Path], faults_file: Path
             t = txns.setdefault(ev["txn"], Txn(ev["txn"]))
             if ev["ev"] == "begin":
                 t.client, t.rms, t.refuse, t.begin = ev["client"], ev["rms"], ev["refuse"], ev["t"]
+                t.owner = ev.get("owner", "")
+            elif ev["ev"] == "commit":
+                t.commit_at = ev["t"]
             elif ev["ev"] == "work" and ev["ok"]:
                 t.work_ok.add(ev["rm"])
             elif ev["ev"] == "outcome":
@@ -194,6 +199,26 @@ def check(h: History, *, settle: float = 4.0, txn_timeout: float = 10.0) -> Repo
     r.outcomes = dict(sorted(outcomes.items()))
     r.aborts_by_cause = dict(sorted(causes.items()))
     return r
+
+
+def owners_killed_mid_commit(h: History, addresses: dict[str, str]) -> int:
+    """How many coordinator kills hit an owner with a commit in flight (asked, not yet
+    answered): the kills that exercise recovery by another replica."""
+    n = 0
+    for f in h.faults:
+        if f.get("kind") != "kill":
+            continue
+        start = float(str(f["start"]))
+        owners = {addresses.get(str(t), "") for t in f["targets"]}  # type: ignore[attr-defined]
+        if any(
+            t.owner in owners
+            and t.commit_at is not None
+            and t.commit_at <= start
+            and (t.told_at is None or t.told_at > start)
+            for t in h.txns.values()
+        ):
+            n += 1
+    return n
 
 
 def _cause(t: Txn, h: History, settle: float, txn_timeout: float) -> str:

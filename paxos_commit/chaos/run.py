@@ -13,8 +13,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .checker import check, load_history
-from .cluster import FAKETIME_LIB, ChaosCluster, Timeouts
+from .checker import check, load_history, owners_killed_mid_commit
+from .cluster import COORDINATOR_PORT, FAKETIME_LIB, ChaosCluster, Timeouts
 from .nemesis import KINDS, Nemesis, make_schedule
 from .network import Network, network_available
 
@@ -149,6 +149,9 @@ def run_chaos(cfg: ChaosConfig) -> dict[str, object]:
             "faults": len(nemesis.applied),
             "faults_by_kind": dict(sorted(by_kind.items())),
             "partitions_by_shape": dict(sorted(by_shape.items())),
+            "owner_kills_mid_commit": owners_killed_mid_commit(
+                history, {n: f"{a}:{COORDINATOR_PORT}" for n, a in net.nodes.items()}
+            ),
             "tolerated_faults": sum(1 for f in nemesis.applied if f["tolerated"]),
             "unplanned_exits": {n: node.crashes for n, node in cluster.nodes.items() if node.crashes},
             "unresolved_10s_after_heal": unresolved_at_10s,
@@ -182,7 +185,8 @@ def print_summary(summary: dict[str, object], as_json: bool) -> None:
     for line in summary["schedule"]:  # type: ignore[attr-defined]
         print(f"  {line}")
     for key in (
-        "mode", "seconds", "faults", "faults_by_kind", "partitions_by_shape", "outcomes", "aborts_by_cause",
+        "mode", "seconds", "faults", "faults_by_kind", "partitions_by_shape", "owner_kills_mid_commit", "outcomes",
+        "aborts_by_cause",
         "violations", "unresolved", "unresolved_10s_after_heal", "unnecessary_aborts", "uncaused_aborts",
         "unplanned_exits", "notes",
     ):  # fmt: skip

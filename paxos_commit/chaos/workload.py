@@ -5,8 +5,9 @@ transaction it began, the work it asked for and the outcome it was told.
 each written with a single ``write`` to a file opened ``O_APPEND``, so a SIGKILL loses at
 most the line being written and never garbles one before it. Lines::
 
-    {"ev": "begin", "txn": T, "client": C, "rms": [...], "refuse": RM or null, "t": ...}
+    {"ev": "begin", "txn": T, "client": C, "rms": [...], "refuse": RM or null, "owner": coordinator, "t": ...}
     {"ev": "work", "txn": T, "rm": R, "ok": bool, "t": ...}
+    {"ev": "commit", "txn": T, "t": ...}  (commit asked)
     {"ev": "outcome", "txn": T, "outcome": "committed" | "aborted" | "unknown",
      "cause": exception class or "client-abort", "reason": ..., "t": ...}
 
@@ -82,7 +83,14 @@ async def run(args: argparse.Namespace) -> None:
                 log.write(ev="begin-failed", client=args.id, error=type(exc).__name__)
                 await asyncio.sleep(0.2)
                 return
-            log.write(ev="begin", txn=txn.txn_id, client=args.id, rms=chosen, refuse=refuse)
+            log.write(
+                ev="begin",
+                txn=txn.txn_id,
+                client=args.id,
+                rms=chosen,
+                refuse=refuse,
+                owner=txn.context.coordinator,
+            )
             failed: str | None = None
             for rm in chosen:
                 # The application does something between its calls: RMs that joined wait
@@ -104,6 +112,7 @@ async def run(args: argparse.Namespace) -> None:
                     )
                     return
                 await asyncio.sleep(rng.uniform(0.0, args.think))
+                log.write(ev="commit", txn=txn.txn_id)
                 o = await txn.commit()
                 log.write(ev="outcome", txn=txn.txn_id, outcome=o.value, cause="", reason="")
             except TransactionAborted as exc:
