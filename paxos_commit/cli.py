@@ -228,6 +228,21 @@ def _trace_check(args: argparse.Namespace) -> int:
     return 1 if rejected else 0
 
 
+def _chaos(args: argparse.Namespace) -> int:
+    from paxos_commit.chaos.run import config_from_args, print_summary, run_chaos
+
+    cfg = config_from_args(args)
+    # SIGTERM (and SIGINT, which a shell's background job ignores) unwind through the run's
+    # cleanup: processes, namespaces and mounts are its own to remove.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    signal.signal(signal.SIGINT, lambda *_: sys.exit(130))
+    if not args.json:
+        print(f"paxos-commit chaos: seed {cfg.seed}", flush=True)
+    summary = run_chaos(cfg)
+    print_summary(summary, args.json)
+    return 0 if summary["ok"] else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="paxos-commit", description=__doc__)
     p.add_argument("--log-level", default=_env("LOG_LEVEL", "INFO"))
@@ -345,6 +360,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--pool-size", type=int, default=28, help="with --postgres: each PostgresRM's pool max_size"
     )
     b.set_defaults(func=_bench)
+
+    from paxos_commit.chaos.run import add_arguments as add_chaos_arguments
+
+    ch = sub.add_parser("chaos", help="a nemesis: faults from a seeded schedule, then an independent check")
+    add_chaos_arguments(ch)
+    ch.set_defaults(func=_chaos)
     return p
 
 

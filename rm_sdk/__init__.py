@@ -19,6 +19,7 @@ from rm_sdk.client import (
     Transaction,
     TransactionAborted,
     TransactionContext,
+    TransactionNotFound,
     TransactionTimeout,
     VoteTimeout,
 )
@@ -54,6 +55,7 @@ __all__ = [
     "Transaction",
     "TransactionAborted",
     "TransactionContext",
+    "TransactionNotFound",
     "TransactionTimeout",
     "Vote",
     "VoteTimeout",

@@ -29,6 +29,7 @@ __all__ = [
     "Transaction",
     "TransactionAborted",
     "TransactionContext",
+    "TransactionNotFound",
     "TransactionTimeout",
     "VoteTimeout",
 ]
@@ -151,6 +152,16 @@ def _clip(text: str, limit: int = _MAX_REASON_BYTES) -> str:
     return text.encode()[:limit].decode(errors="ignore")
 
 
+class TransactionNotFound(LookupError):
+    """Every coordinator asked said it never heard of the transaction: no coordinator
+    owns it and no acceptor holds anything of it (raised by :meth:`Client.outcome` with
+    ``raise_not_found=True``). A transaction that is merely undecided is PENDING instead."""
+
+    def __init__(self, txn_id: str) -> None:
+        super().__init__(f"no coordinator or acceptor knows transaction {txn_id}")
+        self.txn_id = txn_id
+
+
 class OutcomeUnknown(Exception):
     """No coordinator could say how the transaction ended within the time allowed. The
     outcome is decided (or will be) all the same; ask again with :meth:`Client.outcome`."""
@@ -246,12 +257,21 @@ class Client:
                 last = exc
         raise ConnectionError(f"no coordinator answered: {last}")
 
-    async def outcome(self, txn_id: str, wait: float = 5.0, prefer: str | None = None) -> tuple[Outcome, str]:
+    async def outcome(
+        self, txn_id: str, wait: float = 5.0, prefer: str | None = None, *, raise_not_found: bool = False
+    ) -> tuple[Outcome, str]:
         """Ask coordinators (``prefer`` first) until one knows the outcome or ``wait``
-        seconds pass; returns (PENDING, "") if still undecided."""
+        seconds pass; returns (PENDING, "") if still undecided.
+
+        A coordinator that never heard of ``txn_id`` answers NOT_FOUND. By default that
+        counts as "not yet" (a replica that is not the owner may not know it before
+        registration closes). With ``raise_not_found=True``, once every coordinator in
+        turn has said NOT_FOUND, :class:`TransactionNotFound` is raised at once, without
+        waiting out ``wait``."""
         deadline = time.monotonic() + wait
         order = ([prefer] if prefer else []) + [c for c in self.coordinators if c != prefer]
         attempt = 0
+        not_found: set[str] = set()
         while True:
             address = order[attempt % len(order)]
             attempt += 1
@@ -264,9 +284,16 @@ class Client:
                 o = outcome_from_pb(r.outcome)
                 if o is not Outcome.PENDING:
                     return o, r.reason
+                not_found.discard(address)
             except grpc.aio.AioRpcError as exc:
                 if exc.code() not in TRANSIENT and exc.code() != grpc.StatusCode.NOT_FOUND:
                     raise
+                if exc.code() == grpc.StatusCode.NOT_FOUND:
+                    not_found.add(address)
+                    if raise_not_found and not_found >= set(order):
+                        raise TransactionNotFound(txn_id) from exc
+                else:
+                    not_found.discard(address)
                 await asyncio.sleep(min(0.2 * attempt, 1.0))
             if time.monotonic() >= deadline:
                 return Outcome.PENDING, ""
@@ -307,11 +334,25 @@ class Transaction:
         self.client = client
         self.context = context
         self._finished = False
+        self._reason = ""
+        self._aborted: TransactionAborted | None = None
 
     @property
     def txn_id(self) -> str:
         """The transaction's id."""
         return self.context.txn_id
+
+    @property
+    def reason(self) -> str:
+        """Why the transaction aborted, as the coordinator recorded it ("" until it
+        finished, or if it committed). Kept after :meth:`abort`, which does not raise."""
+        return self._reason
+
+    @property
+    def aborted(self) -> TransactionAborted | None:
+        """The :class:`TransactionAborted` (subclass naming the cause) for an abort this
+        transaction learned, by :meth:`commit` or :meth:`abort`; None otherwise."""
+        return self._aborted
 
     @property
     def finished(self) -> bool:
@@ -326,7 +367,9 @@ class Transaction:
 
     async def abort(self, reason: str = "aborted by the application") -> Outcome:
         """Abort; returns ABORTED (or COMMITTED if the commit had already been decided).
-        ``reason`` is kept with the outcome (clipped to 1024 bytes)."""
+        ``reason`` is kept with the outcome (clipped to 1024 bytes); the reason the
+        coordinator recorded (``reason``, or an earlier cause such as an RM's refusal) is
+        then :attr:`reason`, and :attr:`aborted` the exception :meth:`commit` would raise."""
         try:
             return await self._finish(abort_reason=_clip(reason) or "aborted by the application")
         except TransactionAborted:
@@ -367,5 +410,7 @@ class Transaction:
             decision = Decision(outcome, None, "", reason)
         self._finished = True
         if decision.outcome is Outcome.ABORTED:
-            raise TransactionAborted.from_decision(self.txn_id, decision)
+            self._reason = decision.reason
+            self._aborted = TransactionAborted.from_decision(self.txn_id, decision)
+            raise self._aborted
         return decision.outcome

@@ -1,0 +1,197 @@
+"""``paxos-commit chaos``: build the cluster, run the workload under the nemesis, heal,
+wait for resolution, check, report."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .checker import check, load_history, owners_killed_mid_commit
+from .cluster import COORDINATOR_PORT, FAKETIME_LIB, ChaosCluster, Timeouts
+from .nemesis import KINDS, Nemesis, make_schedule
+from .network import Network, network_available
+
+__all__ = ["ChaosConfig", "add_arguments", "run_chaos"]
+
+
+@dataclass
+class ChaosConfig:
+    transactions: int = 200
+    seed: int = 0
+    f: int = 1
+    coordinators: int = 2
+    rms: int = 3
+    clients: int = 2
+    concurrency: int = 6
+    faults: int = 0  # 0: as many as the workload lasts
+    kinds: tuple[str, ...] = KINDS
+    safety_only: bool = False
+    scale: float = 1.0
+    max_seconds: float = 600.0
+    resolution_window: float = 30.0
+    data_dir: Path | None = None
+    keep: bool = False
+    #: role -> argv prefix standing in for ``python -m paxos_commit`` (tests inject bugs here).
+    launchers: dict[str, list[str]] = field(default_factory=dict)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--transactions", type=int, default=200)
+    p.add_argument("--seed", type=int, default=None, help="default: a random seed (printed)")
+    p.add_argument("--f", type=int, default=1, help="acceptors are 2F+1")
+    p.add_argument("--coordinators", type=int, default=2)
+    p.add_argument("--rms", type=int, default=3)
+    p.add_argument("--clients", type=int, default=2)
+    p.add_argument("--concurrency", type=int, default=6, help="transactions in flight per client")
+    p.add_argument(
+        "--faults", type=int, default=0, help="stop after this many faults (0: until the workload ends)"
+    )
+    p.add_argument("--kinds", default=",".join(KINDS), help=f"fault kinds, from {','.join(KINDS)}")
+    p.add_argument(
+        "--safety-only",
+        action="store_true",
+        help="also impair majorities of acceptors (liveness not expected)",
+    )
+    p.add_argument("--scale", type=float, default=1.0, help="stretch fault durations and gaps")
+    p.add_argument("--max-seconds", type=float, default=600.0, help="stop the faults after this long")
+    p.add_argument("--resolution-window", type=float, default=30.0)
+    p.add_argument("--data-dir", default=None, help="keep the run's files here (default: a temporary folder)")
+    p.add_argument("--json", action="store_true", help="print one JSON document")
+
+
+def config_from_args(args: argparse.Namespace) -> ChaosConfig:
+    seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(3), "big")
+    return ChaosConfig(
+        transactions=args.transactions, seed=seed, f=args.f, coordinators=args.coordinators, rms=args.rms,
+        clients=args.clients, concurrency=args.concurrency, faults=args.faults,
+        kinds=tuple(k for k in args.kinds.split(",") if k), safety_only=args.safety_only, scale=args.scale,
+        max_seconds=args.max_seconds, resolution_window=args.resolution_window,
+        data_dir=Path(args.data_dir) if args.data_dir else None, keep=args.data_dir is not None,
+    )  # fmt: skip
+
+
+def run_chaos(cfg: ChaosConfig) -> dict[str, object]:
+    """Run one chaos test; returns the summary (``summary["ok"]`` is the verdict)."""
+    why = network_available()
+    if why:
+        raise RuntimeError(f"paxos-commit chaos needs network namespaces: {why}")
+    bad = set(cfg.kinds) - set(KINDS)
+    if bad:
+        raise ValueError(f"unknown fault kinds {sorted(bad)}; choose from {KINDS}")
+    kinds = cfg.kinds
+    notes: list[str] = []
+    if "clock-jump" in kinds and not Path(FAKETIME_LIB).exists():
+        kinds = tuple(k for k in kinds if k != "clock-jump")
+        notes.append("clock-jump skipped: libfaketime not installed (apt-get install faketime)")
+    root = cfg.data_dir or Path(tempfile.mkdtemp(prefix="paxos-chaos-"))
+    root = root.resolve()
+    if root.exists() and any(root.iterdir()):
+        raise RuntimeError(f"{root} is not empty")
+    net = Network(prefix=f"pcc{os.getpid()}-", subnet=1)
+    timeouts = Timeouts()
+    cluster = ChaosCluster(
+        root, net, f=cfg.f, n_coordinators=cfg.coordinators, n_rms=cfg.rms, n_clients=cfg.clients,
+        transactions=cfg.transactions, concurrency=cfg.concurrency, seed=cfg.seed, timeouts=timeouts,
+        launchers=cfg.launchers, disk_mb=32 if "disk-full" in kinds else 0, faketime="clock-jump" in kinds,
+    )  # fmt: skip
+    started = time.monotonic()
+    try:
+        net.setup()
+        cluster.build()
+        roles = {name: node.role for name, node in cluster.nodes.items()}
+        count = cfg.faults or max(50, cfg.transactions)
+        schedule = make_schedule(
+            cfg.seed, roles, cfg.f, count, kinds=kinds, safety_only=cfg.safety_only, scale=cfg.scale
+        )
+        cluster.start_all()
+        nemesis = Nemesis(cluster, schedule, root / "faults.ndjson", cluster.clients_done)
+        nemesis.run(cfg.max_seconds)
+        nemesis.heal_all()
+        healed = time.monotonic()
+        (root / "stop").touch()  # begin nothing new; in-flight transactions finish
+        while not cluster.clients_done() and time.monotonic() - healed < 60:
+            time.sleep(0.2)
+        rm_files = {n: cluster.data_dir(n) / "rm.db" for n in cluster.by_role("rm")}
+        unresolved_at_10s: int | None = None
+        resolved_after: float | None = None
+        while True:
+            cluster.supervise()
+            waited = time.monotonic() - healed
+            rep = check(load_history(root / "history", rm_files, root / "faults.ndjson"))
+            if waited >= 10 and unresolved_at_10s is None:
+                unresolved_at_10s = len(rep.unresolved)
+            if not rep.unresolved:
+                resolved_after = waited
+                unresolved_at_10s = 0 if unresolved_at_10s is None else unresolved_at_10s
+                break
+            if waited > cfg.resolution_window:
+                break
+            time.sleep(0.5)
+        cluster.stop_all()
+        history = load_history(root / "history", rm_files, root / "faults.ndjson")
+        report = check(history, txn_timeout=timeouts.txn + 2)
+        by_kind = Counter(str(f["kind"]) for f in nemesis.applied)
+        by_shape = Counter(str(f["shape"]) for f in nemesis.applied if f["kind"] == "partition")
+        summary: dict[str, object] = {
+            "seed": cfg.seed,
+            "replay": f"paxos-commit chaos --seed {cfg.seed} --transactions {cfg.transactions} --f {cfg.f}"
+            + (" --safety-only" if cfg.safety_only else ""),
+            "cluster": cluster.describe(),
+            "mode": "safety-only" if cfg.safety_only else "liveness",
+            "seconds": round(time.monotonic() - started, 1),
+            "faults": len(nemesis.applied),
+            "faults_by_kind": dict(sorted(by_kind.items())),
+            "partitions_by_shape": dict(sorted(by_shape.items())),
+            "owner_kills_mid_commit": owners_killed_mid_commit(
+                history, {n: f"{a}:{COORDINATOR_PORT}" for n, a in net.nodes.items()}
+            ),
+            "tolerated_faults": sum(1 for f in nemesis.applied if f["tolerated"]),
+            "unplanned_exits": {n: node.crashes for n, node in cluster.nodes.items() if node.crashes},
+            "unresolved_10s_after_heal": unresolved_at_10s,
+            "resolved_seconds_after_heal": None if resolved_after is None else round(resolved_after, 1),
+            **report.summary(),
+            "notes": notes,
+            "schedule": [describe_fault(f) for f in nemesis.applied],
+            "data_dir": str(root) if cfg.keep else None,
+        }
+        return summary
+    finally:
+        cluster.teardown()
+        net.teardown()
+        if not cfg.keep:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def describe_fault(rec: dict[str, object]) -> str:
+    """One line for a fault the nemesis applied (a record of ``faults.ndjson``)."""
+    shape = f"/{rec['shape']}" if rec["shape"] else ""
+    jump = f" +{rec['jump']}s" if rec["jump"] else ""
+    targets = ",".join(str(t) for t in rec["targets"])  # type: ignore[attr-defined]
+    return f"#{rec['i']} {rec['kind']}{shape} {targets}{jump} {rec['duration']}s"
+
+
+def print_summary(summary: dict[str, object], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(summary, indent=1), flush=True)
+        return
+    print(f"seed {summary['seed']} ({summary['replay']})")
+    for line in summary["schedule"]:  # type: ignore[attr-defined]
+        print(f"  {line}")
+    for key in (
+        "mode", "seconds", "faults", "faults_by_kind", "partitions_by_shape", "owner_kills_mid_commit", "outcomes",
+        "aborts_by_cause",
+        "violations", "unresolved", "unresolved_10s_after_heal", "unnecessary_aborts", "uncaused_aborts",
+        "unplanned_exits", "notes",
+    ):  # fmt: skip
+        print(f"{key}: {summary[key]}")
+    for key in ("violation_examples", "unresolved_examples", "uncaused_examples", "unnecessary_examples"):
+        for ex in summary[key]:  # type: ignore[attr-defined]
+            print(f"  {key[:-9]}: {ex}")
+    print("OK" if summary["ok"] else "FAILED", flush=True)
