@@ -33,6 +33,22 @@ __all__ = ["AcceptorServicer", "serve_acceptor"]
 
 log = logging.getLogger("paxos_commit.acceptor")
 
+#: Requests of one stream being worked on at once; beyond, the stream is not read.
+MAX_IN_FLIGHT = 10_000
+#: Marks the answer to a stream's opening (empty) batch.
+_HEARTBEAT = pb.AcceptorReply()
+
+
+def _stamp() -> int:
+    trace = tracing.current()
+    return trace.stamp() if trace is not None else 0
+
+
+def _merge(clock: int) -> None:
+    trace = tracing.current()
+    if trace is not None and clock:
+        trace.merge(clock)
+
 
 class AcceptorServicer(pb_grpc.AcceptorServicer):
     """Translates each RPC into a core message, runs its pure handler (:mod:`acceptor.core`)
@@ -145,6 +161,86 @@ class AcceptorServicer(pb_grpc.AcceptorServicer):
         msg = RecordOutcome(txn_id, outcome)
         await self._run(txn_id, lambda rec, now: core.record_outcome(self.id, rec, msg, now))
         return pb.RecordOutcomeReply(acceptor_id=self.id)
+
+    async def Stream(
+        self,
+        request_iterator: AsyncIterator[pb.AcceptorRequestBatch],
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> AsyncIterator[pb.AcceptorReplyBatch]:
+        """Batched requests from one peer. Each request runs as its own durable step (so
+        the store commits what arrives together in one storage transaction); replies are
+        queued as their state becomes durable and written in batches: everything queued
+        while the previous write was in flight. A refused request is answered alone."""
+        out: asyncio.Queue[pb.AcceptorReply | None] = asyncio.Queue()
+        tasks: set[asyncio.Task[None]] = set()
+        room = asyncio.Semaphore(MAX_IN_FLIGHT)
+
+        async def one(req: pb.AcceptorRequest) -> None:
+            try:
+                out.put_nowait(await self._one(req))
+            finally:
+                room.release()
+
+        async def read() -> None:
+            try:
+                async for batch in request_iterator:
+                    _merge(batch.lamport)
+                    if not batch.requests:
+                        out.put_nowait(_HEARTBEAT)  # the opening batch: say we are here
+                    for req in batch.requests:
+                        await room.acquire()  # back-pressure: stop reading when full
+                        t = asyncio.get_running_loop().create_task(one(req))
+                        tasks.add(t)
+                        t.add_done_callback(tasks.discard)
+                if tasks:
+                    await asyncio.gather(*tasks, return_exceptions=True)
+            finally:
+                out.put_nowait(None)
+
+        reader = asyncio.get_running_loop().create_task(read())
+        try:
+            while True:
+                first = await out.get()
+                if first is None:
+                    return
+                replies = [] if first is _HEARTBEAT else [first]
+                done = False
+                while not out.empty():
+                    r = out.get_nowait()
+                    if r is None:
+                        done = True
+                        break
+                    if r is not _HEARTBEAT:
+                        replies.append(r)
+                yield pb.AcceptorReplyBatch(replies=replies, lamport=_stamp())
+                if done:
+                    return
+        finally:
+            reader.cancel()
+            for t in list(tasks):
+                t.cancel()
+
+    async def _one(self, req: pb.AcceptorRequest) -> pb.AcceptorReply:
+        """One request of a batch, as its unary twin would run it; a refusal is a reply."""
+        kind = req.WhichOneof("msg")
+        try:
+            if kind == "phase1a":
+                return pb.AcceptorReply(seq=req.seq, phase1b=await self._phase1a(req.phase1a))
+            if kind == "phase2a":
+                return pb.AcceptorReply(seq=req.seq, phase2b=await self._phase2a(req.phase2a))
+            if kind == "await_phase2b":
+                return pb.AcceptorReply(seq=req.seq, bundle=await self._await_phase2b(req.await_phase2b))
+            if kind == "record_outcome":
+                return pb.AcceptorReply(seq=req.seq, recorded=await self._record_outcome(req.record_outcome))
+            raise ProtocolError("empty request: set phase1a, phase2a, await_phase2b or record_outcome")
+        except ProtocolError as exc:
+            detail = str(exc).encode()[:1024].decode(errors="ignore")
+            return pb.AcceptorReply(seq=req.seq, refused=pb.Refusal(code=exc.status, detail=detail))
+        except Exception as exc:  # storage failed: no reply may claim durability
+            log.warning("acceptor %d: request failed: %r", self.id, exc)
+            return pb.AcceptorReply(
+                seq=req.seq, refused=pb.Refusal(code="UNAVAILABLE", detail="storage failed")
+            )
 
     async def ListUndecided(
         self, request: pb.ListUndecidedRequest, context: grpc.aio.ServicerContext[Any, Any]

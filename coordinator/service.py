@@ -1,7 +1,7 @@
 """The coordinator's gRPC service: a thin driver of :class:`rm_sdk.core.coordinator.CoordinatorNode`.
 
 Requests become core messages with a token; acceptor replies come back through
-:class:`rm_sdk._acceptor_link.UnaryAcceptors`; one timer per process ticks the core at
+:class:`rm_sdk._streams.StreamAcceptors` (one batched stream per acceptor); one timer per process ticks the core at
 its next deadline. Soft state only: everything durable is on the acceptors, so any
 replica can finish any transaction by running higher ballots after ``recovery_timeout``.
 """
@@ -23,8 +23,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from paxos_commit.metrics import CoordinatorMetrics, RequestCounter, serve_metrics
 from paxos_commit.serving import ServerHandle, clamp_wait_ms, start_server
 from rm_sdk import tracing
-from rm_sdk._acceptor_link import UnaryAcceptors
 from rm_sdk._gen.paxoscommit.v1 import paxoscommit_pb2_grpc as pb_grpc
+from rm_sdk._streams import StreamAcceptors
 from rm_sdk.core.coordinator import CoordinatorNode, CoordinatorTimeouts, NotFound
 from rm_sdk.core.learner import LearnerTimeouts
 from rm_sdk.core.messages import (
@@ -88,7 +88,7 @@ class CoordinatorConfig:
 
 def run_ready(
     ready: Ready,
-    acceptors: UnaryAcceptors,
+    acceptors: StreamAcceptors,
     answer: Any,
     logger: logging.Logger,
 ) -> None:
@@ -113,7 +113,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         self.address = address
         self.leader_id = f"{config.name}.{uuid.uuid4().hex[:12]}"
         self.node = CoordinatorNode(self.leader_id, len(config.acceptors), config.timeouts())
-        self.acceptors = UnaryAcceptors(config.acceptors, self._on_acceptor_reply)
+        self.acceptors = StreamAcceptors(config.acceptors, self._on_acceptor_reply)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._waiting: dict[int, asyncio.Future[Any]] = {}
         self._tokens = itertools.count(1)

@@ -30,8 +30,8 @@ from typing import Any, Protocol
 import grpc
 
 from rm_sdk import tracing
-from rm_sdk._acceptor_link import UnaryAcceptors
 from rm_sdk._channels import TRANSIENT, Channels
+from rm_sdk._streams import StreamAcceptors
 from rm_sdk.client import Client, TransactionContext
 from rm_sdk.core.messages import (
     AbortCause,
@@ -137,7 +137,7 @@ class Participant:
         #: Context and acceptor addresses of each transaction joined or resumed; kept for
         #: the life of this Participant (like ``states``), not only while it runs.
         self._joined: dict[str, tuple[TransactionContext, list[str]]] = {}
-        self._links: dict[tuple[str, ...], UnaryAcceptors] = {}
+        self._links: dict[tuple[str, ...], StreamAcceptors] = {}
         self._ended: dict[str, asyncio.Future[RMState]] = {}
         self._applied: dict[str, asyncio.Future[RMState]] = {}
         self._learning: dict[object, asyncio.Future[Any]] = {}
@@ -310,10 +310,10 @@ class Participant:
             return 0
         key = tuple(addrs)
         if key not in self._links:
-            self._links[key] = UnaryAcceptors(addrs, self._on_acceptor, rpc_timeout=self.rpc_timeout)
+            self._links[key] = StreamAcceptors(addrs, self._on_acceptor, rpc_timeout=self.rpc_timeout)
         return len(addrs)
 
-    def _link_for(self, txn_id: str) -> UnaryAcceptors | None:
+    def _link_for(self, txn_id: str) -> StreamAcceptors | None:
         j = self._joined.get(txn_id)
         addrs = self._learn_addrs.get(txn_id) or (j[1] if j is not None and j[1] else self.acceptors)
         return self._links.get(tuple(addrs))

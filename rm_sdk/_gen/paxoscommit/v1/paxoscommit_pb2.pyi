@@ -621,6 +621,174 @@ class ListUndecidedReply(_message.Message):
 Global___ListUndecidedReply: _TypeAlias = ListUndecidedReply  # noqa: Y015
 
 @_typing.final
+class AcceptorRequest(_message.Message):
+    """------------------------------------------------------------- batched streams
+
+    Between processes the messages above travel in batches on one long-lived stream per
+    pair of processes: a sender writes, in one stream message, everything queued while its
+    previous write was in flight. Requests and replies are matched by seq; the network may
+    still lose, duplicate or reorder anything (the protocol does not rely on the stream).
+
+    One request to an acceptor inside a batch.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEQ_FIELD_NUMBER: _builtins.int
+    PHASE1A_FIELD_NUMBER: _builtins.int
+    PHASE2A_FIELD_NUMBER: _builtins.int
+    AWAIT_PHASE2B_FIELD_NUMBER: _builtins.int
+    RECORD_OUTCOME_FIELD_NUMBER: _builtins.int
+    seq: _builtins.int
+    """Chosen by the sender, unique on its stream; the reply carries it back."""
+    @_builtins.property
+    def phase1a(self) -> Global___Phase1aRequest: ...
+    @_builtins.property
+    def phase2a(self) -> Global___Phase2aRequest: ...
+    @_builtins.property
+    def await_phase2b(self) -> Global___AwaitPhase2bRequest:
+        """A 2b bundle, answered once complete (or decided) or after wait_ms."""
+
+    @_builtins.property
+    def record_outcome(self) -> Global___RecordOutcomeRequest: ...
+    def __init__(
+        self,
+        *,
+        seq: _builtins.int = ...,
+        phase1a: Global___Phase1aRequest | None = ...,
+        phase2a: Global___Phase2aRequest | None = ...,
+        await_phase2b: Global___AwaitPhase2bRequest | None = ...,
+        record_outcome: Global___RecordOutcomeRequest | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["await_phase2b", b"await_phase2b", "msg", b"msg", "phase1a", b"phase1a", "phase2a", b"phase2a", "record_outcome", b"record_outcome"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["await_phase2b", b"await_phase2b", "msg", b"msg", "phase1a", b"phase1a", "phase2a", b"phase2a", "record_outcome", b"record_outcome", "seq", b"seq"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_msg: _TypeAlias = _typing.Literal["phase1a", "phase2a", "await_phase2b", "record_outcome"]  # noqa: Y015
+    _WhichOneofArgType_msg: _TypeAlias = _typing.Literal["msg", b"msg"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_msg) -> _WhichOneofReturnType_msg | None: ...
+
+Global___AcceptorRequest: _TypeAlias = AcceptorRequest  # noqa: Y015
+
+@_typing.final
+class Refusal(_message.Message):
+    """An acceptor refused one request of a batch; the rest of the batch is unaffected."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CODE_FIELD_NUMBER: _builtins.int
+    DETAIL_FIELD_NUMBER: _builtins.int
+    code: _builtins.str
+    """The gRPC status code name the unary call would have answered (e.g. INVALID_ARGUMENT)."""
+    detail: _builtins.str
+    """What is wrong, at most 1024 bytes."""
+    def __init__(
+        self,
+        *,
+        code: _builtins.str = ...,
+        detail: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "detail", b"detail"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Refusal: _TypeAlias = Refusal  # noqa: Y015
+
+@_typing.final
+class AcceptorReply(_message.Message):
+    """One reply of an acceptor inside a batch, sent only after the state it reports is durable."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEQ_FIELD_NUMBER: _builtins.int
+    PHASE1B_FIELD_NUMBER: _builtins.int
+    PHASE2B_FIELD_NUMBER: _builtins.int
+    BUNDLE_FIELD_NUMBER: _builtins.int
+    RECORDED_FIELD_NUMBER: _builtins.int
+    REFUSED_FIELD_NUMBER: _builtins.int
+    seq: _builtins.int
+    """The seq of the request answered."""
+    @_builtins.property
+    def phase1b(self) -> Global___Phase1bReply: ...
+    @_builtins.property
+    def phase2b(self) -> Global___Phase2bReply: ...
+    @_builtins.property
+    def bundle(self) -> Global___Phase2bBundle: ...
+    @_builtins.property
+    def recorded(self) -> Global___RecordOutcomeReply: ...
+    @_builtins.property
+    def refused(self) -> Global___Refusal: ...
+    def __init__(
+        self,
+        *,
+        seq: _builtins.int = ...,
+        phase1b: Global___Phase1bReply | None = ...,
+        phase2b: Global___Phase2bReply | None = ...,
+        bundle: Global___Phase2bBundle | None = ...,
+        recorded: Global___RecordOutcomeReply | None = ...,
+        refused: Global___Refusal | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["bundle", b"bundle", "msg", b"msg", "phase1b", b"phase1b", "phase2b", b"phase2b", "recorded", b"recorded", "refused", b"refused"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bundle", b"bundle", "msg", b"msg", "phase1b", b"phase1b", "phase2b", b"phase2b", "recorded", b"recorded", "refused", b"refused", "seq", b"seq"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_msg: _TypeAlias = _typing.Literal["phase1b", "phase2b", "bundle", "recorded", "refused"]  # noqa: Y015
+    _WhichOneofArgType_msg: _TypeAlias = _typing.Literal["msg", b"msg"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_msg) -> _WhichOneofReturnType_msg | None: ...
+
+Global___AcceptorReply: _TypeAlias = AcceptorReply  # noqa: Y015
+
+@_typing.final
+class AcceptorRequestBatch(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUESTS_FIELD_NUMBER: _builtins.int
+    LAMPORT_FIELD_NUMBER: _builtins.int
+    lamport: _builtins.int
+    """The sender's Lamport clock when it wrote the batch (trace validation; 0 if off)."""
+    @_builtins.property
+    def requests(self) -> _containers.RepeatedCompositeFieldContainer[Global___AcceptorRequest]: ...
+    def __init__(
+        self,
+        *,
+        requests: _abc.Iterable[Global___AcceptorRequest] | None = ...,
+        lamport: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["lamport", b"lamport", "requests", b"requests"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AcceptorRequestBatch: _TypeAlias = AcceptorRequestBatch  # noqa: Y015
+
+@_typing.final
+class AcceptorReplyBatch(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REPLIES_FIELD_NUMBER: _builtins.int
+    LAMPORT_FIELD_NUMBER: _builtins.int
+    lamport: _builtins.int
+    """The acceptor's Lamport clock when it wrote the batch (trace validation; 0 if off)."""
+    @_builtins.property
+    def replies(self) -> _containers.RepeatedCompositeFieldContainer[Global___AcceptorReply]: ...
+    def __init__(
+        self,
+        *,
+        replies: _abc.Iterable[Global___AcceptorReply] | None = ...,
+        lamport: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["lamport", b"lamport", "replies", b"replies"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AcceptorReplyBatch: _TypeAlias = AcceptorReplyBatch  # noqa: Y015
+
+@_typing.final
 class BeginRequest(_message.Message):
     """------------------------------------------------------------- coordinator service
 
