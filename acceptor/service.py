@@ -15,7 +15,7 @@ from acceptor.core import TxnRecord
 from acceptor.rules import bundle_complete, check_phase1a, check_phase2a
 from acceptor.storage import AcceptorStore
 from paxos_commit.metrics import AcceptorMetrics, RequestCounter, serve_metrics
-from paxos_commit.serving import ServerHandle, abort_on_error, clamp_wait_ms, start_server
+from paxos_commit.serving import ServerHandle, abort_on_error, clamp_wait_ms, serve_batches, start_server
 from rm_sdk import tracing
 from rm_sdk._gen.paxoscommit.v1 import paxoscommit_pb2_grpc as pb_grpc
 from rm_sdk.core.messages import BundleRequest, Phase1a, Phase1b, Phase2a, Phase2b, RecordOutcome
@@ -32,22 +32,6 @@ from rm_sdk.wire import (
 __all__ = ["AcceptorServicer", "serve_acceptor"]
 
 log = logging.getLogger("paxos_commit.acceptor")
-
-#: Requests of one stream being worked on at once; beyond, the stream is not read.
-MAX_IN_FLIGHT = 10_000
-#: Marks the answer to a stream's opening (empty) batch.
-_HEARTBEAT = pb.AcceptorReply()
-
-
-def _stamp() -> int:
-    trace = tracing.current()
-    return trace.stamp() if trace is not None else 0
-
-
-def _merge(clock: int) -> None:
-    trace = tracing.current()
-    if trace is not None and clock:
-        trace.merge(clock)
 
 
 class AcceptorServicer(pb_grpc.AcceptorServicer):
@@ -167,58 +151,16 @@ class AcceptorServicer(pb_grpc.AcceptorServicer):
         request_iterator: AsyncIterator[pb.AcceptorRequestBatch],
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> AsyncIterator[pb.AcceptorReplyBatch]:
-        """Batched requests from one peer. Each request runs as its own durable step (so
-        the store commits what arrives together in one storage transaction); replies are
-        queued as their state becomes durable and written in batches: everything queued
-        while the previous write was in flight. A refused request is answered alone."""
-        out: asyncio.Queue[pb.AcceptorReply | None] = asyncio.Queue()
-        tasks: set[asyncio.Task[None]] = set()
-        room = asyncio.Semaphore(MAX_IN_FLIGHT)
-
-        async def one(req: pb.AcceptorRequest) -> None:
-            try:
-                out.put_nowait(await self._one(req))
-            finally:
-                room.release()
-
-        async def read() -> None:
-            try:
-                async for batch in request_iterator:
-                    _merge(batch.lamport)
-                    if not batch.requests:
-                        out.put_nowait(_HEARTBEAT)  # the opening batch: say we are here
-                    for req in batch.requests:
-                        await room.acquire()  # back-pressure: stop reading when full
-                        t = asyncio.get_running_loop().create_task(one(req))
-                        tasks.add(t)
-                        t.add_done_callback(tasks.discard)
-                if tasks:
-                    await asyncio.gather(*tasks, return_exceptions=True)
-            finally:
-                out.put_nowait(None)
-
-        reader = asyncio.get_running_loop().create_task(read())
-        try:
-            while True:
-                first = await out.get()
-                if first is None:
-                    return
-                replies = [] if first is _HEARTBEAT else [first]
-                done = False
-                while not out.empty():
-                    r = out.get_nowait()
-                    if r is None:
-                        done = True
-                        break
-                    if r is not _HEARTBEAT:
-                        replies.append(r)
-                yield pb.AcceptorReplyBatch(replies=replies, lamport=_stamp())
-                if done:
-                    return
-        finally:
-            reader.cancel()
-            for t in list(tasks):
-                t.cancel()
+        """Batched requests from one peer. Each runs as its own durable step, so the store
+        commits what arrives together in one storage transaction; a refused request is
+        answered alone."""
+        # An async generator itself: grpc.aio tells streaming handlers by that.
+        async for batch in serve_batches(
+            request_iterator,
+            self._one,
+            lambda replies, clock: pb.AcceptorReplyBatch(replies=replies, lamport=clock),
+        ):
+            yield batch
 
     async def _one(self, req: pb.AcceptorRequest) -> pb.AcceptorReply:
         """One request of a batch, as its unary twin would run it; a refusal is a reply."""

@@ -13,15 +13,15 @@ import contextlib
 import itertools
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from paxos_commit.metrics import CoordinatorMetrics, RequestCounter, serve_metrics
-from paxos_commit.serving import ServerHandle, clamp_wait_ms, start_server
+from paxos_commit.serving import ServerHandle, clamp_wait_ms, serve_batches, start_server
 from rm_sdk import tracing
 from rm_sdk._gen.paxoscommit.v1 import paxoscommit_pb2_grpc as pb_grpc
 from rm_sdk._streams import StreamAcceptors
@@ -171,9 +171,8 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         if fut is not None and not fut.done():
             fut.set_result(msg)
 
-    async def _ask(self, msg: Request, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        """Feed one request to the core and await its answer; a refusal aborts the call
-        with the refusal's status code."""
+    async def _ask(self, msg: Request) -> Any:
+        """Feed one request to the core and await its answer; a refusal raises it."""
         token = next(self._tokens)
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._waiting[token] = fut
@@ -184,8 +183,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         finally:
             self._waiting.pop(token, None)
         if isinstance(reply, Failed):
-            status = getattr(reply.error, "status", "INVALID_ARGUMENT")
-            await context.abort(grpc.StatusCode[status], str(reply.error))
+            raise _Refusal(getattr(reply.error, "status", "INVALID_ARGUMENT"), str(reply.error))
         return reply
 
     def _count(self, d: Decision, took: float) -> None:
@@ -278,71 +276,47 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
                 found.update(r.txn_ids)
         return sorted(found)
 
-    # ---------------------------------------------------------------- application-facing
+    # ---------------------------------------------------------------- the calls, unary or batched
 
-    async def Begin(
-        self, request: pb.BeginRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> pb.BeginReply:
-        txn_id = uuid.uuid4().hex
-        await self._ask(Begin(txn_id), context)
+    async def _begin(self, request: pb.BeginRequest) -> pb.BeginReply:
+        txn_id = request.txn_id or uuid.uuid4().hex
+        await self._ask(Begin(txn_id))
         self.metrics.begun.inc()
         return pb.BeginReply(txn_id=txn_id, coordinator=self.address)
 
-    async def Commit(
-        self, request: pb.CommitRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> pb.CommitReply:
-        r = await self._ask(Commit(request.txn_id), context)
-        assert isinstance(r, Decided)
-        d = r.decision
+    async def _commit(self, request: pb.CommitRequest) -> pb.CommitReply:
+        d = _decision(await self._ask(Commit(request.txn_id)))
         return pb.CommitReply(
             outcome=outcome_to_pb(d.outcome), reason=d.reason, cause=cause_to_pb(d.cause), rm_id=d.rm_id
         )
 
-    async def Abort(
-        self, request: pb.AbortRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> pb.AbortReply:
-        r = await self._ask(Abort(request.txn_id, request.reason, request.rm_id), context)
-        assert isinstance(r, Decided)
-        d = r.decision
+    async def _abort(self, request: pb.AbortRequest) -> pb.AbortReply:
+        d = _decision(await self._ask(Abort(request.txn_id, request.reason, request.rm_id)))
         return pb.AbortReply(
             outcome=outcome_to_pb(d.outcome), reason=d.reason, cause=cause_to_pb(d.cause), rm_id=d.rm_id
         )
 
-    async def GetOutcome(
-        self, request: pb.GetOutcomeRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> pb.GetOutcomeReply:
-        r = await self._ask(AskOutcome(request.txn_id, clamp_wait_ms(request.wait_ms)), context)
+    async def _get_outcome(self, request: pb.GetOutcomeRequest) -> pb.GetOutcomeReply:
+        r = await self._ask(AskOutcome(request.txn_id, clamp_wait_ms(request.wait_ms)))
         if isinstance(r, Unknown):
-            await context.abort(
-                grpc.StatusCode.NOT_FOUND, f"unknown transaction {request.txn_id!r}: {r.detail}"
-            )
+            raise _Refusal("NOT_FOUND", f"unknown transaction {request.txn_id!r}: {r.detail}")
         if isinstance(r, Pending):
             return pb.GetOutcomeReply(outcome=pb.OUTCOME_PENDING)
-        assert isinstance(r, Decided)
-        d = r.decision
+        d = _decision(r)
         return pb.GetOutcomeReply(
             outcome=outcome_to_pb(d.outcome), reason=d.reason, cause=cause_to_pb(d.cause), rm_id=d.rm_id
         )
 
-    # ---------------------------------------------------------------- RM-facing
-
-    async def Join(
-        self, request: pb.JoinRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> pb.JoinReply:
-        r = await self._ask(Join(request.txn_id, request.rm_id), context)
+    async def _join(self, request: pb.JoinRequest) -> pb.JoinReply:
+        r = await self._ask(Join(request.txn_id, request.rm_id))
         assert isinstance(r, Joined)
         return pb.JoinReply(acceptors=self.acceptors.addresses)
 
-    async def AwaitPrepare(
-        self, request: pb.AwaitPrepareRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> pb.AwaitPrepareReply:
-        r = await self._ask(
-            AwaitPrepare(request.txn_id, request.rm_id, clamp_wait_ms(request.wait_ms)), context
-        )
+    async def _await_prepare(self, request: pb.AwaitPrepareRequest) -> pb.AwaitPrepareReply:
+        r = await self._ask(AwaitPrepare(request.txn_id, request.rm_id, clamp_wait_ms(request.wait_ms)))
         if isinstance(r, Prepare):
             return pb.AwaitPrepareReply(prepare=r.prepare, outcome=pb.OUTCOME_PENDING)
-        assert isinstance(r, Decided)
-        d = r.decision
+        d = _decision(r)
         return pb.AwaitPrepareReply(
             prepare=False,
             outcome=outcome_to_pb(d.outcome),
@@ -350,6 +324,97 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
             cause=cause_to_pb(d.cause),
             rm_id=d.rm_id,
         )
+
+    async def _one(self, req: pb.CoordinatorRequest) -> pb.CoordinatorReply:
+        """One request of a batch, as its unary twin would run it; a refusal is a reply."""
+        kind = req.WhichOneof("msg")
+        try:
+            if kind == "begin":
+                return pb.CoordinatorReply(seq=req.seq, begin=await self._begin(req.begin))
+            if kind == "join":
+                return pb.CoordinatorReply(seq=req.seq, join=await self._join(req.join))
+            if kind == "await_prepare":
+                return pb.CoordinatorReply(
+                    seq=req.seq, await_prepare=await self._await_prepare(req.await_prepare)
+                )
+            if kind == "commit":
+                return pb.CoordinatorReply(seq=req.seq, commit=await self._commit(req.commit))
+            if kind == "abort":
+                return pb.CoordinatorReply(seq=req.seq, abort=await self._abort(req.abort))
+            if kind == "get_outcome":
+                return pb.CoordinatorReply(seq=req.seq, get_outcome=await self._get_outcome(req.get_outcome))
+            raise _Refusal("INVALID_ARGUMENT", "empty request: set one of begin, join, ..., get_outcome")
+        except _Refusal as exc:
+            return pb.CoordinatorReply(seq=req.seq, refused=pb.Refusal(code=exc.code, detail=exc.detail))
+
+    async def Stream(
+        self,
+        request_iterator: AsyncIterator[pb.CoordinatorRequestBatch],
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> AsyncIterator[pb.CoordinatorReplyBatch]:
+        """Batched calls from one client process (the SDK's way in)."""
+        # An async generator itself: grpc.aio tells streaming handlers by that.
+        async for batch in serve_batches(
+            request_iterator,
+            self._one,
+            lambda replies, clock: pb.CoordinatorReplyBatch(replies=replies, lamport=clock),
+        ):
+            yield batch
+
+    async def Begin(
+        self, request: pb.BeginRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.BeginReply:
+        return await _unary(context, self._begin(request))
+
+    async def Commit(
+        self, request: pb.CommitRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.CommitReply:
+        return await _unary(context, self._commit(request))
+
+    async def Abort(
+        self, request: pb.AbortRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.AbortReply:
+        return await _unary(context, self._abort(request))
+
+    async def GetOutcome(
+        self, request: pb.GetOutcomeRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.GetOutcomeReply:
+        return await _unary(context, self._get_outcome(request))
+
+    async def Join(
+        self, request: pb.JoinRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.JoinReply:
+        return await _unary(context, self._join(request))
+
+    async def AwaitPrepare(
+        self, request: pb.AwaitPrepareRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.AwaitPrepareReply:
+        return await _unary(context, self._await_prepare(request))
+
+
+class _Refusal(Exception):
+    """A request refused: the gRPC status code name and a bounded message."""
+
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail.encode()[:1024].decode(errors="ignore")
+
+
+def _decision(reply: Any) -> Decision:
+    assert isinstance(reply, Decided), reply
+    return reply.decision
+
+
+T = TypeVar("T")
+
+
+async def _unary(context: grpc.aio.ServicerContext[Any, Any], call: Awaitable[T]) -> T:
+    try:
+        return await call
+    except _Refusal as exc:
+        await context.abort(grpc.StatusCode[exc.code], exc.detail)
+    raise AssertionError("unreachable")
 
 
 @contextlib.asynccontextmanager

@@ -6,6 +6,7 @@ import grpc
 
 from rm_sdk import tracing
 from rm_sdk._gen.paxoscommit.v1 import paxoscommit_pb2_grpc as pb_grpc
+from rm_sdk._streams import StreamCoordinator
 
 #: Status codes that mean "this server did not answer", not "the request was wrong".
 TRANSIENT = frozenset(
@@ -16,6 +17,7 @@ TRANSIENT = frozenset(
 class Channels:
     def __init__(self) -> None:
         self._channels: dict[str, grpc.aio.Channel] = {}
+        self._coordinators: dict[str, StreamCoordinator] = {}
 
     def channel(self, address: str) -> grpc.aio.Channel:
         ch = self._channels.get(address)
@@ -25,13 +27,20 @@ class Channels:
             )
         return ch
 
-    def coordinator(self, address: str) -> pb_grpc.CoordinatorAsyncStub:
-        return pb_grpc.CoordinatorStub(self.channel(address))
+    def coordinator(self, address: str) -> StreamCoordinator:
+        """Calls to the coordinator at ``address``, batched on one stream per address."""
+        link = self._coordinators.get(address)
+        if link is None:
+            link = self._coordinators[address] = StreamCoordinator(self.channel(address))
+        return link
 
     def acceptor(self, address: str) -> pb_grpc.AcceptorAsyncStub:
         return pb_grpc.AcceptorStub(self.channel(address))
 
     async def close(self) -> None:
+        links, self._coordinators = list(self._coordinators.values()), {}
+        for link in links:
+            await link.close()
         channels, self._channels = list(self._channels.values()), {}
         for ch in channels:
             await ch.close(None)

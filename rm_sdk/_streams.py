@@ -43,7 +43,7 @@ from rm_sdk.wire import (
     phase2b_from_pb,
 )
 
-__all__ = ["StreamAcceptors", "LinkStats"]
+__all__ = ["LinkStats", "StreamAcceptors", "StreamCoordinator"]
 
 log = logging.getLogger("paxos_commit.streams")
 
@@ -250,3 +250,130 @@ def _merge(clock: int) -> None:
     trace = tracing.current()
     if trace is not None and clock:
         trace.merge(clock)
+
+
+# ---------------------------------------------------------------- coordinator calls
+
+
+def _rpc_error(code: grpc.StatusCode, details: str) -> grpc.aio.AioRpcError:
+    """The error the unary call would have raised, so callers handle both alike."""
+    return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details, None)
+
+
+class StreamCoordinator:
+    """The Coordinator service's calls over one batched stream per coordinator address,
+    with the unary stub's methods (``Begin(request, timeout=...)`` and so on), so every
+    call of a process to that coordinator, from every transaction, shares one stream."""
+
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self._stub: pb_grpc.CoordinatorAsyncStub = pb_grpc.CoordinatorStub(channel)
+        self._queue: list[pb.CoordinatorRequest] = []
+        self._pending: dict[int, asyncio.Future[pb.CoordinatorReply]] = {}
+        self._seq = itertools.count(1)
+        self._wake: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.stats = LinkStats()
+
+    async def Begin(self, request: pb.BeginRequest, timeout: float | None = None) -> pb.BeginReply:
+        r = await self._call(pb.CoordinatorRequest(begin=request), timeout)
+        return r.begin
+
+    async def Join(self, request: pb.JoinRequest, timeout: float | None = None) -> pb.JoinReply:
+        r = await self._call(pb.CoordinatorRequest(join=request), timeout)
+        return r.join
+
+    async def AwaitPrepare(
+        self, request: pb.AwaitPrepareRequest, timeout: float | None = None
+    ) -> pb.AwaitPrepareReply:
+        r = await self._call(pb.CoordinatorRequest(await_prepare=request), timeout)
+        return r.await_prepare
+
+    async def Commit(self, request: pb.CommitRequest, timeout: float | None = None) -> pb.CommitReply:
+        r = await self._call(pb.CoordinatorRequest(commit=request), timeout)
+        return r.commit
+
+    async def Abort(self, request: pb.AbortRequest, timeout: float | None = None) -> pb.AbortReply:
+        r = await self._call(pb.CoordinatorRequest(abort=request), timeout)
+        return r.abort
+
+    async def GetOutcome(
+        self, request: pb.GetOutcomeRequest, timeout: float | None = None
+    ) -> pb.GetOutcomeReply:
+        r = await self._call(pb.CoordinatorRequest(get_outcome=request), timeout)
+        return r.get_outcome
+
+    async def _call(self, req: pb.CoordinatorRequest, timeout: float | None) -> pb.CoordinatorReply:
+        loop = asyncio.get_running_loop()
+        if self._task is None or self._task.done():
+            self._wake = asyncio.Event()
+            self._task = loop.create_task(self._run(), name="coordinator-link")
+        seq = next(self._seq)
+        req.seq = seq
+        fut: asyncio.Future[pb.CoordinatorReply] = loop.create_future()
+        self._pending[seq] = fut
+        self._queue.append(req)
+        assert self._wake is not None
+        self._wake.set()
+        try:
+            r = await asyncio.wait_for(asyncio.shield(fut), timeout)
+        except TimeoutError:
+            raise _rpc_error(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded") from None
+        finally:
+            self._pending.pop(seq, None)
+        if r.WhichOneof("msg") == "refused":
+            code = grpc.StatusCode[r.refused.code] if r.refused.code in grpc.StatusCode.__members__ else None
+            raise _rpc_error(code or grpc.StatusCode.UNKNOWN, r.refused.detail)
+        return r
+
+    def _fail_all(self, details: str) -> None:
+        pending, self._pending = self._pending, {}
+        self._queue.clear()
+        for fut in pending.values():
+            if not fut.done():
+                fut.set_exception(_rpc_error(grpc.StatusCode.UNAVAILABLE, details))
+
+    async def _run(self) -> None:
+        """One long-lived stream; a broken one fails its calls as UNAVAILABLE (the
+        callers' retry logic is the unary one's), and the next call dials again."""
+        assert self._wake is not None
+        wake = self._wake
+        call = self._stub.Stream(None)
+
+        async def read() -> None:
+            async for batch in call:
+                _merge(batch.lamport)
+                for r in batch.replies:
+                    fut = self._pending.get(r.seq)
+                    if fut is not None and not fut.done():
+                        fut.set_result(r)
+
+        reader = asyncio.get_running_loop().create_task(read())
+        reader.add_done_callback(lambda _: wake.set())
+        details = "the stream to the coordinator ended"
+        try:
+            while not reader.done():
+                if not self._queue:
+                    wake.clear()
+                    await wake.wait()
+                    continue
+                batch, self._queue = self._queue, []
+                self.stats.batches += 1
+                self.stats.messages += len(batch)
+                await call.write(pb.CoordinatorRequestBatch(requests=batch, lamport=_stamp()))
+            if not reader.cancelled() and isinstance(reader.exception(), grpc.aio.AioRpcError):
+                err = reader.exception()
+                assert isinstance(err, grpc.aio.AioRpcError)
+                details = err.details() or details
+        except (grpc.aio.AioRpcError, asyncio.InvalidStateError, grpc.aio.UsageError) as exc:
+            details = (exc.details() if isinstance(exc, grpc.aio.AioRpcError) else str(exc)) or details
+        finally:
+            reader.cancel()
+            call.cancel()
+            self._fail_all(details)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        self._fail_all("closed")

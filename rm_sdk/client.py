@@ -7,6 +7,7 @@ import contextvars
 import logging
 import re
 import time
+import uuid
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -242,13 +243,15 @@ class Client:
     async def begin(self) -> Transaction:
         """Start a transaction at the first coordinator that answers."""
         last: Exception | None = None
+        txn_id = uuid.uuid4().hex
         start = self._next
         self._next += 1
         for k in range(len(self.coordinators)):
             address = self.coordinators[(start + k) % len(self.coordinators)]
             try:
+                # The id is made here (nothing to learn from the reply but the owner).
                 r = await self._channels.coordinator(address).Begin(
-                    pb.BeginRequest(), timeout=self.rpc_timeout
+                    pb.BeginRequest(txn_id=txn_id), timeout=self.rpc_timeout
                 )
                 return Transaction(self, TransactionContext(r.txn_id, r.coordinator))
             except grpc.aio.AioRpcError as exc:

@@ -797,12 +797,19 @@ class BeginRequest(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    TXN_ID_FIELD_NUMBER: _builtins.int
+    txn_id: _builtins.str
+    """The new transaction's id, made by the client (so no id travels back); empty: the
+    coordinator makes one. An id in use is refused (FAILED_PRECONDITION).
+    """
     def __init__(
         self,
+        *,
+        txn_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["txn_id", b"txn_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1116,3 +1123,152 @@ class AwaitPrepareReply(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AwaitPrepareReply: _TypeAlias = AwaitPrepareReply  # noqa: Y015
+
+@_typing.final
+class CoordinatorRequest(_message.Message):
+    """One request to a coordinator inside a batch (the Coordinator service's calls)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEQ_FIELD_NUMBER: _builtins.int
+    BEGIN_FIELD_NUMBER: _builtins.int
+    JOIN_FIELD_NUMBER: _builtins.int
+    AWAIT_PREPARE_FIELD_NUMBER: _builtins.int
+    COMMIT_FIELD_NUMBER: _builtins.int
+    ABORT_FIELD_NUMBER: _builtins.int
+    GET_OUTCOME_FIELD_NUMBER: _builtins.int
+    seq: _builtins.int
+    """Chosen by the sender, unique on its stream; the reply carries it back."""
+    @_builtins.property
+    def begin(self) -> Global___BeginRequest: ...
+    @_builtins.property
+    def join(self) -> Global___JoinRequest: ...
+    @_builtins.property
+    def await_prepare(self) -> Global___AwaitPrepareRequest: ...
+    @_builtins.property
+    def commit(self) -> Global___CommitRequest: ...
+    @_builtins.property
+    def abort(self) -> Global___AbortRequest: ...
+    @_builtins.property
+    def get_outcome(self) -> Global___GetOutcomeRequest: ...
+    def __init__(
+        self,
+        *,
+        seq: _builtins.int = ...,
+        begin: Global___BeginRequest | None = ...,
+        join: Global___JoinRequest | None = ...,
+        await_prepare: Global___AwaitPrepareRequest | None = ...,
+        commit: Global___CommitRequest | None = ...,
+        abort: Global___AbortRequest | None = ...,
+        get_outcome: Global___GetOutcomeRequest | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["abort", b"abort", "await_prepare", b"await_prepare", "begin", b"begin", "commit", b"commit", "get_outcome", b"get_outcome", "join", b"join", "msg", b"msg"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["abort", b"abort", "await_prepare", b"await_prepare", "begin", b"begin", "commit", b"commit", "get_outcome", b"get_outcome", "join", b"join", "msg", b"msg", "seq", b"seq"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_msg: _TypeAlias = _typing.Literal["begin", "join", "await_prepare", "commit", "abort", "get_outcome"]  # noqa: Y015
+    _WhichOneofArgType_msg: _TypeAlias = _typing.Literal["msg", b"msg"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_msg) -> _WhichOneofReturnType_msg | None: ...
+
+Global___CoordinatorRequest: _TypeAlias = CoordinatorRequest  # noqa: Y015
+
+@_typing.final
+class CoordinatorReply(_message.Message):
+    """One reply of a coordinator inside a batch: the unary call's reply, or its refusal."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEQ_FIELD_NUMBER: _builtins.int
+    BEGIN_FIELD_NUMBER: _builtins.int
+    JOIN_FIELD_NUMBER: _builtins.int
+    AWAIT_PREPARE_FIELD_NUMBER: _builtins.int
+    COMMIT_FIELD_NUMBER: _builtins.int
+    ABORT_FIELD_NUMBER: _builtins.int
+    GET_OUTCOME_FIELD_NUMBER: _builtins.int
+    REFUSED_FIELD_NUMBER: _builtins.int
+    seq: _builtins.int
+    @_builtins.property
+    def begin(self) -> Global___BeginReply: ...
+    @_builtins.property
+    def join(self) -> Global___JoinReply: ...
+    @_builtins.property
+    def await_prepare(self) -> Global___AwaitPrepareReply: ...
+    @_builtins.property
+    def commit(self) -> Global___CommitReply: ...
+    @_builtins.property
+    def abort(self) -> Global___AbortReply: ...
+    @_builtins.property
+    def get_outcome(self) -> Global___GetOutcomeReply: ...
+    @_builtins.property
+    def refused(self) -> Global___Refusal:
+        """The status the unary call would have ended with (NOT_FOUND, INVALID_ARGUMENT, ...)."""
+
+    def __init__(
+        self,
+        *,
+        seq: _builtins.int = ...,
+        begin: Global___BeginReply | None = ...,
+        join: Global___JoinReply | None = ...,
+        await_prepare: Global___AwaitPrepareReply | None = ...,
+        commit: Global___CommitReply | None = ...,
+        abort: Global___AbortReply | None = ...,
+        get_outcome: Global___GetOutcomeReply | None = ...,
+        refused: Global___Refusal | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["abort", b"abort", "await_prepare", b"await_prepare", "begin", b"begin", "commit", b"commit", "get_outcome", b"get_outcome", "join", b"join", "msg", b"msg", "refused", b"refused"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["abort", b"abort", "await_prepare", b"await_prepare", "begin", b"begin", "commit", b"commit", "get_outcome", b"get_outcome", "join", b"join", "msg", b"msg", "refused", b"refused", "seq", b"seq"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_msg: _TypeAlias = _typing.Literal["begin", "join", "await_prepare", "commit", "abort", "get_outcome", "refused"]  # noqa: Y015
+    _WhichOneofArgType_msg: _TypeAlias = _typing.Literal["msg", b"msg"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_msg) -> _WhichOneofReturnType_msg | None: ...
+
+Global___CoordinatorReply: _TypeAlias = CoordinatorReply  # noqa: Y015
+
+@_typing.final
+class CoordinatorRequestBatch(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUESTS_FIELD_NUMBER: _builtins.int
+    LAMPORT_FIELD_NUMBER: _builtins.int
+    lamport: _builtins.int
+    """The sender's Lamport clock when it wrote the batch (trace validation; 0 if off)."""
+    @_builtins.property
+    def requests(self) -> _containers.RepeatedCompositeFieldContainer[Global___CoordinatorRequest]: ...
+    def __init__(
+        self,
+        *,
+        requests: _abc.Iterable[Global___CoordinatorRequest] | None = ...,
+        lamport: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["lamport", b"lamport", "requests", b"requests"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CoordinatorRequestBatch: _TypeAlias = CoordinatorRequestBatch  # noqa: Y015
+
+@_typing.final
+class CoordinatorReplyBatch(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REPLIES_FIELD_NUMBER: _builtins.int
+    LAMPORT_FIELD_NUMBER: _builtins.int
+    lamport: _builtins.int
+    """The coordinator's Lamport clock when it wrote the batch (trace validation; 0 if off)."""
+    @_builtins.property
+    def replies(self) -> _containers.RepeatedCompositeFieldContainer[Global___CoordinatorReply]: ...
+    def __init__(
+        self,
+        *,
+        replies: _abc.Iterable[Global___CoordinatorReply] | None = ...,
+        lamport: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["lamport", b"lamport", "replies", b"replies"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CoordinatorReplyBatch: _TypeAlias = CoordinatorReplyBatch  # noqa: Y015

@@ -359,6 +359,11 @@ class CoordinatorStub:
                 request_serializer=paxoscommit_dot_v1_dot_paxoscommit__pb2.AwaitPrepareRequest.SerializeToString,
                 response_deserializer=paxoscommit_dot_v1_dot_paxoscommit__pb2.AwaitPrepareReply.FromString,
                 _registered_method=True)
+        self.Stream = channel.stream_stream(
+                '/paxoscommit.v1.Coordinator/Stream',
+                request_serializer=paxoscommit_dot_v1_dot_paxoscommit__pb2.CoordinatorRequestBatch.SerializeToString,
+                response_deserializer=paxoscommit_dot_v1_dot_paxoscommit__pb2.CoordinatorReplyBatch.FromString,
+                _registered_method=True)
 
 
 class CoordinatorServicer:
@@ -403,6 +408,14 @@ class CoordinatorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Stream(self, request_iterator, context):
+        """The same calls, batched on one long-lived stream per client process (what the SDK
+        uses); the unary calls above stay for people and other languages.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CoordinatorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -435,6 +448,11 @@ def add_CoordinatorServicer_to_server(servicer, server):
                     servicer.AwaitPrepare,
                     request_deserializer=paxoscommit_dot_v1_dot_paxoscommit__pb2.AwaitPrepareRequest.FromString,
                     response_serializer=paxoscommit_dot_v1_dot_paxoscommit__pb2.AwaitPrepareReply.SerializeToString,
+            ),
+            'Stream': grpc.stream_stream_rpc_method_handler(
+                    servicer.Stream,
+                    request_deserializer=paxoscommit_dot_v1_dot_paxoscommit__pb2.CoordinatorRequestBatch.FromString,
+                    response_serializer=paxoscommit_dot_v1_dot_paxoscommit__pb2.CoordinatorReplyBatch.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -599,6 +617,33 @@ class Coordinator:
             '/paxoscommit.v1.Coordinator/AwaitPrepare',
             paxoscommit_dot_v1_dot_paxoscommit__pb2.AwaitPrepareRequest.SerializeToString,
             paxoscommit_dot_v1_dot_paxoscommit__pb2.AwaitPrepareReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Stream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/paxoscommit.v1.Coordinator/Stream',
+            paxoscommit_dot_v1_dot_paxoscommit__pb2.CoordinatorRequestBatch.SerializeToString,
+            paxoscommit_dot_v1_dot_paxoscommit__pb2.CoordinatorReplyBatch.FromString,
             options,
             channel_credentials,
             insecure,

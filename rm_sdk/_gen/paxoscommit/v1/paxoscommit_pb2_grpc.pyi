@@ -144,6 +144,10 @@ class CoordinatorStub:
     which any replica answers (running recovery ballots when the owner is gone).
     """
     AwaitPrepare: _grpc.UnaryUnaryMultiCallable[_paxoscommit_pb2.AwaitPrepareRequest, _paxoscommit_pb2.AwaitPrepareReply]
+    Stream: _grpc.StreamStreamMultiCallable[_paxoscommit_pb2.CoordinatorRequestBatch, _paxoscommit_pb2.CoordinatorReplyBatch]
+    """The same calls, batched on one long-lived stream per client process (what the SDK
+    uses); the unary calls above stay for people and other languages.
+    """
 
 @_typing.type_check_only
 class CoordinatorAsyncStub(CoordinatorStub):
@@ -158,6 +162,10 @@ class CoordinatorAsyncStub(CoordinatorStub):
     which any replica answers (running recovery ballots when the owner is gone).
     """
     AwaitPrepare: _aio.UnaryUnaryMultiCallable[_paxoscommit_pb2.AwaitPrepareRequest, _paxoscommit_pb2.AwaitPrepareReply]  # type: ignore[assignment]
+    Stream: _aio.StreamStreamMultiCallable[_paxoscommit_pb2.CoordinatorRequestBatch, _paxoscommit_pb2.CoordinatorReplyBatch]  # type: ignore[assignment]
+    """The same calls, batched on one long-lived stream per client process (what the SDK
+    uses); the unary calls above stay for people and other languages.
+    """
 
 class CoordinatorServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -205,5 +213,15 @@ class CoordinatorServicer(metaclass=_abc_1.ABCMeta):
         request: _paxoscommit_pb2.AwaitPrepareRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_paxoscommit_pb2.AwaitPrepareReply, _abc.Awaitable[_paxoscommit_pb2.AwaitPrepareReply]]: ...
+
+    @_abc_1.abstractmethod
+    def Stream(
+        self,
+        request_iterator: _MaybeAsyncIterator[_paxoscommit_pb2.CoordinatorRequestBatch],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_paxoscommit_pb2.CoordinatorReplyBatch], _abc.AsyncIterator[_paxoscommit_pb2.CoordinatorReplyBatch]]:
+        """The same calls, batched on one long-lived stream per client process (what the SDK
+        uses); the unary calls above stay for people and other languages.
+        """
 
 def add_CoordinatorServicer_to_server(servicer: CoordinatorServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
