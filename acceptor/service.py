@@ -38,9 +38,10 @@ class AcceptorServicer(pb_grpc.AcceptorServicer):
     """Translates each RPC into a core message, runs its pure handler (:mod:`acceptor.core`)
     as one durable store step, and translates the reply back."""
 
-    def __init__(self, store: AcceptorStore) -> None:
+    def __init__(self, store: AcceptorStore, metrics: AcceptorMetrics | None = None) -> None:
         self.store = store
         self.id = store.acceptor_id
+        self.metrics = metrics or AcceptorMetrics()
 
     async def _run(self, txn_id: str, handler: Callable[[TxnRecord | None, int], core.Step]) -> core.Step:
         """One handler as one durable step; its trace events after the step is durable."""
@@ -159,11 +160,18 @@ class AcceptorServicer(pb_grpc.AcceptorServicer):
             request_iterator,
             self._one,
             lambda replies, clock: pb.AcceptorReplyBatch(replies=replies, lamport=clock),
+            self.metrics.on_stream_batch,
         ):
             yield batch
 
     async def _one(self, req: pb.AcceptorRequest) -> pb.AcceptorReply:
         """One request of a batch, as its unary twin would run it; a refusal is a reply."""
+        reply = await self._one_reply(req)
+        code = reply.refused.code if reply.WhichOneof("msg") == "refused" else "OK"
+        self.metrics.stream_messages.labels(req.WhichOneof("msg") or "empty", code).inc()
+        return reply
+
+    async def _one_reply(self, req: pb.AcceptorRequest) -> pb.AcceptorReply:
         kind = req.WhichOneof("msg")
         try:
             if kind == "phase1a":
@@ -210,7 +218,7 @@ async def serve_acceptor(
     await store.start()
     tracing.event("AcceptorRestart", "*", acc=acceptor_id)
     try:
-        servicer = AcceptorServicer(store)
+        servicer = AcceptorServicer(store, metrics)
         handle = await start_server(
             listen,
             lambda s: pb_grpc.add_AcceptorServicer_to_server(servicer, s),

@@ -327,6 +327,12 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
 
     async def _one(self, req: pb.CoordinatorRequest) -> pb.CoordinatorReply:
         """One request of a batch, as its unary twin would run it; a refusal is a reply."""
+        reply = await self._one_reply(req)
+        code = reply.refused.code if reply.WhichOneof("msg") == "refused" else "OK"
+        self.metrics.stream_messages.labels(req.WhichOneof("msg") or "empty", code).inc()
+        return reply
+
+    async def _one_reply(self, req: pb.CoordinatorRequest) -> pb.CoordinatorReply:
         kind = req.WhichOneof("msg")
         try:
             if kind == "begin":
@@ -358,6 +364,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
             request_iterator,
             self._one,
             lambda replies, clock: pb.CoordinatorReplyBatch(replies=replies, lamport=clock),
+            self.metrics.on_stream_batch,
         ):
             yield batch
 

@@ -25,6 +25,22 @@ class _Base:
             ["method", "code"],
             registry=self.registry,
         )
+        self.stream_messages = Counter(
+            "paxos_commit_stream_messages",
+            "Messages served inside batched streams, by message kind and status code.",
+            ["kind", "code"],
+            registry=self.registry,
+        )
+        self.stream_batch_size = Histogram(
+            "paxos_commit_stream_batch_size",
+            "Messages per incoming stream batch.",
+            buckets=_BATCH_BUCKETS,
+            registry=self.registry,
+        )
+
+    def on_stream_batch(self, size: int) -> None:
+        if size:
+            self.stream_batch_size.observe(size)
 
 
 class AcceptorMetrics(_Base):

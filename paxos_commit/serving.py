@@ -162,6 +162,7 @@ async def serve_batches(
     request_batches: AsyncIterator[Any],
     handle: Callable[[Req], Awaitable[Rep]],
     make_batch: Callable[[list[Rep], int], Batch],
+    on_batch: Callable[[int], None] | None = None,
 ) -> AsyncIterator[Batch]:
     """The server side of a batched stream, shared by every service: each request of each
     incoming batch is handled concurrently (``handle`` answers it; it must not raise), and
@@ -182,6 +183,8 @@ async def serve_batches(
         try:
             async for batch in request_batches:
                 _merge(batch.lamport)
+                if on_batch is not None:
+                    on_batch(len(batch.requests))
                 if not batch.requests:
                     out.put_nowait(_HELLO)
                 for req in batch.requests:

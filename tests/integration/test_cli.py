@@ -137,7 +137,7 @@ def test_up_serves_metrics_that_move_during_the_demo(tmp_path: Path) -> None:
                 > before[a]["paxos_commit_acceptor_batch_size_count"]
             )
         assert any(
-            k.startswith('paxos_commit_grpc_requests_total{code="OK",method="Phase2a"}')
+            k.startswith('paxos_commit_stream_messages_total{code="OK",kind="phase2a"}')
             for k in after["acceptor-0"]
         )
     finally:
