@@ -16,6 +16,10 @@ TRANSIENT = frozenset(
 class Channels:
     def __init__(self) -> None:
         self._channels: dict[str, grpc.aio.Channel] = {}
+        # Stubs are cached too: building one registers every method (a profile showed
+        # ~2% of an RM process's CPU in CoordinatorStub.__init__).
+        self._coordinators: dict[str, pb_grpc.CoordinatorAsyncStub] = {}
+        self._acceptors: dict[str, pb_grpc.AcceptorAsyncStub] = {}
 
     def channel(self, address: str) -> grpc.aio.Channel:
         ch = self._channels.get(address)
@@ -26,12 +30,20 @@ class Channels:
         return ch
 
     def coordinator(self, address: str) -> pb_grpc.CoordinatorAsyncStub:
-        return pb_grpc.CoordinatorStub(self.channel(address))
+        stub = self._coordinators.get(address)
+        if stub is None:
+            stub = self._coordinators[address] = pb_grpc.CoordinatorStub(self.channel(address))
+        return stub
 
     def acceptor(self, address: str) -> pb_grpc.AcceptorAsyncStub:
-        return pb_grpc.AcceptorStub(self.channel(address))
+        stub = self._acceptors.get(address)
+        if stub is None:
+            stub = self._acceptors[address] = pb_grpc.AcceptorStub(self.channel(address))
+        return stub
 
     async def close(self) -> None:
         channels, self._channels = list(self._channels.values()), {}
+        self._coordinators.clear()
+        self._acceptors.clear()
         for ch in channels:
             await ch.close(None)
