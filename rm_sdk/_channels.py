@@ -18,6 +18,9 @@ class Channels:
     def __init__(self) -> None:
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._coordinators: dict[str, StreamCoordinator] = {}
+        # Stubs are cached too: building one registers every method (a profile showed
+        # ~2% of an RM process's CPU in CoordinatorStub.__init__).
+        self._acceptors: dict[str, pb_grpc.AcceptorAsyncStub] = {}
 
     def channel(self, address: str) -> grpc.aio.Channel:
         ch = self._channels.get(address)
@@ -35,12 +38,16 @@ class Channels:
         return link
 
     def acceptor(self, address: str) -> pb_grpc.AcceptorAsyncStub:
-        return pb_grpc.AcceptorStub(self.channel(address))
+        stub = self._acceptors.get(address)
+        if stub is None:
+            stub = self._acceptors[address] = pb_grpc.AcceptorStub(self.channel(address))
+        return stub
 
     async def close(self) -> None:
         links, self._coordinators = list(self._coordinators.values()), {}
         for link in links:
             await link.close()
         channels, self._channels = list(self._channels.values()), {}
+        self._acceptors.clear()
         for ch in channels:
             await ch.close(None)
