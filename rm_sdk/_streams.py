@@ -115,7 +115,9 @@ class _Link:
 
     def send(self, msg: AcceptorRequest, now: float) -> None:
         if self.down or len(self.pending) >= MAX_PENDING:
-            self.owner.deliver(NoAnswer(msg.txn_id, self.index, msg))
+            # Never answer inside send(): the core is mid-step, and a synchronous answer
+            # would re-enter it (and recurse while the acceptor stays down).
+            self.owner.deliver_soon(NoAnswer(msg.txn_id, self.index, msg))
             return
         seq = next(self.seq)
         wait = msg.wait if isinstance(msg, BundleRequest) else 0.0
@@ -210,6 +212,9 @@ class StreamAcceptors:
     def deliver(self, msg: AcceptorReply) -> None:
         if not self._closed:
             self._deliver(msg)
+
+    def deliver_soon(self, msg: AcceptorReply) -> None:
+        asyncio.get_running_loop().call_soon(self.deliver, msg)
 
     def send(self, acceptor: int, msg: AcceptorRequest) -> None:
         if self._closed:

@@ -207,13 +207,15 @@ class Owner:
             out.send(i, BundleRequest(self.txn_id, wait))
         self.answer_deadline = now + self.timeouts.answer_timeout
 
-    def _widen(self, now: float, out: Ready) -> None:
-        """Too few acceptors took the registrar's value: ask the ones not asked yet, or,
-        when every one was, ask again those that did not take it."""
+    def _widen(self, now: float, out: Ready, *, again: bool = False) -> None:
+        """Too few acceptors took the registrar's value: ask the ones not asked yet; with
+        ``again`` (only at the answer deadline, so a down acceptor's instant failures
+        cannot make a busy loop), ask again those that did not take it."""
         fresh = [i for i in range(self.n) if i not in self.asked]
-        if not fresh:
+        if not fresh and again:
             fresh = [i for i in range(self.n) if i not in self.accepted]
-        self._ask(fresh, now, out)
+        if fresh:
+            self._ask(fresh, now, out)
 
     def on_reply(self, msg: AcceptorReply, now: float, out: Ready) -> None:
         if self.decision is not None:
@@ -300,7 +302,7 @@ class Owner:
                 self._decide(self.recovery.decision, now, out)
             return
         if now >= self.answer_deadline and len(self.accepted) < majority(self.n):
-            self._widen(now, out)
+            self._widen(now, out, again=True)
 
     def next_deadline(self) -> float | None:
         times = [d for _, d in self.prepare_waiters.values()] + list(self.outcome_waiters.values())

@@ -41,7 +41,7 @@ from rm_sdk.core.participant import (
     Unreachable,
 )
 from rm_sdk.core.ready import Ready
-from rm_sdk.protocol import REGISTRAR, RM_BALLOT, Ballot, InstanceState, Outcome, ProtocolError, RMSet, Vote
+from rm_sdk.protocol import REGISTRAR, RM_BALLOT, Ballot, InstanceState, Outcome, RMSet, Vote
 
 T = "t1"
 RM = "rm1"
@@ -300,14 +300,27 @@ def test_refuse_while_working_votes_aborted_at_once() -> None:
     assert names(r) == ["RMChooseToAbort"] and set(votes(r).values()) == {Vote.ABORTED}
 
 
-def test_refuse_while_preparing_votes_aborted_whatever_prepare_returns() -> None:
-    """Refusing before the prepared vote left is allowed (pitfall 3)."""
+def test_refuse_once_prepare_began_changes_nothing_and_the_vote_stands() -> None:
+    """One RM never sends two different ballot-0 votes (pitfall 2): once its prepare()
+    runs, refuse() is a no-op and the vote is what prepare() returns."""
     h = Harness()
     r = h.join()
     h.coord(await_req(r), Prepare(T, RM))
-    h.step(h.core.refuse, T, "")
+    out = Ready()
+    assert h.core.refuse(T, "", h.now, out) is False
+    assert not out.sends and not out.effects
     r = h.step(h.core.on_prepared, T, Vote.PREPARED)
-    assert names(r) == ["RMChooseToAbort"] and set(votes(r).values()) == {Vote.ABORTED}
+    assert "RMChooseToAbort" not in names(r) and set(votes(r).values()) == {Vote.PREPARED}
+
+
+def test_refuse_while_awaiting_prepare_votes_aborted() -> None:
+    """Spec ``RMChooseToAbort``: a working RM that was not asked to prepare may abort."""
+    h = Harness()
+    h.join()
+    out = Ready()
+    assert h.core.refuse(T, "failed", h.now, out) is True
+    assert "RMChooseToAbort" in [e.name for e in out.trace]
+    assert set(votes(out).values()) == {Vote.ABORTED}
 
 
 def test_pitfall3_never_aborts_on_its_own_once_prepared() -> None:
@@ -315,8 +328,7 @@ def test_pitfall3_never_aborts_on_its_own_once_prepared() -> None:
     timeout (owner or recovery) makes it choose."""
     h = Harness(owner_timeout=1.0, recovery_timeout=2.0)
     r = h.prepared()
-    with pytest.raises(ProtocolError):
-        h.step(h.core.refuse, T, "")
+    assert h.core.refuse(T, "", h.now, Ready()) is False
     r = h.coord(ask_req(r), Unreachable(T))
     for t in range(1, 100):
         r = h.tick(t * 0.5)
