@@ -42,7 +42,9 @@ class ScriptedRM:
 async def acceptor_states(channels: Channels, address: str, txn_id: str) -> dict[Instance, InstanceState]:
     """One acceptor's accepted state of a transaction (a 2b bundle read at once)."""
     r = await channels.acceptor(address).AwaitPhase2b(
-        pb.AwaitPhase2bRequest(txn_id=txn_id, wait_ms=0), timeout=5
+        pb.AwaitPhase2bRequest(txn_id=txn_id, wait_ms=0),
+        timeout=5,
+        wait_for_ready=True,  # an acceptor the test restarted: reconnect rather than fail fast
     )
     return states_from_pb(r.states)
 

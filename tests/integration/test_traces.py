@@ -75,7 +75,8 @@ async def test_traces_of_a_run_with_kills_and_restarts_are_behaviours_of_the_spe
 
                     await wait_until(has_set)
                     victim.kill()
-                    cluster.restart(victim)
+                    # Off the event loop: the RMs of this process must go on voting meanwhile.
+                    await asyncio.to_thread(cluster.restart, victim)
                     rms[-1].release.set()
                 if kill_owner:
                     await rms[-1].preparing.wait()
@@ -96,7 +97,7 @@ async def test_traces_of_a_run_with_kills_and_restarts_are_behaviours_of_the_spe
                 except TransactionAborted:
                     outcomes[txn.txn_id] = Outcome.ABORTED
                 if kill_owner:
-                    cluster.restart(owner)  # a new incarnation on the same address
+                    await asyncio.to_thread(cluster.restart, owner)  # a new incarnation, same address
                 for p in parts[:-1] if last_dies else parts:
                     assert await asyncio.wait_for(p.wait(txn.txn_id), 30) in (
                         RMState.COMMITTED,
