@@ -16,7 +16,6 @@ from typing import Any
 from rm_sdk.ballots import BallotSource, Tally
 from rm_sdk.core.leader import Recovery, evaluate
 from rm_sdk.core.messages import (
-    AbortCause,
     AcceptorReply,
     Bundle,
     BundleRequest,
@@ -113,9 +112,7 @@ class Learner:
             return
         self.tally.add(msg.acceptor, msg.states)
         if msg.outcome is not Outcome.PENDING:
-            self._decided(
-                Decision(msg.outcome, AbortCause.UNKNOWN, reason="recorded at an acceptor"), False, now, out
-            )
+            self._decided(Decision.recorded(msg.outcome), False, now, out)
             return
         d = evaluate(self.tally, None)
         if d is not None:

@@ -71,6 +71,13 @@ class Decision:
     rm_id: str = ""
     reason: str = ""
 
+    @staticmethod
+    def recorded(outcome: Outcome) -> Decision:
+        """An outcome read from an acceptor's record: its cause is not recorded."""
+        if outcome is Outcome.COMMITTED:
+            return Decision(Outcome.COMMITTED)
+        return Decision(outcome, AbortCause.UNKNOWN, reason="recorded at an acceptor")
+
 
 # ---------------------------------------------------------------- leader/RM -> acceptor
 

@@ -232,9 +232,7 @@ class Owner:
             if st is not None and st.bal == RM_BALLOT and st.val == self.value:
                 self.accepted.add(msg.acceptor)
         elif isinstance(msg, Bundle) and msg.outcome is not Outcome.PENDING:
-            self._decide(
-                Decision(msg.outcome, AbortCause.UNKNOWN, reason="recorded at an acceptor"), now, out
-            )
+            self._decide(Decision.recorded(msg.outcome), now, out)
             return
         elif isinstance(msg, Refused):
             out.log.append((self.txn_id, f"acceptor {msg.acceptor} refused: {msg.detail}"))
