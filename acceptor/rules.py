@@ -22,6 +22,7 @@ from rm_sdk.protocol import (
     RMSet,
     Value,
     Vote,
+    bundle_complete,
     validate_id,
 )
 
@@ -100,20 +101,6 @@ def phase2b(state: InstanceState, bal: Ballot, val: Value) -> InstanceState:
     if bal == state.bal and state.val != val and not isinstance(state.val, NoValue):
         raise ConflictError(f"ballot {bal} already accepted {_show(state.val)}; refusing {_show(val)}")
     return InstanceState(mbal=bal, bal=bal, val=val)
-
-
-def bundle_complete(states: Mapping[Instance, InstanceState]) -> bool:
-    """Whether this acceptor's 2b's, if a majority agrees, let a leader decide."""
-    reg = states.get(REGISTRAR)
-    if reg is None or isinstance(reg.val, NoValue):
-        return False
-    if reg.val is NO_SET:
-        return True
-    assert isinstance(reg.val, RMSet)
-    rm_vals = [states[rm].val if rm in states else None for rm in reg.val.rms]
-    if any(v is Vote.ABORTED for v in rm_vals):
-        return True
-    return all(isinstance(v, Vote) for v in rm_vals)
 
 
 def _show(val: Value | NoValue) -> str:

@@ -5,28 +5,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import replace
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
 
-from acceptor.rules import bundle_complete, check_phase1a, check_phase2a, phase1b, phase2b
-from acceptor.storage import AcceptorStore, TxnRecord
+from acceptor import core
+from acceptor.core import TxnRecord
+from acceptor.rules import bundle_complete, check_phase1a, check_phase2a
+from acceptor.storage import AcceptorStore
 from paxos_commit.metrics import AcceptorMetrics, RequestCounter, serve_metrics
 from paxos_commit.serving import ServerHandle, abort_on_error, clamp_wait_ms, start_server
 from rm_sdk import tracing
 from rm_sdk._gen.paxoscommit.v1 import paxoscommit_pb2_grpc as pb_grpc
-from rm_sdk.protocol import (
-    ConflictError,
-    Instance,
-    InstanceState,
-    Outcome,
-    ProtocolError,
-    Value,
-    validate_id,
-)
-from rm_sdk.tracing import trace_ballot, trace_value
+from rm_sdk.core.messages import BundleRequest, Phase1a, Phase1b, Phase2a, Phase2b, RecordOutcome
+from rm_sdk.protocol import Instance, Outcome, ProtocolError, Value, validate_id
 from rm_sdk.wire import (
     ballot_from_pb,
     outcome_from_pb,
@@ -40,37 +33,43 @@ __all__ = ["AcceptorServicer", "serve_acceptor"]
 
 log = logging.getLogger("paxos_commit.acceptor")
 
+#: Requests of one stream being worked on at once; beyond, the stream is not read.
+MAX_IN_FLIGHT = 10_000
+#: Marks the answer to a stream's opening (empty) batch.
+_HEARTBEAT = pb.AcceptorReply()
+
+
+def _stamp() -> int:
+    trace = tracing.current()
+    return trace.stamp() if trace is not None else 0
+
+
+def _merge(clock: int) -> None:
+    trace = tracing.current()
+    if trace is not None and clock:
+        trace.merge(clock)
+
 
 class AcceptorServicer(pb_grpc.AcceptorServicer):
-    """Translates each RPC into a store step built from :mod:`acceptor.rules`."""
+    """Translates each RPC into a core message, runs its pure handler (:mod:`acceptor.core`)
+    as one durable store step, and translates the reply back."""
 
     def __init__(self, store: AcceptorStore) -> None:
         self.store = store
         self.id = store.acceptor_id
 
-    async def _apply_each(
-        self,
-        txn_id: str,
-        instances: Sequence[Instance],
-        rule: Callable[[Instance, InstanceState], InstanceState],
-    ) -> tuple[dict[Instance, InstanceState], Outcome, dict[Instance, InstanceState]]:
-        """Apply ``rule`` to each instance of one request in one durable step; return the
-        new states (the reply), the recorded outcome, and the states before."""
+    async def _run(self, txn_id: str, handler: Callable[[TxnRecord | None, int], core.Step]) -> core.Step:
+        """One handler as one durable step; its trace events after the step is durable."""
         now = self.store.now_ms()
 
-        def step(
-            rec: TxnRecord | None,
-        ) -> tuple[
-            TxnRecord | None, tuple[dict[Instance, InstanceState], Outcome, dict[Instance, InstanceState]]
-        ]:
-            base = rec or TxnRecord(first_seen_ms=now)
-            before = {ins: base.instances.get(ins, InstanceState()) for ins in instances}
-            reply = {ins: rule(ins, st) for ins, st in before.items()}
-            if rec is not None and reply == before:
-                return rec, (reply, base.outcome, before)  # nothing changed: no write
-            return replace(base, instances={**base.instances, **reply}), (reply, base.outcome, before)
+        def step(rec: TxnRecord | None) -> tuple[TxnRecord | None, core.Step]:
+            out = handler(rec, now)
+            return out.record, out
 
-        return await self.store.apply(txn_id, step)
+        out = await self.store.apply(txn_id, step)
+        for ev in out.trace:
+            tracing.event(ev.name, ev.txn_id, **ev.fields)
+        return out
 
     async def Phase1a(
         self, request: pb.Phase1aRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -81,19 +80,16 @@ class AcceptorServicer(pb_grpc.AcceptorServicer):
         txn_id = validate_id("transaction id", request.txn_id)
         if not request.HasField("ballot"):
             raise ProtocolError("phase1a needs a ballot")
-        bal = ballot_from_pb(request.ballot)
-        instances: Sequence[Instance] = list(request.instances)
-        check_phase1a(bal, instances)
-        reply, outcome, before = await self._apply_each(txn_id, instances, lambda _ins, st: phase1b(st, bal))
-        promised = {i: st for i, st in before.items() if st.mbal < bal}
-        if promised:
-            tracing.event(
-                "Phase1b", txn_id, acc=self.id, bal=trace_ballot(bal),
-                promised=[{"ins": i, "bal": trace_ballot(st.bal), "val": trace_value(st.val)}
-                          for i, st in sorted(promised.items())],
-            )  # fmt: skip
+        msg = Phase1a(txn_id, ballot_from_pb(request.ballot), tuple(request.instances))
+        check_phase1a(msg.ballot, msg.instances)  # before the store: a bad request waits for nothing
+        out = await self._run(txn_id, lambda rec, now: core.phase1a(self.id, rec, msg, now))
+        reply = out.reply
+        assert isinstance(reply, Phase1b)
         return pb.Phase1bReply(
-            acceptor_id=self.id, txn_id=txn_id, states=states_to_pb(reply), outcome=outcome_to_pb(outcome)
+            acceptor_id=self.id,
+            txn_id=txn_id,
+            states=states_to_pb(reply.states),
+            outcome=outcome_to_pb(reply.outcome),
         )
 
     async def Phase2a(
@@ -111,18 +107,17 @@ class AcceptorServicer(pb_grpc.AcceptorServicer):
             if not p.HasField("value"):
                 raise ProtocolError(f"proposal for {p.instance!r} has no value")
             proposals[p.instance] = value_from_pb(p.value)
+        # The wire may name an instance twice; the core message (a mapping) cannot.
         check_phase2a(bal, proposals, len(request.proposals))
-        reply, outcome, before = await self._apply_each(
-            txn_id, list(proposals), lambda ins, st: phase2b(st, bal, proposals[ins])
-        )
-        accepted = [i for i in proposals if reply[i].bal == bal and before[i].bal != bal]
-        if accepted:
-            tracing.event(
-                "Phase2b", txn_id, acc=self.id, bal=trace_ballot(bal),
-                accepted=[{"ins": i, "val": trace_value(proposals[i])} for i in sorted(accepted)],
-            )  # fmt: skip
+        msg = Phase2a(txn_id, bal, proposals)
+        out = await self._run(txn_id, lambda rec, now: core.phase2a(self.id, rec, msg, now))
+        reply = out.reply
+        assert isinstance(reply, Phase2b)
         return pb.Phase2bReply(
-            acceptor_id=self.id, txn_id=txn_id, states=states_to_pb(reply), outcome=outcome_to_pb(outcome)
+            acceptor_id=self.id,
+            txn_id=txn_id,
+            states=states_to_pb(reply.states),
+            outcome=outcome_to_pb(reply.outcome),
         )
 
     async def AwaitPhase2b(
@@ -132,25 +127,23 @@ class AcceptorServicer(pb_grpc.AcceptorServicer):
 
     async def _await_phase2b(self, request: pb.AwaitPhase2bRequest) -> pb.Phase2bBundle:
         txn_id = validate_id("transaction id", request.txn_id)
+        msg = BundleRequest(txn_id)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + clamp_wait_ms(request.wait_ms)
         while True:
             # Watch before reading, so a change between the two is not missed.
             with self.store.watch(txn_id) as changed:
                 rec = await self.store.read(txn_id)
-                states: Mapping[Instance, InstanceState] = rec.instances if rec else {}
-                complete = bundle_complete(states)
-                decided = rec is not None and rec.outcome is not Outcome.PENDING
                 remaining = deadline - loop.time()
-                if complete or decided or remaining <= 0:
-                    age = max(0, self.store.now_ms() - rec.first_seen_ms) if rec else 0
+                if core.bundle_ready(rec) or remaining <= 0:
+                    b = core.bundle(self.id, rec, msg, self.store.now_ms())
                     return pb.Phase2bBundle(
                         acceptor_id=self.id,
                         txn_id=txn_id,
-                        states=states_to_pb(states),
-                        complete=complete,
-                        outcome=outcome_to_pb(rec.outcome if rec else Outcome.PENDING),
-                        age_ms=age,
+                        states=states_to_pb(b.states),
+                        complete=bundle_complete(b.states),
+                        outcome=outcome_to_pb(b.outcome),
+                        age_ms=b.age_ms,
                     )
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(changed, remaining)
@@ -165,20 +158,89 @@ class AcceptorServicer(pb_grpc.AcceptorServicer):
         outcome = outcome_from_pb(request.outcome)
         if outcome is Outcome.PENDING:
             raise ProtocolError("record_outcome needs OUTCOME_COMMITTED or OUTCOME_ABORTED")
-        now = self.store.now_ms()
-
-        def step(rec: TxnRecord | None) -> tuple[TxnRecord | None, None]:
-            base = rec or TxnRecord(first_seen_ms=now)
-            if base.outcome is outcome and rec is not None:
-                return rec, None
-            if base.outcome is not Outcome.PENDING:
-                raise ConflictError(
-                    f"transaction {txn_id} already recorded {base.outcome.value}; refusing {outcome.value}"
-                )
-            return replace(base, outcome=outcome), None
-
-        await self.store.apply(txn_id, step)
+        msg = RecordOutcome(txn_id, outcome)
+        await self._run(txn_id, lambda rec, now: core.record_outcome(self.id, rec, msg, now))
         return pb.RecordOutcomeReply(acceptor_id=self.id)
+
+    async def Stream(
+        self,
+        request_iterator: AsyncIterator[pb.AcceptorRequestBatch],
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> AsyncIterator[pb.AcceptorReplyBatch]:
+        """Batched requests from one peer. Each request runs as its own durable step (so
+        the store commits what arrives together in one storage transaction); replies are
+        queued as their state becomes durable and written in batches: everything queued
+        while the previous write was in flight. A refused request is answered alone."""
+        out: asyncio.Queue[pb.AcceptorReply | None] = asyncio.Queue()
+        tasks: set[asyncio.Task[None]] = set()
+        room = asyncio.Semaphore(MAX_IN_FLIGHT)
+
+        async def one(req: pb.AcceptorRequest) -> None:
+            try:
+                out.put_nowait(await self._one(req))
+            finally:
+                room.release()
+
+        async def read() -> None:
+            try:
+                async for batch in request_iterator:
+                    _merge(batch.lamport)
+                    if not batch.requests:
+                        out.put_nowait(_HEARTBEAT)  # the opening batch: say we are here
+                    for req in batch.requests:
+                        await room.acquire()  # back-pressure: stop reading when full
+                        t = asyncio.get_running_loop().create_task(one(req))
+                        tasks.add(t)
+                        t.add_done_callback(tasks.discard)
+                if tasks:
+                    await asyncio.gather(*tasks, return_exceptions=True)
+            finally:
+                out.put_nowait(None)
+
+        reader = asyncio.get_running_loop().create_task(read())
+        try:
+            while True:
+                first = await out.get()
+                if first is None:
+                    return
+                replies = [] if first is _HEARTBEAT else [first]
+                done = False
+                while not out.empty():
+                    r = out.get_nowait()
+                    if r is None:
+                        done = True
+                        break
+                    if r is not _HEARTBEAT:
+                        replies.append(r)
+                yield pb.AcceptorReplyBatch(replies=replies, lamport=_stamp())
+                if done:
+                    return
+        finally:
+            reader.cancel()
+            for t in list(tasks):
+                t.cancel()
+
+    async def _one(self, req: pb.AcceptorRequest) -> pb.AcceptorReply:
+        """One request of a batch, as its unary twin would run it; a refusal is a reply."""
+        kind = req.WhichOneof("msg")
+        try:
+            if kind == "phase1a":
+                return pb.AcceptorReply(seq=req.seq, phase1b=await self._phase1a(req.phase1a))
+            if kind == "phase2a":
+                return pb.AcceptorReply(seq=req.seq, phase2b=await self._phase2a(req.phase2a))
+            if kind == "await_phase2b":
+                return pb.AcceptorReply(seq=req.seq, bundle=await self._await_phase2b(req.await_phase2b))
+            if kind == "record_outcome":
+                return pb.AcceptorReply(seq=req.seq, recorded=await self._record_outcome(req.record_outcome))
+            raise ProtocolError("empty request: set phase1a, phase2a, await_phase2b or record_outcome")
+        except ProtocolError as exc:
+            detail = str(exc).encode()[:1024].decode(errors="ignore")
+            return pb.AcceptorReply(seq=req.seq, refused=pb.Refusal(code=exc.status, detail=detail))
+        except Exception as exc:  # storage failed: no reply may claim durability
+            log.warning("acceptor %d: request failed: %r", self.id, exc)
+            return pb.AcceptorReply(
+                seq=req.seq, refused=pb.Refusal(code="UNAVAILABLE", detail="storage failed")
+            )
 
     async def ListUndecided(
         self, request: pb.ListUndecidedRequest, context: grpc.aio.ServicerContext[Any, Any]

@@ -15,13 +15,14 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from acceptor.core import TxnRecord
 from rm_sdk.protocol import (
     NO_SET,
     NO_VALUE,
@@ -69,15 +70,6 @@ meta_table = sa.Table(
 
 class StorageError(RuntimeError):
     """The store cannot be opened as asked (missing, or another acceptor's)."""
-
-
-@dataclass(frozen=True)
-class TxnRecord:
-    """One transaction's durable state at one acceptor."""
-
-    first_seen_ms: int
-    instances: Mapping[Instance, InstanceState] = field(default_factory=dict)
-    outcome: Outcome = Outcome.PENDING
 
 
 def sqlite_url(path: Path) -> str:

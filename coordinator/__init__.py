@@ -1,4 +1,4 @@
-"""The Paxos Commit coordinator (leader and registrar): the registrar's pure rules
-(:mod:`coordinator.rules`) and the gRPC service (:mod:`coordinator.service`). The leader's
-rules and driver are shared with resource managers: :mod:`rm_sdk.ballots`,
-:mod:`rm_sdk.leader`."""
+"""The Paxos Commit coordinator (leader and registrar): the gRPC service
+(:mod:`coordinator.service`) that drives the coordinator node of the core
+(:mod:`rm_sdk.core.coordinator`); the registrar's and leader's rules live in the core,
+shared with resource managers, which run recovery ballots too."""

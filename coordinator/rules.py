@@ -8,8 +8,6 @@ Spec actions (``spec/PaxosCommit.tla``): ``Join``/``Close`` (registrar, paper se
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from rm_sdk.ballots import (
     BallotRun,
     BallotSource,
@@ -19,7 +17,7 @@ from rm_sdk.ballots import (
     next_ballot,
     phase2a_value,
 )
-from rm_sdk.protocol import ProtocolError, RMSet, validate_id
+from rm_sdk.core.owner import Registration, RegistrationClosed
 
 __all__ = [
     "BallotRun",
@@ -32,32 +30,3 @@ __all__ = [
     "next_ballot",
     "phase2a_value",
 ]
-
-
-class RegistrationClosed(ProtocolError):
-    """A join after the registrar closed registration (paper section 6.2)."""
-
-    status = "FAILED_PRECONDITION"
-
-
-@dataclass
-class Registration:
-    """The registrar's soft state of one transaction: who joined, and whether it closed."""
-
-    joined: set[str] = field(default_factory=set)
-    closed: RMSet | None = None
-
-    def join(self, rm: str) -> None:
-        """Spec ``Join``. Idempotent: a duplicated join changes nothing."""
-        validate_id("rm id", rm)
-        if self.closed is not None:
-            if rm in self.closed.rms:
-                return
-            raise RegistrationClosed(f"registration closed; {rm!r} cannot join any more")
-        self.joined.add(rm)
-
-    def close(self) -> RMSet:
-        """Spec ``Close``: fix the participant set, the registrar's ballot-0 value."""
-        if self.closed is None:
-            self.closed = RMSet.of(self.joined)
-        return self.closed

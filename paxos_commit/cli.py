@@ -200,6 +200,10 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
+    if args.postgres:
+        from paxos_commit.bench_postgres import run_postgres_bench
+
+        return asyncio.run(run_postgres_bench(args))
     from paxos_commit.bench import run_bench
 
     return asyncio.run(run_bench(args))
@@ -342,6 +346,19 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--transactions", type=int, default=1000)
     b.add_argument("--concurrency", type=int, default=16)
     b.add_argument("--rms", type=int, default=2)
+    b.add_argument(
+        "--postgres",
+        metavar="DSN",
+        help="instead: a transfer between two Postgres databases (made on this server), "
+        "hand-rolled 2PC vs F=0 vs F=1 with PostgresRM; --transactions per measurement",
+    )
+    b.add_argument("--levels", default="1,8,32", help="with --postgres: concurrency levels")
+    b.add_argument("--runs", type=int, default=3, help="with --postgres: runs of every configuration")
+    b.add_argument("--accounts", type=int, default=1000, help="with --postgres: accounts per bank")
+    b.add_argument("--warmup", type=int, default=50, help="with --postgres: unrecorded transfers first")
+    b.add_argument(
+        "--pool-size", type=int, default=28, help="with --postgres: each PostgresRM's pool max_size"
+    )
     b.set_defaults(func=_bench)
 
     from paxos_commit.chaos.run import add_arguments as add_chaos_arguments

@@ -92,23 +92,6 @@ class CoordinatorMetrics(_Base):
         self.acceptors = Gauge("paxos_commit_acceptors", "Acceptors configured (2F+1).", registry=r)
 
 
-def abort_reason_label(reason: str) -> str:
-    """A bounded label for an abort reason (free text would explode the series count).
-    The coordinator's own reasons map to fixed labels; anything else is the text an
-    application gave to its abort."""
-    if reason == "transaction timeout":
-        return "txn_timeout"
-    for key, label in (
-        ("voted to abort", "rm_refused"),
-        ("did not vote in time", "vote_timeout"),
-        ("failed before registration closed", "coordinator_failed"),
-        ("aborted before commit", "before_commit"),
-    ):
-        if key in reason:
-            return label
-    return "application"
-
-
 if TYPE_CHECKING:
     _Interceptor = grpc.aio.ServerInterceptor[Any, Any]
 else:

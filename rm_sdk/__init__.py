@@ -8,6 +8,8 @@ SQLite :class:`Ledger`, :class:`TccParticipant` (try/confirm/cancel callbacks), 
 :mod:`rm_sdk.testing` runs a cluster inside a test process.
 """
 
+from importlib import metadata as _metadata
+
 from rm_sdk.client import (
     Cancelled,
     Client,
@@ -26,6 +28,12 @@ from rm_sdk.participant import Participant, ResourceManager, RMState
 from rm_sdk.protocol import Outcome, Vote
 from rm_sdk.sync import SyncClient, SyncParticipant, SyncResourceManager, SyncTransaction
 from rm_sdk.tcc import TccCallback, TccParticipant
+
+try:
+    #: The installed version of the ``paxos-commit`` distribution this SDK came with.
+    __version__: str = _metadata.version("paxos-commit")
+except _metadata.PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = "0+unknown"
 
 __all__ = [
     "Cancelled",
@@ -51,4 +59,5 @@ __all__ = [
     "TransactionTimeout",
     "Vote",
     "VoteTimeout",
+    "__version__",
 ]

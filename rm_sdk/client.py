@@ -16,8 +16,9 @@ import grpc
 
 from rm_sdk import _context
 from rm_sdk._channels import TRANSIENT, Channels
+from rm_sdk.core.messages import AbortCause, Decision
 from rm_sdk.protocol import Outcome, validate_id
-from rm_sdk.wire import outcome_from_pb, pb
+from rm_sdk.wire import decision_from_pb, outcome_from_pb, pb
 
 __all__ = [
     "Cancelled",
@@ -55,6 +56,24 @@ class TransactionAborted(Exception):
 
     def __reduce__(self) -> tuple[object, ...]:
         return (type(self), (self.txn_id, self.reason))
+
+    @staticmethod
+    def from_decision(txn_id: str, d: Decision) -> TransactionAborted:
+        """The exception for an abort whose cause the coordinator named on the wire."""
+        reason = d.reason or "aborted"
+        if d.cause is AbortCause.RM_REFUSED:
+            return RMRefused(txn_id, reason, d.rm_id)
+        if d.cause is AbortCause.VOTE_TIMEOUT:
+            return VoteTimeout(txn_id, reason, d.rm_id)
+        if d.cause is AbortCause.TXN_TIMEOUT:
+            return TransactionTimeout(txn_id, reason)
+        if d.cause is AbortCause.COORDINATOR_FAILED:
+            return CoordinatorFailed(txn_id, reason)
+        if d.cause is AbortCause.APPLICATION:
+            return Cancelled(txn_id, reason)
+        if d.cause is None:  # a server that does not name causes: read its text
+            return TransactionAborted.from_reason(txn_id, d.reason)
+        return TransactionAborted(txn_id, reason)
 
     @staticmethod
     def from_reason(txn_id: str, reason: str) -> TransactionAborted:
@@ -113,7 +132,10 @@ class Cancelled(TransactionAborted):
 
 
 # The coordinator renders RM ids with repr(); ids are [A-Za-z0-9._:-] so no escapes.
-_RM_REASON = re.compile(r"resource manager '(?P<rm>[^']*)' (?P<what>voted to abort|did not vote in time)")
+# An RM that refused early (Participant.refuse) appends its own text after ": ".
+_RM_REASON = re.compile(
+    r"resource manager '(?P<rm>[^']*)' (?P<what>voted to abort|did not vote in time)(?:: .*)?", re.DOTALL
+)
 # Reasons of the coordinator's that do not say who caused the abort.
 _UNATTRIBUTED = frozenset(
     {
@@ -375,7 +397,7 @@ class Transaction:
                     pb.AbortRequest(txn_id=self.txn_id, reason=abort_reason),
                     timeout=self.client.outcome_timeout,
                 )
-            outcome, reason = outcome_from_pb(r.outcome), r.reason
+            decision = decision_from_pb(r.outcome, r.reason, r.cause, r.rm_id)
         except grpc.aio.AioRpcError as exc:
             # NOT_FOUND: the owner restarted and forgot us; otherwise it died or is cut off.
             if exc.code() not in TRANSIENT and exc.code() != grpc.StatusCode.NOT_FOUND:
@@ -385,9 +407,10 @@ class Transaction:
                 raise OutcomeUnknown(
                     f"transaction {self.txn_id}: no coordinator knows the outcome yet"
                 ) from exc
+            decision = Decision(outcome, None, "", reason)
         self._finished = True
-        if outcome is Outcome.ABORTED:
-            self._reason = reason
-            self._aborted = TransactionAborted.from_reason(self.txn_id, reason)
+        if decision.outcome is Outcome.ABORTED:
+            self._reason = decision.reason
+            self._aborted = TransactionAborted.from_decision(self.txn_id, decision)
             raise self._aborted
-        return outcome
+        return decision.outcome

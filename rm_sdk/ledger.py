@@ -69,7 +69,7 @@ class Ledger:
 
     async def recover(self) -> list[str]:
         """After a restart: learn the outcome of every in-doubt transaction and apply it
-        (in the background; :meth:`Participant.wait` waits for one). Returns their ids."""
+        (in the background; :meth:`Participant.applied` waits for one). Returns their ids."""
         rows = self._db.execute(
             "SELECT txn_id, coordinator, acceptors FROM prepared ORDER BY txn_id"
         ).fetchall()

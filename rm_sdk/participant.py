@@ -5,37 +5,68 @@ A :class:`ResourceManager` says how to prepare, commit and abort its own work; a
 prepared vote is durable before it leaves; an RM may abort on its own only before it
 prepared; a prepared RM learns the outcome and never guesses.
 
+The rules live in :class:`rm_sdk.core.participant.ParticipantCore`, a state machine; this
+module is its asyncio driver: it feeds the core events (RPC answers, the resource's
+results, acceptor replies, ticks from one timer) and carries out each step's Ready (votes
+and the learner's requests as unary acceptor RPCs, coordinator requests, resource calls as
+tasks whose results come back as events, trace events).
+
 A prepared RM learns the outcome from the coordinators. When none has told it within
 ``recovery_timeout`` (all dead, or cut off), it asks the acceptors itself: it reads what
 they accepted and, if that does not decide the transaction, runs higher ballots as a
-leader of its own (:class:`rm_sdk.leader.Leader`, with a fresh leader id). The acceptors
-are the ones learned at join, given to :meth:`Participant.resume`, or configured with
-``acceptors=``.
+leader of its own (a fresh leader id per :class:`Participant`). The acceptors are the ones
+learned at join, given to :meth:`Participant.resume`, or configured with ``acceptors=``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
 import time
 import uuid
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 import grpc
 
 from rm_sdk import tracing
 from rm_sdk._channels import TRANSIENT, Channels
-from rm_sdk.ballots import Tally
+from rm_sdk._streams import StreamAcceptors
 from rm_sdk.client import Client, TransactionContext
-from rm_sdk.leader import AcceptorPeers, Leader
-from rm_sdk.protocol import RM_BALLOT, Outcome, Vote, majority, validate_id
-from rm_sdk.wire import ballot_to_pb, outcome_from_pb, pb, states_from_pb, value_to_pb
+from rm_sdk.core.messages import (
+    AbortCause,
+    AcceptorReply,
+    AskOutcome,
+    AwaitPrepare,
+    Decided,
+    Decision,
+    Pending,
+    Prepare,
+    Unknown,
+)
+from rm_sdk.core.participant import (
+    Applied,
+    CallCoordinator,
+    CallResource,
+    CoordinatorReply,
+    Ended,
+    ParticipantCore,
+    ParticipantTimeouts,
+    ResourceOp,
+    RMState,
+    Unreachable,
+)
+from rm_sdk.core.ready import Ready
+from rm_sdk.protocol import Outcome, Vote, validate_id
+from rm_sdk.wire import decision_from_pb, outcome_from_pb, pb
 
 __all__ = ["Participant", "ResourceManager", "RMState"]
 
 log = logging.getLogger("paxos_commit.rm")
+
+#: Trace events the RM writes as itself (``proc=rm:ID``); others (a recovery ballot's
+#: Phase1a/Phase2a) carry the process's name, as the coordinators' do.
+_RM_EVENTS = frozenset({"RMPrepare", "RMChooseToAbort", "RMRcvCommitMsg", "RMRcvAbortMsg", "Decide"})
 
 
 class ResourceManager(Protocol):
@@ -59,15 +90,6 @@ class ResourceManager(Protocol):
         ...
 
 
-class RMState(enum.Enum):
-    """Spec ``rmState``: working -> prepared -> committed | aborted; working -> aborted."""
-
-    WORKING = "working"
-    PREPARED = "prepared"
-    COMMITTED = "committed"
-    ABORTED = "aborted"
-
-
 class Participant:
     """Runs the RM side of Paxos Commit for one :class:`ResourceManager`.
 
@@ -75,7 +97,10 @@ class Participant:
     long. ``recovery_timeout``: once prepared, ask the acceptors directly (running higher
     ballots if needed) when no coordinator told the outcome within this many seconds.
     ``acceptors``: the acceptor addresses, for recovering transactions whose acceptors
-    were not recorded (e.g. a Postgres RM after a restart); learned at each join too."""
+    were not recorded (e.g. a Postgres RM after a restart); learned at each join too.
+    ``rpc_timeout``: the deadline of each RPC; an acceptor that has not answered a vote
+    within ``min(1 s, rpc_timeout)`` is replaced by the next one at once (its late answer
+    still counts)."""
 
     def __init__(
         self,
@@ -98,16 +123,46 @@ class Participant:
         self._channels = channels or Channels()
         self._own_channels = channels is None
         self.client = Client(coordinators, channels=self._channels, rpc_timeout=rpc_timeout)
-        self.states: dict[str, RMState] = {}
-        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._core = ParticipantCore(
+            rm.rm_id,
+            f"rm-{rm.rm_id}-{uuid.uuid4().hex[:8]}",  # fresh per incarnation (pitfall 2)
+            ParticipantTimeouts(
+                owner_timeout=owner_timeout,
+                recovery_timeout=recovery_timeout,
+                answer_timeout=min(1.0, rpc_timeout),
+            ),
+        )
+        #: The state of every transaction this RM took part in (the core's own dict).
+        self.states: dict[str, RMState] = self._core.states
+        #: Context and acceptor addresses of each transaction joined or resumed; kept for
+        #: the life of this Participant (like ``states``), not only while it runs.
         self._joined: dict[str, tuple[TransactionContext, list[str]]] = {}
+        self._links: dict[tuple[str, ...], StreamAcceptors] = {}
+        self._ended: dict[str, asyncio.Future[RMState]] = {}
+        self._applied: dict[str, asyncio.Future[RMState]] = {}
+        self._learning: dict[object, asyncio.Future[Any]] = {}
+        self._learn_addrs: dict[str, list[str]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._closed = False
 
     async def close(self) -> None:
-        for t in self._tasks.values():
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+        for t in list(self._tasks):
             t.cancel()
-        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for f in [*self._ended.values(), *self._applied.values(), *self._learning.values()]:
+            f.cancel()
+        for link in self._links.values():
+            await link.close()
+        self._links.clear()
         if self._own_channels:
             await self._channels.close()
+
+    # ------------------------------------------------------------------ public API
 
     async def join(self, ctx: TransactionContext) -> None:
         """Join the transaction (once; later calls are no-ops). Returns when the
@@ -119,30 +174,70 @@ class Participant:
         )
         if ctx.txn_id in self.states:
             return
-        self._joined[ctx.txn_id] = (ctx, list(r.acceptors))
         if r.acceptors:
             self.acceptors = list(r.acceptors)
-        self.states[ctx.txn_id] = RMState.WORKING
-        self._tasks[ctx.txn_id] = asyncio.create_task(
-            self._run(ctx, list(r.acceptors)), name=f"rm-{ctx.txn_id}"
-        )
+        self._joined[ctx.txn_id] = (ctx, list(r.acceptors))
+        n = self._use_acceptors(list(r.acceptors))
+        self._step(lambda now, out: self._core.join(ctx.txn_id, ctx.coordinator, n, now, out))
 
     def joined(self, txn_id: str) -> tuple[TransactionContext, list[str]] | None:
-        """The context and acceptor addresses of a transaction this RM joined: what a
-        resource manager records with its prepared state so :meth:`resume` can finish it."""
+        """The context and acceptor addresses of a transaction this RM joined (or
+        resumed): what a resource manager records with its prepared state so
+        :meth:`resume` can finish it. Kept after the transaction ends, for the life of
+        this Participant."""
         return self._joined.get(txn_id)
 
     async def wait(self, txn_id: str) -> RMState:
-        """Wait until this RM has applied the outcome of ``txn_id``."""
-        task = self._tasks.get(txn_id)
-        if task is not None:
-            await asyncio.shield(task)
+        """Wait until this RM has finished ``txn_id`` (outcome applied, vote settled)."""
+        if self._core.active(txn_id):
+            await asyncio.shield(self._future(self._ended, txn_id))
         return self.states.get(txn_id, RMState.WORKING)
+
+    async def applied(self, txn_id: str) -> RMState:
+        """Wait until the outcome of ``txn_id`` is applied to the resource (COMMITTED or
+        ABORTED). LookupError if this participant does not run it and never finished it."""
+        state = self.states.get(txn_id)
+        if state in (RMState.COMMITTED, RMState.ABORTED):
+            return state
+        if not self._core.active(txn_id):
+            raise LookupError(f"{txn_id}: not run by this participant")
+        return await asyncio.shield(self._future(self._applied, txn_id))
+
+    async def refuse(self, txn_id: str, reason: str = "") -> bool:
+        """Abort ``txn_id`` at once, before being asked to prepare (pitfall 3 allows it
+        only before preparing): undo the work (``abort``), vote ``aborted`` at ballot 0,
+        and tell the owning coordinator, so the transaction aborts without waiting for its
+        commit or a timeout and ``commit()`` raises :class:`~rm_sdk.client.RMRefused`
+        naming this RM (``reason`` in its text). Returns False, doing nothing, once this
+        RM began to prepare (it then votes as its ``prepare`` says) or finished."""
+        refused: list[bool] = []
+        self._step(lambda now, out: refused.append(self._core.refuse(txn_id, reason, now, out)))
+        if not refused or not refused[0]:
+            return False
+        joined = self._joined.get(txn_id)
+        if joined is not None:
+            text = f"resource manager {self.rm.rm_id!r} voted to abort"
+            if reason:
+                text = f"{text}: {reason}"
+            try:
+                await self._channels.coordinator(joined[0].coordinator).Abort(
+                    pb.AbortRequest(
+                        txn_id=txn_id,
+                        reason=text.encode()[:1024].decode(errors="ignore"),
+                        rm_id=self.rm.rm_id,
+                    ),
+                    timeout=self.rpc_timeout,
+                )
+            except grpc.aio.AioRpcError as exc:
+                # The ballot-0 vote alone decides the abort once commit is asked.
+                log.info("rm %s: could not tell the coordinator about %s: %s", self.rm.rm_id, txn_id, exc)
+        await self.applied(txn_id)  # the resource's own abort ran
+        return True
 
     def active(self, txn_id: str) -> bool:
         """True while this participant is running ``txn_id`` (joined or resumed, not
         finished): a recovery scan must leave such a transaction alone."""
-        return txn_id in self._tasks
+        return self._core.active(txn_id)
 
     async def resume(
         self, txn_id: str, acceptors: Sequence[str] = (), coordinator: str | None = None
@@ -153,201 +248,199 @@ class Participant:
         configured (or last learned) ones are used."""
         if self.active(txn_id):
             return
-        acceptors = list(acceptors) or list(self.acceptors)
-        self.states[txn_id] = RMState.PREPARED
-        self._joined[txn_id] = (
-            TransactionContext(txn_id, coordinator or self.client.coordinators[0]),
-            list(acceptors),
-        )
+        addrs = list(acceptors) or list(self.acceptors)
         ctx = TransactionContext(txn_id, coordinator or self.client.coordinators[0])
-        self._tasks[txn_id] = asyncio.create_task(self._resumed(ctx, list(acceptors)), name=f"rm-{txn_id}")
+        self._joined[txn_id] = (ctx, addrs)
+        n = self._use_acceptors(addrs)
+        self._step(lambda now, out: self._core.resume(txn_id, ctx.coordinator, n, now, out))
 
     async def abandon(self, txn_id: str, acceptors: Sequence[str] = ()) -> None:
         """After a restart: abort a transaction this RM joined but never prepared (it may,
         pitfall 3), and vote ``aborted`` so the transaction need not wait for a timeout."""
         if self.active(txn_id):
             return
-        await self._apply(txn_id, Outcome.ABORTED, learned=False)
-        await self._send_vote(txn_id, list(acceptors) or list(self.acceptors), Vote.ABORTED)
-
-    async def _resumed(self, ctx: TransactionContext, acceptors: list[str]) -> None:
-        try:
-            await self._finish_prepared(ctx, acceptors)
-        finally:
-            self._tasks.pop(ctx.txn_id, None)
-            self._joined.pop(ctx.txn_id, None)
-
-    # ------------------------------------------------------------------ protocol
-
-    async def _run(self, ctx: TransactionContext, acceptors: list[str]) -> None:
-        try:
-            prepare = await self._await_prepare(ctx)
-            if prepare is None:
-                return
-            if not prepare:
-                # Never asked to prepare and the owner is gone: abort on our own (allowed
-                # only before preparing), and say so so that recovery can finish.
-                await self._apply(ctx.txn_id, Outcome.ABORTED, learned=False)
-                await self._send_vote(ctx.txn_id, acceptors, Vote.ABORTED)
-                return
-            try:
-                vote = await self.rm.prepare(ctx.txn_id)
-            except Exception:
-                log.exception("rm %s: prepare of %s failed: voting abort", self.rm.rm_id, ctx.txn_id)
-                vote = Vote.ABORTED
-            if vote is Vote.ABORTED:
-                await self._apply(ctx.txn_id, Outcome.ABORTED, learned=False)
-                await self._send_vote(ctx.txn_id, acceptors, Vote.ABORTED)
-                return
-            self.states[ctx.txn_id] = RMState.PREPARED
-            tracing.event("RMPrepare", ctx.txn_id, proc=f"rm:{self.rm.rm_id}", rm=self.rm.rm_id)
-            await self._finish_prepared(ctx, acceptors)
-        finally:
-            self._tasks.pop(ctx.txn_id, None)
-            self._joined.pop(ctx.txn_id, None)
-
-    async def _await_prepare(self, ctx: TransactionContext) -> bool | None:
-        """True: prepare now. False: the owner is gone before asking. None: the outcome
-        (an abort) came first and was applied."""
-        stub = self._channels.coordinator(ctx.coordinator)
-        lost_since: float | None = None
-        while True:
-            try:
-                r = await stub.AwaitPrepare(
-                    pb.AwaitPrepareRequest(txn_id=ctx.txn_id, rm_id=self.rm.rm_id, wait_ms=10_000),
-                    timeout=10.0 + self.rpc_timeout,
-                )
-                lost_since = None
-            except grpc.aio.AioRpcError as exc:
-                if exc.code() not in TRANSIENT and exc.code() != grpc.StatusCode.NOT_FOUND:
-                    raise
-                now = time.monotonic()
-                lost_since = lost_since or now
-                o, _ = await self.client.outcome(ctx.txn_id, wait=0.5, prefer=None)
-                if o is not Outcome.PENDING:
-                    await self._apply(ctx.txn_id, o)
-                    return None
-                if exc.code() == grpc.StatusCode.NOT_FOUND or now - lost_since > self.owner_timeout:
-                    return False
-                await asyncio.sleep(0.2)
-                continue
-            if r.prepare:
-                return True
-            o = outcome_from_pb(r.outcome)
-            if o is not Outcome.PENDING:
-                await self._apply(ctx.txn_id, o)
-                return None
-
-    async def _finish_prepared(self, ctx: TransactionContext, acceptors: list[str]) -> None:
-        await self._send_vote(ctx.txn_id, acceptors, Vote.PREPARED)
-        waiting_since = time.monotonic()
-        while True:
-            wait = max(0.5, min(10.0, self.recovery_timeout))
-            o, _ = await self.client.outcome(ctx.txn_id, wait=wait, prefer=ctx.coordinator)
-            if o is not Outcome.PENDING:
-                await self._apply(ctx.txn_id, o)
-                return
-            if time.monotonic() - waiting_since >= self.recovery_timeout:
-                # No coordinator told us: the acceptors hold everything needed to decide.
-                o = await self.learn_from_acceptors(ctx.txn_id, acceptors or self.acceptors)
-                if o is not Outcome.PENDING:
-                    await self._apply(ctx.txn_id, o)
-                    return
-            # Still unknown: our vote may have been lost; resending it is harmless.
-            await self._send_vote(ctx.txn_id, acceptors, Vote.PREPARED)
+        n = self._use_acceptors(list(acceptors) or list(self.acceptors))
+        self._step(lambda now, out: self._core.abandon(txn_id, n, now, out))
+        await self.wait(txn_id)
 
     async def learn_from_acceptors(self, txn_id: str, acceptors: Sequence[str]) -> Outcome:
         """Learn the outcome of ``txn_id`` from the acceptors, without any coordinator:
         read what they accepted (or recorded) and, if that does not decide it, run higher
-        ballots as a leader with a fresh id (free instances get ``aborted``, pitfall 4).
-        Returns PENDING if no majority of acceptors answered. Records nothing itself."""
-        if not acceptors or len(acceptors) % 2 == 0:
+        ballots as a leader with this participant's fresh id (free instances get
+        ``aborted``, pitfall 4). Returns PENDING if no majority of acceptors answered.
+        Records nothing itself. While ``txn_id`` is :meth:`active`, its own acceptors are
+        used."""
+        addrs = (
+            list(acceptors)
+            if not self.active(txn_id)
+            else self._joined.get(txn_id, (None, list(acceptors)))[1]
+        )
+        if not addrs or len(addrs) % 2 == 0:
             log.warning("rm %s: cannot recover %s: acceptors unknown", self.rm.rm_id, txn_id)
             return Outcome.PENDING
-        peers = AcceptorPeers(list(acceptors))
+        n = self._use_acceptors(addrs)
+        if not self.active(txn_id):
+            self._learn_addrs[txn_id] = addrs
+        token = object()
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._learning[token] = fut
         try:
-            leader = Leader(f"rm-{self.rm.rm_id}-{uuid.uuid4().hex[:8]}", peers)
-            tally = Tally(peers.n)
-            decision = await leader.await_bundles(txn_id, tally, None, wait=0.2)
-            if decision is None:
-                log.info("rm %s: no coordinator answers; running ballots on %s", self.rm.rm_id, txn_id)
-                decision = await leader.recover(txn_id, tally, None, attempts=8)
+            self._step(lambda now, out: self._core.learn(token, txn_id, n, now, out))
+            msg = await fut
         finally:
-            await peers.close()
-        if decision is None:
-            return Outcome.PENDING
-        # Acting as a leader, this RM decided: the spec's Decide step (then it applies it).
-        tracing.event("Decide", txn_id, proc=f"rm:{self.rm.rm_id}", outcome=decision.outcome.value)
-        log.info("rm %s: learned %s for %s from the acceptors", self.rm.rm_id, decision.outcome.value, txn_id)
-        return decision.outcome
-
-    async def _send_vote(self, txn_id: str, acceptors: list[str], vote: Vote) -> None:
-        """Phase 2a at ballot 0 to a majority first, the rest only if some fail. Stops
-        once a majority accepted, or an acceptor shows a leader's higher ballot (then the
-        outcome no longer depends on this message)."""
-        if not acceptors:
-            return
-        n = len(acceptors)
-        need = majority(n)
-        req = pb.Phase2aRequest(
-            txn_id=txn_id,
-            ballot=ballot_to_pb(RM_BALLOT),
-            proposals=[pb.Proposal(instance=self.rm.rm_id, value=value_to_pb(vote))],
-        )
-        accepted: set[int] = set()
-        for attempt in range(6):
-            targets = [i for i in range(n) if i not in accepted]
-            if attempt == 0:
-                targets = targets[:need]
-            replies = await asyncio.gather(
-                *(
-                    self._channels.acceptor(acceptors[i]).Phase2a(req, timeout=self.rpc_timeout)
-                    for i in targets
-                ),
-                return_exceptions=True,
+            self._learning.pop(token, None)
+            self._learn_addrs.pop(txn_id, None)
+        if isinstance(msg, Decided):
+            log.info(
+                "rm %s: learned %s for %s from the acceptors",
+                self.rm.rm_id,
+                msg.decision.outcome.value,
+                txn_id,
             )
-            for i, rep in zip(targets, replies, strict=True):
-                if isinstance(rep, BaseException):
-                    if isinstance(rep, grpc.aio.AioRpcError) and rep.code() in TRANSIENT:
-                        continue
-                    if isinstance(rep, grpc.aio.AioRpcError):
-                        log.warning("rm %s: acceptor %d refused vote: %s", self.rm.rm_id, i, rep.details())
-                        continue
-                    raise rep
-                st = states_from_pb(rep.states).get(self.rm.rm_id)
-                if st is None:
-                    continue
-                if st.mbal > RM_BALLOT:
-                    return  # a leader took over this instance
-                if st.bal == RM_BALLOT:
-                    accepted.add(i)
-            if len(accepted) >= need:
-                return
-            await asyncio.sleep(min(0.1 * 2**attempt, 2.0))
-        log.warning("rm %s: vote for %s reached only %d acceptors", self.rm.rm_id, txn_id, len(accepted))
+            return msg.decision.outcome
+        return Outcome.PENDING
 
-    async def _apply(self, txn_id: str, outcome: Outcome, *, learned: bool = True) -> None:
-        """Apply an outcome: one ``learned`` from the protocol, or this RM's own abort
-        (allowed only while working)."""
-        if learned:
-            name = "RMRcvCommitMsg" if outcome is Outcome.COMMITTED else "RMRcvAbortMsg"
-        else:
-            name = "RMChooseToAbort"
-        tracing.event(name, txn_id, proc=f"rm:{self.rm.rm_id}", rm=self.rm.rm_id)
-        delay = 0.1
-        while True:
+    # ------------------------------------------------------------------ the driver
+
+    def _use_acceptors(self, addrs: list[str]) -> int:
+        """Remember which acceptors the core's sends for a transaction go to."""
+        if not addrs or len(addrs) % 2 == 0:
+            if addrs:
+                log.warning("rm %s: ignoring an even number of acceptors: %s", self.rm.rm_id, addrs)
+            return 0
+        key = tuple(addrs)
+        if key not in self._links:
+            self._links[key] = StreamAcceptors(addrs, self._on_acceptor, rpc_timeout=self.rpc_timeout)
+        return len(addrs)
+
+    def _link_for(self, txn_id: str) -> StreamAcceptors | None:
+        j = self._joined.get(txn_id)
+        addrs = self._learn_addrs.get(txn_id) or (j[1] if j is not None and j[1] else self.acceptors)
+        return self._links.get(tuple(addrs))
+
+    def _future(self, table: dict[str, asyncio.Future[RMState]], txn_id: str) -> asyncio.Future[RMState]:
+        f = table.get(txn_id)
+        if f is None or f.cancelled():
+            f = table[txn_id] = asyncio.get_running_loop().create_future()
+        return f
+
+    def _step(self, fn: Callable[[float, Ready], None]) -> None:
+        """One step of the core, then its Ready carried out, then the timer re-armed."""
+        if self._closed:
+            return
+        out = Ready()
+        fn(time.monotonic(), out)
+        self._execute(out)
+        self._arm()
+
+    def _arm(self) -> None:
+        nd = self._core.next_deadline()
+        if nd is None or (self._timer_at is not None and self._timer_at <= nd):
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = nd
+        self._timer = asyncio.get_running_loop().call_later(max(0.0, nd - time.monotonic()), self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = self._timer_at = None
+        self._step(self._core.tick)
+
+    def _execute(self, out: Ready) -> None:
+        for ev in out.trace:
+            proc = f"rm:{self.rm.rm_id}" if ev.name in _RM_EVENTS else None
+            tracing.event(ev.name, ev.txn_id, proc=proc, **ev.fields)
+        for txn_id, text in out.log:
+            log.info("rm %s: %s: %s", self.rm.rm_id, txn_id, text)
+        for i, req in out.sends:
+            link = self._link_for(req.txn_id)
+            if link is not None:
+                link.send(i, req)
+        for token, msg in out.replies:
+            f = self._learning.get(token)
+            if f is not None and not f.done():
+                f.set_result(msg)
+        for eff in out.effects:
+            if isinstance(eff, CallResource):
+                self._spawn(self._call_resource(eff))
+            elif isinstance(eff, CallCoordinator):
+                self._spawn(self._call_coordinator(eff))
+            elif isinstance(eff, Applied):
+                self._resolve(self._applied, eff.txn_id, eff.state)
+            elif isinstance(eff, Ended):
+                self._resolve(self._ended, eff.txn_id, eff.state)
+
+    @staticmethod
+    def _resolve(table: dict[str, asyncio.Future[RMState]], txn_id: str, state: RMState) -> None:
+        f = table.pop(txn_id, None)
+        if f is not None and not f.done():
+            f.set_result(state)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _on_acceptor(self, reply: AcceptorReply) -> None:
+        self._step(lambda now, out: self._core.on_acceptor(reply, now, out))
+
+    async def _call_resource(self, eff: CallResource) -> None:
+        txn_id = eff.txn_id
+        if eff.op is ResourceOp.PREPARE:
+            vote: Vote | None
             try:
-                if outcome is Outcome.COMMITTED:
-                    await self.rm.commit(txn_id)
-                    self.states[txn_id] = RMState.COMMITTED
-                else:
-                    await self.rm.abort(txn_id)
-                    self.states[txn_id] = RMState.ABORTED
-                return
+                vote = await self.rm.prepare(txn_id)
             except Exception:
-                # The outcome is decided; applying it must not be lost: retry with backoff.
-                log.exception(
-                    "rm %s: applying %s to %s failed; retrying", self.rm.rm_id, outcome.value, txn_id
+                log.exception("rm %s: prepare of %s failed: voting abort", self.rm.rm_id, txn_id)
+                vote = None
+            self._step(lambda now, out: self._core.on_prepared(txn_id, vote, now, out))
+            return
+        try:
+            if eff.op is ResourceOp.COMMIT:
+                await self.rm.commit(txn_id)
+            else:
+                await self.rm.abort(txn_id)
+            ok = True
+        except Exception:
+            log.exception("rm %s: applying %s to %s failed; retrying", self.rm.rm_id, eff.op.value, txn_id)
+            ok = False
+        self._step(lambda now, out: self._core.on_applied(txn_id, ok, now, out))
+
+    async def _call_coordinator(self, eff: CallCoordinator) -> None:
+        req = eff.request
+        reply: CoordinatorReply
+        try:
+            if isinstance(req, AwaitPrepare):
+                r = await self._channels.coordinator(eff.coordinator).AwaitPrepare(
+                    pb.AwaitPrepareRequest(txn_id=req.txn_id, rm_id=req.rm_id, wait_ms=int(req.wait * 1000)),
+                    timeout=req.wait + self.rpc_timeout,
                 )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                if r.prepare:
+                    reply = Prepare(req.txn_id, req.rm_id)
+                elif outcome_from_pb(r.outcome) is Outcome.PENDING:
+                    reply = Prepare(req.txn_id, req.rm_id, prepare=False)
+                else:
+                    reply = Decided(req.txn_id, decision_from_pb(r.outcome, r.reason, r.cause, r.rm_id))
+            else:
+                assert isinstance(req, AskOutcome)
+                o, reason = await self.client.outcome(
+                    req.txn_id, wait=req.wait, prefer=eff.coordinator or None
+                )
+                if o is Outcome.PENDING:
+                    reply = Pending(req.txn_id)
+                else:
+                    cause = AbortCause.UNKNOWN if o is Outcome.ABORTED else None
+                    reply = Decided(req.txn_id, Decision(o, cause, reason=reason))
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.NOT_FOUND:
+                reply = Unknown(req.txn_id, exc.details() or "")
+            else:
+                if exc.code() not in TRANSIENT:
+                    log.warning(
+                        "rm %s: %s of %s: %s", self.rm.rm_id, type(req).__name__, req.txn_id, exc.details()
+                    )
+                reply = Unreachable(req.txn_id, exc.details() or exc.code().name)
+        except Exception as exc:  # a reply we cannot read: as good as lost
+            log.warning("rm %s: %s of %s failed: %r", self.rm.rm_id, type(req).__name__, req.txn_id, exc)
+            reply = Unreachable(req.txn_id, repr(exc))
+        self._step(lambda now, out: self._core.on_coordinator(req.txn_id, req, reply, now, out))

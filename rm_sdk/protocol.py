@@ -16,6 +16,7 @@ __all__ = [
     "ID_PATTERN",
     "MAX_RMS",
     "NO_BALLOT",
+    "bundle_complete",
     "NO_SET",
     "NO_VALUE",
     "REGISTRAR",
@@ -214,3 +215,17 @@ def decide(chosen_values: Mapping[Instance, Value], known_set: RMSet | None = No
     if isinstance(reg, RMSet) and all(chosen_values.get(rm) is Vote.PREPARED for rm in reg.rms):
         return Outcome.COMMITTED, ""
     return Outcome.PENDING, ""
+
+
+def bundle_complete(states: Mapping[Instance, InstanceState]) -> bool:
+    """Whether this acceptor's 2b's, if a majority agrees, let a leader decide."""
+    reg = states.get(REGISTRAR)
+    if reg is None or isinstance(reg.val, NoValue):
+        return False
+    if reg.val is NO_SET:
+        return True
+    assert isinstance(reg.val, RMSet)
+    rm_vals = [states[rm].val if rm in states else None for rm in reg.val.rms]
+    if any(v is Vote.ABORTED for v in rm_vals):
+        return True
+    return all(isinstance(v, Vote) for v in rm_vals)

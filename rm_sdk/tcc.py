@@ -12,10 +12,12 @@ databases (a reservation in a remote API, a file, a message to send on commit).
     await seats.enlist(ctx, {"flight": "LH400", "seat": "12A"})   # in the service call
 
 :meth:`TccParticipant.enlist` joins the transaction, records the payload durably, then
-calls ``try_`` (so its error reaches the caller at once, and the transaction will vote
-no). At vote time the SDK makes the record ``prepared`` in SQLite (``synchronous=FULL``)
+calls ``try_`` (so its error reaches the caller at once, and the transaction aborts). At vote time the SDK makes the record ``prepared`` in SQLite (``synchronous=FULL``)
 before the ``prepared`` vote leaves (DESIGN.md pitfall 3). On the outcome each enlisted
-payload gets ``confirm`` or ``cancel``; then the record goes.
+payload gets ``confirm`` or ``cancel``; then the record goes. A failed ``try_`` aborts the
+transaction at once (:meth:`~rm_sdk.participant.Participant.refuse`): its payloads are
+cancelled and ``commit()`` raises :class:`~rm_sdk.client.RMRefused` with the error. One
+SQLite connection serves every transaction (none is opened per transaction).
 
 After a crash, :meth:`TccParticipant.recover` finishes prepared records (the outcome is
 learned, never guessed) and cancels records that never prepared (an RM may abort on its
@@ -123,8 +125,15 @@ class TccParticipant:
         try:
             await self._try(ctx.txn_id, payload)
         except BaseException as exc:
-            self._failed[ctx.txn_id] = f"try failed: {type(exc).__name__}: {exc}"
-            log.info("%s: %s: %s; will vote no", self.rm_id, ctx.txn_id, self._failed[ctx.txn_id])
+            reason = self._failed[ctx.txn_id] = f"try failed: {type(exc).__name__}: {exc}"
+            log.info("%s: %s: %s; voting no", self.rm_id, ctx.txn_id, reason)
+            # Abort at once (allowed: not prepared): cancel runs and the vote leaves now,
+            # so the transaction need not wait for its commit or a timeout.
+            refusal = self.participant.refuse(ctx.txn_id, reason)
+            if isinstance(exc, Exception):
+                await refusal
+            else:
+                asyncio.get_running_loop().create_task(refusal)
             raise
 
     def in_doubt(self) -> list[str]:
@@ -135,7 +144,7 @@ class TccParticipant:
 
     async def recover(self) -> list[str]:
         """Finish what a crash left: prepared records learn their outcome (in the
-        background; :meth:`Participant.wait` waits for one), records that never prepared
+        background; :meth:`Participant.applied` waits for one), records that never prepared
         are cancelled now. Skips transactions this process is running. Returns the ids
         of the prepared ones resumed."""
         rows = self._db.execute(

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from rm_sdk.protocol import Ballot, NoValue, RMSet, Value
+from rm_sdk.core.ready import trace_ballot, trace_value
 
 __all__ = ["TraceLog", "current", "disable", "enable", "event", "trace_ballot", "trace_value"]
 
@@ -95,21 +95,6 @@ def event(event_name: str, txn: str, proc: str | None = None, **fields: Any) -> 
     log = _current
     if log is not None:
         log.event(event_name, txn, proc, **fields)
-
-
-def trace_ballot(b: Ballot) -> list[int | str]:
-    """A ballot in a trace: [round, leader]; [-1, ""] for "nothing accepted"."""
-    return [b.round, b.leader]
-
-
-def trace_value(v: Value | NoValue) -> str | list[str] | None:
-    """A value in a trace: "prepared", "aborted", "noset", a sorted list of RM ids (a
-    participant set), or null (nothing accepted)."""
-    if isinstance(v, NoValue):
-        return None
-    if isinstance(v, RMSet):
-        return sorted(v.rms)
-    return str(v.value)
 
 
 def _clock_from(metadata: Any) -> int | None:

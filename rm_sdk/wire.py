@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from rm_sdk._gen.paxoscommit.v1 import paxoscommit_pb2 as pb
+from rm_sdk.core.messages import AbortCause, Bundle, Decision, Phase1a, Phase1b, Phase2a, Phase2b
 from rm_sdk.protocol import (
     MAX_RMS,
     NO_BALLOT,
@@ -27,6 +28,14 @@ from rm_sdk.protocol import (
 )
 
 __all__ = [
+    "bundle_from_pb",
+    "cause_from_pb",
+    "cause_to_pb",
+    "decision_from_pb",
+    "phase1a_to_pb",
+    "phase1b_from_pb",
+    "phase2a_to_pb",
+    "phase2b_from_pb",
     "ballot_from_pb",
     "ballot_to_pb",
     "outcome_from_pb",
@@ -119,3 +128,65 @@ def outcome_from_pb(o: pb.Outcome.ValueType) -> Outcome:
     if o not in _OUTCOME_FROM_PB:
         raise ProtocolError("outcome is unspecified")
     return _OUTCOME_FROM_PB[o]
+
+
+# ---------------------------------------------------------------- core messages
+
+_CAUSE_TO_PB = {
+    AbortCause.UNKNOWN: pb.ABORT_CAUSE_UNKNOWN,
+    AbortCause.RM_REFUSED: pb.ABORT_CAUSE_RM_REFUSED,
+    AbortCause.VOTE_TIMEOUT: pb.ABORT_CAUSE_VOTE_TIMEOUT,
+    AbortCause.TXN_TIMEOUT: pb.ABORT_CAUSE_TXN_TIMEOUT,
+    AbortCause.COORDINATOR_FAILED: pb.ABORT_CAUSE_COORDINATOR_FAILED,
+    AbortCause.APPLICATION: pb.ABORT_CAUSE_APPLICATION,
+}
+_CAUSE_FROM_PB = {v: k for k, v in _CAUSE_TO_PB.items()}
+
+
+def cause_to_pb(c: AbortCause | None) -> pb.AbortCause.ValueType:
+    return pb.ABORT_CAUSE_UNSPECIFIED if c is None else _CAUSE_TO_PB[c]
+
+
+def cause_from_pb(c: pb.AbortCause.ValueType) -> AbortCause | None:
+    """None for UNSPECIFIED; an unknown number (a newer server) reads as UNKNOWN."""
+    if c == pb.ABORT_CAUSE_UNSPECIFIED:
+        return None
+    return _CAUSE_FROM_PB.get(c, AbortCause.UNKNOWN)
+
+
+def decision_from_pb(
+    outcome: pb.Outcome.ValueType, reason: str, cause: pb.AbortCause.ValueType, rm_id: str
+) -> Decision:
+    o = outcome_from_pb(outcome)
+    c = cause_from_pb(cause)
+    if o is Outcome.ABORTED and c is None:
+        c = AbortCause.UNKNOWN
+    return Decision(o, c if o is Outcome.ABORTED else None, rm_id, reason)
+
+
+def phase1a_to_pb(m: Phase1a) -> pb.Phase1aRequest:
+    return pb.Phase1aRequest(txn_id=m.txn_id, ballot=ballot_to_pb(m.ballot), instances=list(m.instances))
+
+
+def phase2a_to_pb(m: Phase2a) -> pb.Phase2aRequest:
+    return pb.Phase2aRequest(
+        txn_id=m.txn_id,
+        ballot=ballot_to_pb(m.ballot),
+        proposals=[pb.Proposal(instance=i, value=value_to_pb(v)) for i, v in sorted(m.proposals.items())],
+    )
+
+
+def phase1b_from_pb(acceptor: int, r: pb.Phase1bReply) -> Phase1b:
+    return Phase1b(r.txn_id, acceptor, states_from_pb(r.states), _recorded(r.outcome))
+
+
+def phase2b_from_pb(acceptor: int, r: pb.Phase2bReply) -> Phase2b:
+    return Phase2b(r.txn_id, acceptor, states_from_pb(r.states), _recorded(r.outcome))
+
+
+def bundle_from_pb(acceptor: int, r: pb.Phase2bBundle) -> Bundle:
+    return Bundle(r.txn_id, acceptor, states_from_pb(r.states), _recorded(r.outcome), r.age_ms, r.complete)
+
+
+def _recorded(o: pb.Outcome.ValueType) -> Outcome:
+    return Outcome.PENDING if o == pb.OUTCOME_UNSPECIFIED else outcome_from_pb(o)

@@ -249,7 +249,8 @@ async def test_coordinator_rejects_bad_requests_without_state_change(
                 pb.AwaitPrepareRequest(txn_id=txn.txn_id, rm_id="stranger", wait_ms=10), timeout=5
             )
         )
-        assert got == grpc.StatusCode.INVALID_ARGUMENT and "has not joined" in details
+        # Well formed, but the state does not allow it (issue 9): FAILED_PRECONDITION.
+        assert got == grpc.StatusCode.FAILED_PRECONDITION and "has not joined" in details
         assert await txn.commit() is Outcome.COMMITTED
         got, details = await _status(
             channels.coordinator(txn.context.coordinator).Join(

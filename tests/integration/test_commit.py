@@ -182,7 +182,9 @@ async def test_acceptor_killed_commits_go_on_and_promises_survive_restart(
     # A lower-ballot leader is refused with the promise the acceptor made before the kill.
     low = pb.Ballot(round=3, leader="other-leader")
     r = await channels.acceptor(victim.address).Phase1a(
-        pb.Phase1aRequest(txn_id="t-durable", ballot=low, instances=["rm-x"]), timeout=5
+        pb.Phase1aRequest(txn_id="t-durable", ballot=low, instances=["rm-x"]),
+        timeout=5,
+        wait_for_ready=True,  # this channel saw the kill: let it reconnect, not fail fast
     )
     (st,) = r.states
     assert (st.mbal.round, st.mbal.leader) == (7, "test-leader")

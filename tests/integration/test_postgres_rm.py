@@ -21,9 +21,11 @@ import psycopg
 import psycopg.errors
 import pytest
 from psycopg.conninfo import make_conninfo
+from psycopg.rows import TupleRow
+from psycopg_pool import AsyncConnectionPool
 
 from paxos_commit.cluster import LocalCluster
-from rm_sdk import Client, Outcome, Participant, RMState, TransactionAborted
+from rm_sdk import Client, Outcome, Participant, RMRefused, RMState, TransactionAborted
 from rm_sdk._channels import Channels
 from rm_sdk.postgres import PostgresRM, gid
 from rm_sdk.protocol import RM_BALLOT
@@ -347,3 +349,94 @@ async def test_abort_while_a_statement_waits_on_a_row_lock_does_not_wedge_the_rm
     await bank.participant.wait(holder.txn_id)
     await bank.close()
     assert balance(dbs[0], "alice") == 100 and prepared_gids(dbs[0]) == []
+
+
+async def test_no_connection_is_opened_per_transaction(
+    dbs: tuple[str, str], shared_cluster: LocalCluster
+) -> None:
+    """200 transfers, each waited until applied at both banks, open no connection beyond
+    what the pools hold: bank A on a pool of the application's (connections counted by the
+    pool's ``configure`` hook), bank B on the pool it made from a DSN (the pool's own count
+    of connection attempts)."""
+    coords, accs = shared_cluster.coordinator_addresses, shared_cluster.acceptor_addresses
+    opened = 0
+
+    async def count(conn: psycopg.AsyncConnection[TupleRow]) -> None:
+        nonlocal opened
+        opened += 1
+
+    pool: AsyncConnectionPool[psycopg.AsyncConnection[TupleRow]] = AsyncConnectionPool(
+        dbs[0], min_size=2, max_size=6, open=False, kwargs={"autocommit": True}, configure=count
+    )
+    await pool.open()
+    a = PostgresRM(pool, "pg-a", coords, acceptors=accs)
+    b = PostgresRM(dbs[1], "pg-b", coords, acceptors=accs, min_size=2, max_size=6)
+    try:
+        async with Client(coords) as client:
+            for _ in range(200):
+                txn_id = await transfer(a, b, client, 0)
+                assert await a.applied(txn_id) is RMState.COMMITTED
+                assert await b.applied(txn_id) is RMState.COMMITTED
+        assert opened <= 6, f"bank A's pool opened {opened} connections for 200 transactions"
+        b_opened = b.pool.get_stats().get("connections_num", 0)
+        assert b_opened <= 6, f"bank B's pool opened {b_opened} connections for 200 transactions"
+    finally:
+        await a.close()
+        await b.close()
+        await pool.close()
+    assert prepared_gids(dbs[0]) == [] and prepared_gids(dbs[1]) == []
+
+
+async def test_failed_work_block_aborts_at_once_with_the_rms_reason(
+    dbs: tuple[str, str], shared_cluster: LocalCluster
+) -> None:
+    """The work block at pg-a fails (the CHECK constraint): pg-a votes aborted before it
+    is asked to prepare (allowed, pitfall 3), so the transaction is decided without a
+    commit (the coordinator's transaction timeout is 120 s) and commit() raises
+    RMRefused naming pg-a and the error."""
+    async with rms(dbs, shared_cluster) as (a, b), Client(shared_cluster.coordinator_addresses) as client:
+        txn = await client.begin()
+        async with b.work(txn.context) as conn:
+            await conn.execute("UPDATE accounts SET balance = balance + 500 WHERE name = 'bob'")
+        with pytest.raises(psycopg.errors.CheckViolation):
+            async with a.work(txn.context) as conn:
+                await conn.execute("UPDATE accounts SET balance = balance - 500 WHERE name = 'alice'")
+        assert a.participant.states[txn.txn_id] is RMState.ABORTED
+        # Decided without anyone asking to commit or abort.
+        outcome, reason = await client.outcome(txn.txn_id, wait=30)
+        assert outcome is Outcome.ABORTED and "pg-a" in reason
+        # pg-b learns it and rolls its work back, without a commit from the application.
+        assert await b.applied(txn.txn_id) is RMState.ABORTED
+        with pytest.raises(RMRefused) as info:
+            await txn.commit()
+        assert info.value.rm_id == "pg-a" and "CheckViolation" in info.value.reason
+        # A later block of the same transaction at pg-a is refused too.
+        with pytest.raises(RuntimeError):
+            async with a.work(txn.context):
+                pass
+        assert await a.applied(txn.txn_id) is RMState.ABORTED
+    assert (balance(dbs[0], "alice"), balance(dbs[1], "bob")) == (100, 0)
+    assert prepared_gids(dbs[0]) == [] and prepared_gids(dbs[1]) == []
+
+
+async def test_applied_waits_until_the_outcome_ran_at_the_rm(
+    dbs: tuple[str, str], shared_cluster: LocalCluster
+) -> None:
+    """commit() returns once the outcome is decided; applied() returns once COMMIT
+    PREPARED ran, so the transfer is visible in the database right after it."""
+    async with rms(dbs, shared_cluster) as (a, b), Client(shared_cluster.coordinator_addresses) as client:
+        with pytest.raises(LookupError):
+            await a.applied("never-joined")
+        for amount in (10, 20):
+            txn_id = await transfer(a, b, client, amount)
+            assert await a.applied(txn_id) is RMState.COMMITTED
+            assert await b.participant.applied(txn_id) is RMState.COMMITTED
+            assert gid("pg-a", txn_id) not in prepared_gids(dbs[0])
+        assert (balance(dbs[0], "alice"), balance(dbs[1], "bob")) == (70, 30)
+        txn = await client.begin()
+        async with a.work(txn.context) as conn:
+            await conn.execute("UPDATE accounts SET balance = balance - 5 WHERE name = 'alice'")
+        assert await txn.abort() is Outcome.ABORTED
+        assert await a.applied(txn.txn_id) is RMState.ABORTED
+        assert await a.applied(txn.txn_id) is RMState.ABORTED  # again: already known
+    assert balance(dbs[0], "alice") == 70 and prepared_gids(dbs[0]) == []

@@ -1,36 +1,25 @@
-"""Seeded simulation of Paxos Commit with a registrar (DESIGN.md section 4, "Simulation").
+"""Seeded simulation of Paxos Commit on the real core (DESIGN.md section 4, "Simulation").
 
-Drives the pure core (``rm_sdk.protocol``, ``rm_sdk.ballots``, ``acceptor.rules``,
-``coordinator.rules``) through the same glue as the real services, over a simulated network
-that loses, duplicates, reorders and partitions messages, with acceptors (durable state
-kept), coordinators (soft state lost, fresh leader id) and prepared RMs that crash and
-restart. Deterministic: one ``random.Random(seed)`` makes every choice; no clock, threads
-or asyncio. Time is abstract: every timeout of the real services (RPC timeouts, the vote
-timeout, the recovery timeout, back-offs, long-poll waits) is an action the scheduler may
-pick. Each seed also scales every kind of fault differently (swarm testing).
+What runs is the code the services run: every coordinator replica is a
+:class:`rm_sdk.core.coordinator.CoordinatorNode` (a crash drops it, a restart makes a new
+one with a fresh leader id), every acceptor runs the pure handlers of :mod:`acceptor.core`
+over durable :class:`~acceptor.core.TxnRecord`'s (a crash keeps them). This module owns
+only what is not the protocol: the network (loss, duplication, reordering, partitions),
+the transport's give-up (:class:`~rm_sdk.core.messages.NoAnswer` when a call can no
+longer be answered), a simulated clock that the scheduler advances to the next deadline,
+the application, faults, and the safety checks (:data:`PROPERTIES`) after every step.
 
-What is mirrored, and from where (each handler below cites its original):
+Resource managers are a SMALL STAND-IN (:class:`RMStandIn`) until the participant core
+(``rm_sdk/core/participant.py``) lands: join, await prepare, vote at ballot 0 to the first
+majority of acceptors (then all of them), learn the outcome by AskOutcome. Everything the
+simulator needs of an RM goes through that class's few methods, so replacing it with the
+real participant is a local change.
 
-- acceptors: ``acceptor/service.py`` ``AcceptorServicer`` (``_phase1a``, ``_phase2a``,
-  ``_await_phase2b``, ``_record_outcome``): check the request, apply ``phase1b``/``phase2b``
-  to durable state (all of a request or none of it), reply with the resulting states.
-- the owner (registrar + leader): ``coordinator/service.py`` ``Join``, ``AwaitPrepare``,
-  ``GetOutcome``, ``_drive``/``_decide_owned``; ``rm_sdk/leader.py`` ``Leader``:
-  ``send_ballot0``, ``await_bundles``, ``recover``, ``_run_ballot``, and, called as they
-  are, ``Leader.evaluate`` and the incarnation's ``BallotSource``.
-- the other replica: ``coordinator/service.py`` ``_recovery_loop``/``_learn``/``_learn_once``.
-- RMs: ``rm_sdk/participant.py`` ``Participant`` (``join``, ``_run``, ``_await_prepare``,
-  ``_finish_prepared``, ``_send_vote``, ``_apply``, ``resume``).
-
-Where it abstracts: an RPC is a request and a reply sharing a call id (the caller uses
-the first reply of a call it still waits for); ``GetOutcome`` answers at once (its wait
-ended); a working RM may abort on its own at any time (the spec's ``RMChooseToAbort``; the
-participant does so when its owner is gone or ``prepare()`` refuses); the application's
-commit or abort and the transaction timeout are one action.
-
-Safety is checked after every step (see :data:`PROPERTIES`); after the faulty phase a
-quiescent phase (no faults, one live coordinator, every message delivered) checks that
-every RM that joined ends committed or aborted. :data:`MUTATIONS` seed bugs in the glue.
+Deterministic: one ``random.Random(seed)`` makes every choice; no clock, threads or
+asyncio. Each seed also scales every kind of fault and timeout differently (swarm
+testing). After the faulty phase a quiescent phase (no faults, one live coordinator,
+every message delivered) checks that every RM that joined ends committed or aborted.
+:data:`MUTATIONS` seed bugs into the real core (patched for one run only).
 
 Usage::
 
@@ -41,21 +30,52 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import random
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from functools import partial
-from typing import Final, cast
+from typing import Any, Final
 
-from acceptor.rules import bundle_complete, check_phase1a, check_phase2a, phase1b, phase2b
-from coordinator.rules import Registration, RegistrationClosed
-from rm_sdk.ballots import BallotRun, Tally, instances_to_recover, next_ballot
-from rm_sdk.leader import AcceptorPeers, Leader
+import rm_sdk.core.coordinator as core_coordinator
+import rm_sdk.core.leader as core_leader
+import rm_sdk.core.learner as core_learner
+import rm_sdk.core.owner as core_owner
+from acceptor import core as acceptor_core
+from acceptor.core import TxnRecord
+from rm_sdk.ballots import BallotRun, BallotSource, Tally, next_ballot
+from rm_sdk.core.coordinator import CoordinatorNode, CoordinatorTimeouts
+from rm_sdk.core.learner import LearnerTimeouts
+from rm_sdk.core.messages import (
+    Abort,
+    AskOutcome,
+    AwaitPrepare,
+    Begin,
+    Bundle,
+    BundleRequest,
+    Commit,
+    Decided,
+    Decision,
+    Failed,
+    Join,
+    Joined,
+    NoAnswer,
+    OutcomeRecorded,
+    Pending,
+    Phase1a,
+    Phase1b,
+    Phase2a,
+    Phase2b,
+    Prepare,
+    RecordOutcome,
+    Refused,
+    Unknown,
+)
+from rm_sdk.core.owner import OwnerTimeouts
+from rm_sdk.core.ready import Ready
 from rm_sdk.protocol import (
-    NO_BALLOT,
-    NO_SET,
     REGISTRAR,
     RM_BALLOT,
     Ballot,
@@ -76,11 +96,13 @@ __all__ = [
     "MUTATIONS",
     "PROPERTIES",
     "Config",
+    "RMStandIn",
     "Result",
     "SimulationFailure",
     "Sweep",
     "main",
     "run_seed",
+    "show",
     "sweep",
 ]
 
@@ -97,16 +119,19 @@ PROPERTIES: Final[dict[str, str]] = {
     "progress": "after the faults stop, every RM that joined ends committed or aborted",
 }
 
-#: Seeded bugs in the glue (not in the core), each a simulator option.
+#: Seeded bugs in the real core (or in a process around it), each a simulator option.
 MUTATIONS: Final[dict[str, str]] = {
-    "free_prepared": "a leader proposes prepared in a free RM instance (pitfall 4)",
-    "lower_mbal": "a leader counts states whose mbal is lower than its ballot as promises: what its "
-    "tally already holds (2b bundles and replies) and late 1b's of its earlier ballots (pitfall 4)",
+    "free_prepared": "a leader's ballot proposes prepared in a free RM instance (pitfall 4)",
+    "lower_mbal": "a leader's ballot counts 1b's whose mbal is below its ballot as promises (pitfall 4)",
     "abort_after_prepare": "an RM may abort on its own after it prepared (pitfall 3)",
     "reuse_ballot": "a restarted coordinator keeps its old leader id, so reuses its ballots (pitfall 2)",
-    "restart_rounds": "each Leader.recover call counts rounds from 1 again, so a leader that gives "
-    "up and recovers again reuses its ballots (the glue before BallotSource; pitfall 2)",
+    "restart_rounds": "a BallotSource counts rounds from the highest ballot seen only, not from its "
+    "own last one, so a new recovery of a transaction starts its ballots again (pitfall 2)",
     "amnesia": "a restarted acceptor comes back blank (pitfall 1)",
+    "forget_promise": "an acceptor answers a 1a with a promise but does not persist mbal (pitfall 1)",
+    "commit_without_set": "a leader decides commit when every RM instance it saw chose prepared, "
+    "without the registrar's set being chosen (paper section 6.2)",
+    "count_twice": "a leader's tally counts every report as another acceptor (pitfall 6)",
 }
 
 WORKING: Final = "working"
@@ -115,7 +140,6 @@ COMMITTED: Final = "committed"
 ABORTED: Final = "aborted"
 IDLE: Final = "idle"
 JOINING: Final = "joining"
-GAVE_UP: Final = "gave-up"
 #: States an RM must leave once the faults stop (progress).
 UNDONE: Final = (JOINING, WORKING, PREPARED)
 
@@ -132,14 +156,17 @@ FAULT_KINDS: Final = (
     "own_abort",
     "crash_rm",
     "partition",
+    "clock",
 )
 FAULT_SCALES: Final = (0.0, 0.3, 1.0, 3.0)
 TIMEOUT_KINDS: Final = ("vote_timeout", "recovery")
 TIMEOUT_SCALES: Final = (0.3, 1.0, 3.0)
 #: Probability that a step of the faulty phase is a fault, when one is enabled.
 FAULT_RATES: Final = (0.04, 0.12, 0.3)
-#: participant._send_vote tries this many rounds.
-VOTE_ATTEMPTS: Final = 6
+#: Seconds a stand-in RM's AwaitPrepare / AskOutcome waits at the coordinator.
+RM_WAIT: Final = 3.0
+#: Ticks of one node at one instant beyond which the core is livelocked.
+MAX_TICKS: Final = 100
 
 
 @dataclass(frozen=True)
@@ -150,12 +177,13 @@ class Config:
     mutation: str = ""
     #: Steps of the faulty phase are drawn from this range.
     fault_steps: tuple[int, int] = (20, 600)
-    #: Leader ballots that may start during the faulty phase (keeps runs finite); more than
-    #: twice ``recover_attempts``, so that a recover() call may give up and be called again.
+    #: Leader ballots that may start during the faulty phase (keeps runs finite): past it,
+    #: the clock no longer jumps to recovery deadlines until the faults stop.
     max_ballots: int = 45
     #: Bound on the quiescent phase; exceeding it is a progress failure.
     quiet_steps: int = 6000
-    #: ``Leader.recover``'s ``attempts`` (the services use the default, 20).
+    #: The learner's ``max_attempts``: ballots before a recovery gives up (asked again, it
+    #: starts afresh).
     recover_attempts: int = 20
     #: Properties to check (all by default).
     checks: frozenset[str] = frozenset(PROPERTIES)
@@ -204,158 +232,265 @@ def show_val(val: Value | NoValue) -> str:
     return str(val.value)
 
 
-def show_state(ins: Instance, st: InstanceState) -> str:
-    return f"{ins}: mbal={st.mbal} bal={st.bal} val={show_val(st.val)}"
+def show_states(states: Mapping[Instance, InstanceState]) -> str:
+    return "; ".join(
+        f"{i}: mbal={s.mbal} bal={s.bal} val={show_val(s.val)}" for i, s in sorted(states.items())
+    )
 
 
-# ----------------------------------------------------------------------------- messages
+def show(msg: Any) -> str:
+    """A core message in one stable line (the schedule and the golden scenarios)."""
+    t = getattr(msg, "txn_id", "?")
+    if isinstance(msg, Phase1a):
+        return f"phase1a({t}, bal={msg.ballot}, ins={','.join(msg.instances)})"
+    if isinstance(msg, Phase2a):
+        props = ", ".join(f"{i}={show_val(v)}" for i, v in sorted(msg.proposals.items()))
+        return f"phase2a({t}, bal={msg.ballot}, {props})"
+    if isinstance(msg, BundleRequest):
+        return f"bundle_request({t}, wait={msg.wait:g})"
+    if isinstance(msg, RecordOutcome):
+        return f"record({t}, {msg.outcome.value})"
+    if isinstance(msg, (Phase1b, Phase2b, Bundle)):
+        kind = {Phase1b: "phase1b", Phase2b: "phase2b", Bundle: "bundle"}[type(msg)]
+        extra = f", outcome={msg.outcome.value}" if msg.outcome is not Outcome.PENDING else ""
+        if isinstance(msg, Bundle) and msg.age_ms:
+            extra += f", age={msg.age_ms}ms"
+        return f"{kind}({t}, a{msg.acceptor}: {show_states(msg.states) or 'nothing'}{extra})"
+    if isinstance(msg, OutcomeRecorded):
+        return f"recorded({t}, a{msg.acceptor})"
+    if isinstance(msg, Refused):
+        return f"refused({t}, a{msg.acceptor}: {msg.detail})"
+    if isinstance(msg, NoAnswer):
+        return f"no_answer({t}, a{msg.acceptor}, {show(msg.request)})"
+    if isinstance(msg, (Join, Joined)):
+        return f"{type(msg).__name__.lower()}({t}, {msg.rm_id})"
+    if isinstance(msg, AwaitPrepare):
+        return f"await_prepare({t}, {msg.rm_id}, wait={msg.wait:g})"
+    if isinstance(msg, Prepare):
+        return f"prepare({t}, {msg.rm_id}{'' if msg.prepare else ', wait over'})"
+    if isinstance(msg, AskOutcome):
+        return f"ask_outcome({t}, wait={msg.wait:g})"
+    if isinstance(msg, Decided):
+        d = msg.decision
+        cause = f", {d.cause.value}" if d.cause is not None else ""
+        return f"decided({t}, {d.outcome.value}{cause})"
+    if isinstance(msg, Failed):
+        return f"failed({t}, {type(msg.error).__name__})"
+    if isinstance(msg, Abort):
+        return f"abort({t})"
+    if isinstance(msg, (Begin, Commit, Pending, Unknown)):
+        return f"{type(msg).__name__.lower()}({t})"
+    return repr(msg)
 
 
-@dataclass(frozen=True, slots=True)
+# ----------------------------------------------------------------------------- network
+
+
+@dataclass(slots=True)
 class Msg:
-    """One message in flight. Requests and their replies share ``call``: a caller uses only
-    the first reply to a call it still waits for (an RPC has one reply)."""
+    """One message in flight. ``inc``: the coordinator incarnation that sent the request
+    (its replies reach only that incarnation); ``call``: the transport call it belongs to
+    (0: none tracked); ``token``: a request's answer address."""
 
-    kind: str
     src: str
     dst: str
-    txn: str
-    call: int
-    bal: Ballot = RM_BALLOT
-    instances: tuple[Instance, ...] = ()
-    proposals: tuple[tuple[Instance, Value], ...] = ()
-    states: tuple[tuple[Instance, InstanceState], ...] = ()
-    outcome: Outcome = Outcome.PENDING
-    #: await2b: wait for a complete bundle; bundle: the acceptor has a record of the txn;
-    #: prepare_reply: prepare.
-    flag: bool = False
-    #: join_reply: ok/closed/notfound; prepare_reply/outcome_reply: notfound; phase2b: error.
-    note: str = ""
-
-    def __str__(self) -> str:
-        k, t = self.kind, self.txn
-        if k == "phase1a":
-            return f"phase1a({t}, bal={self.bal}, ins={','.join(self.instances)})"
-        if k == "phase2a":
-            props = ", ".join(f"{i}={show_val(v)}" for i, v in self.proposals)
-            return f"phase2a({t}, bal={self.bal}, {props})"
-        if k in ("phase1b", "phase2b", "bundle"):
-            body = "; ".join(show_state(i, s) for i, s in self.states) or "nothing"
-            if self.note:
-                body = self.note
-            extra = f", outcome={self.outcome.value}" if self.outcome is not Outcome.PENDING else ""
-            return f"{k}({t}, {body}{extra})"
-        if k == "await2b":
-            return f"await2b({t}, {'wait' if self.flag else 'now'})"
-        if k == "record":
-            return f"record({t}, {self.outcome.value})"
-        if k == "join_reply":
-            return f"join_reply({t}, {self.note})"
-        if k == "prepare_reply":
-            return f"prepare_reply({t}, {self.note or ('prepare' if self.flag else self.outcome.value)})"
-        if k == "outcome_reply":
-            return f"outcome_reply({t}, {self.note or self.outcome.value})"
-        return f"{k}({t})"
-
-
-# ----------------------------------------------------------------------------- processes
+    body: Any
+    inc: int = 0
+    call: int = 0
+    token: Any = None
 
 
 @dataclass
-class Fanout:
-    """One ``AcceptorPeers.fanout`` (or an RM's gather of 2a's): the acceptors not yet heard."""
+class Call:
+    """A coordinator's request to an acceptor, until answered or given up (NoAnswer)."""
 
-    call: int
-    waiting: set[int]
+    coord: str
+    inc: int
+    acceptor: int
+    request: Any
+    #: Messages and acceptor waiters still carrying it.
+    alive: int = 1
 
 
 @dataclass
 class AcceptorNode:
     idx: int
-    name: str
     up: bool = True
-    #: Durable (acceptor/storage.py TxnRecord): per transaction, per instance.
-    instances: dict[str, dict[Instance, InstanceState]] = field(default_factory=dict)
-    outcomes: dict[str, Outcome] = field(default_factory=dict)
-    #: Soft: AwaitPhase2b calls waiting for a complete bundle.
-    waiters: list[Msg] = field(default_factory=list)
+    #: Durable: acceptor/storage.py's rows, as the handlers see them.
+    records: dict[str, TxnRecord] = field(default_factory=dict)
+    #: Soft: bundle requests held until complete or their wait ends: (message, deadline).
+    waiters: list[tuple[Msg, float]] = field(default_factory=list)
 
 
 @dataclass
-class Owned:
-    """coordinator/service.py OwnedTxn: the owner's registrar soft state."""
-
-    registration: Registration = field(default_factory=Registration)
-    prepare: bool = False
-    driving: bool = False
-
-
-@dataclass
-class Driver:
-    """One coordinator's task for one transaction: the owner's ``_drive`` or a replica's
-    ``_learn_once``, including the ``Leader.recover`` loop it may run."""
-
-    txn: str
-    owner: bool
-    known: RMSet | None
-    tally: Tally
-    #: ballot0 (send_ballot0), bundles (await_bundles), learn-read, learn-wait (too young
-    #: to recover), recover-1a, recover-2a (_run_ballot), backoff (between attempts).
-    stage: str = ""
-    fan: Fanout | None = None
-    recorded: list[Outcome] = field(default_factory=list)
-    replied: int = 0
-    seen: bool = False
-    highest: Ballot = NO_BALLOT
-    attempt: int = 0
-    run: BallotRun | None = None
-    covered: set[Instance] = field(default_factory=set)
-    new_members: bool = False
-    known2a: RMSet | None = None
-    old_1a_calls: set[int] = field(default_factory=set)
-
-
-@dataclass
-class CoordNode:
-    """One coordinator replica; ``leader`` is its incarnation's ``rm_sdk.leader.Leader``
-    (its id and its ``BallotSource``)."""
-
+class CoordSlot:
     name: str
     incarnation: int
-    leader: Leader
-    up: bool = True
-    owned: dict[str, Owned] = field(default_factory=dict)
-    drivers: dict[str, Driver] = field(default_factory=dict)
-    decided: dict[str, Outcome] = field(default_factory=dict)
-    prepare_waiters: list[Msg] = field(default_factory=list)
-
-    @property
-    def leader_id(self) -> str:
-        return self.leader.leader_id
+    leader_id: str
+    node: CoordinatorNode | None
 
 
-@dataclass
-class RMNode:
-    """One RM in one transaction (participant.py: its ``states`` entry and task)."""
+# ----------------------------------------------------------------------------- RM stand-in
 
-    rm: str
-    txn: str
-    state: str = IDLE
-    joins: int = 0
-    #: The one coordinator RPC outstanding (join, await_prepare, get_outcome), 0 if none.
-    call: int = 0
-    call_kind: str = ""
-    #: Why the outstanding get_outcome was asked: "prepared", "notfound" or "lost".
-    ask_why: str = ""
-    asks: int = 0
-    vote: Vote | None = None
-    vote_fan: Fanout | None = None
-    vote_attempt: int = 0
-    vote_accepted: set[int] = field(default_factory=set)
-    #: True while a _send_vote runs (a round in flight or a back-off before the next).
-    voting: bool = False
-    learned: Outcome | None = None
-    was_prepared: bool = False
+
+class RMStandIn:
+    """STAND-IN for the participant core until ``rm_sdk/core/participant.py`` lands.
+
+    One RM in one transaction, as small as the simulation needs: join the owner, await
+    Prepare, vote at ballot 0 (prepared: durably, then 2a's to the first majority of
+    acceptors, the rest only on failure), learn the outcome with AskOutcome. The simulator
+    uses only :meth:`deliver`, :meth:`actions`, ``state``, ``learned`` and
+    ``was_prepared``; messages leave through ``send(dst, body)``.
+    """
+
+    def __init__(self, sim: Sim, rm: str, txn: str) -> None:
+        self.sim = sim
+        self.rm = rm
+        self.txn = txn
+        self.name = f"{rm}/{txn}"
+        self.state = IDLE
+        self.joins = 0
+        #: The one coordinator request outstanding (its token), and its kind.
+        self.call: tuple[str, int] | None = None
+        self.call_kind = ""
+        self.vote: Vote | None = None
+        self.acked: set[int] = set()
+        self.learned: Outcome | None = None
+        self.was_prepared = False
+
+    # -------------------------------------------------------------- sending
+
+    def _request(self, kind: str, dst: str, body: Any) -> None:
+        token = (self.name, self.sim.seq())
+        self.call, self.call_kind = token, kind
+        self.sim.send(Msg(self.name, dst, body, token=token))
+
+    def _vote(self, targets: range | list[int]) -> None:
+        assert self.vote is not None
+        for i in targets:
+            self.sim.send(Msg(self.name, f"a{i}", Phase2a(self.txn, RM_BALLOT, {self.rm: self.vote})))
+
+    # -------------------------------------------------------------- actions
+
+    def join(self) -> None:
+        self.sim.line(f"{self.rm} joins {self.txn}")
+        self.joins += 1
+        self.state = JOINING
+        self._request("join", "c0", Join(self.txn, self.rm))
+
+    def poll(self) -> None:
+        self.sim.line(f"{self.rm} awaits prepare for {self.txn}")
+        self._request("await_prepare", "c0", AwaitPrepare(self.txn, self.rm, RM_WAIT))
+
+    def ask(self) -> None:
+        dst = self.sim.rng.choice(("c0", "c1"))
+        self.sim.line(f"{self.rm} asks {dst} the outcome of {self.txn}")
+        self._request("ask", dst, AskOutcome(self.txn, RM_WAIT))
+
+    def timeout(self) -> None:
+        self.sim.line(f"{self.rm}: its {self.call_kind} call for {self.txn} times out")
+        if self.call_kind == "join" and self.state == JOINING:
+            self.state = IDLE  # the application saw the join fail
+        self.call = None
+
+    def abort_on_own(self, why: str) -> None:
+        """The spec's ``RMChooseToAbort`` (before preparing; the mutant also after)."""
+        self.sim.line(f"{self.rm} aborts {self.txn} on its own ({why})")
+        if self.state == PREPARED:
+            self.state = ABORTED  # the mutant abort_after_prepare: no vote can follow
+            return
+        self.state = ABORTED
+        self.vote = Vote.ABORTED
+        self._vote(range(self.sim.n))
+
+    def resend_vote(self) -> None:
+        self.sim.line(f"{self.rm} resends its vote for {self.txn} to every acceptor")
+        self._vote([i for i in range(self.sim.n) if i not in self.acked])
+
+    def crash(self) -> None:
+        """Restart a prepared RM: its vote is durable; it resends it and learns the outcome."""
+        self.sim.line(f"crash and restart {self.rm} (prepared in {self.txn}, durably)")
+        self.call = None
+        self.acked.clear()
+        self._vote(range(self.sim.n))
+
+    def actions(self, quiet: bool, k: Callable[[str], float]) -> tuple[list[Action], list[Action]]:
+        acts: list[Action] = []
+        faults: list[Action] = []
+        if self.state == IDLE and self.joins < 2 and not quiet:
+            acts.append((1.0, self.join))
+        if self.call is not None:
+            if not self.sim.token_alive(self.call):
+                acts.append((1.0, self.timeout))
+            elif not quiet:
+                faults.append((0.3 * k("rm_timeout"), self.timeout))
+        if self.state == WORKING:
+            if self.call is None:
+                acts.append((1.0, self.poll))
+            if self.sim.owner_gone():
+                # The participant gives up on an owner it cannot reach (its lease).
+                acts.append((0.5, partial(self.abort_on_own, "its owner is gone")))
+            elif not quiet:
+                faults.append((0.3 * k("own_abort"), partial(self.abort_on_own, "unilateral")))
+        if self.state == PREPARED:
+            if self.call is None:
+                acts.append((1.0, self.ask))
+            if len(self.acked) < self.sim.need and not self.sim.in_flight_from(self.name, Phase2a):
+                acts.append((1.0, self.resend_vote))
+            if not quiet:
+                faults.append((0.15 * k("crash_rm"), self.crash))
+                if self.sim.cfg.mutation == "abort_after_prepare":
+                    faults.append((0.3, partial(self.abort_on_own, "mutant: after it prepared")))
+        return acts, faults
+
+    # -------------------------------------------------------------- replies
+
+    def deliver(self, m: Msg) -> None:
+        body = m.body
+        if isinstance(body, (Phase2b, Refused)):
+            if isinstance(body, Phase2b):
+                st = body.states.get(self.rm)
+                if st is not None and st.bal == RM_BALLOT and st.val == self.vote:
+                    self.acked.add(body.acceptor)
+            return
+        current = m.token == self.call
+        if current:
+            self.call = None
+        if isinstance(body, Decided):
+            self._learn(body.decision.outcome)
+        elif not current:
+            return
+        elif isinstance(body, Joined) and self.state == JOINING:
+            self.state = WORKING
+        elif isinstance(body, Failed):
+            if self.state == JOINING:
+                self.state = IDLE
+            elif self.state == WORKING:
+                self.abort_on_own(f"the coordinator answered {type(body.error).__name__}")
+        elif isinstance(body, Prepare) and body.prepare and self.state == WORKING:
+            self._prepare()
+
+    def _prepare(self) -> None:
+        if self.sim.rng.random() < 0.12 * self.sim.k("own_abort"):
+            self.sim.event(f"{self.rm} votes aborted")
+            self.state = ABORTED
+            self.vote = Vote.ABORTED
+            self._vote(range(self.sim.n))
+            return
+        # Pitfall 3: prepared is durable before the 2a leaves; then to the first majority.
+        self.sim.event(f"{self.rm} prepares (durably) and votes prepared")
+        self.state = PREPARED
+        self.was_prepared = True
+        self.vote = Vote.PREPARED
+        self.sim.prepared_votes.add((self.txn, self.rm))
+        self._vote(range(self.sim.need))
+
+    def _learn(self, outcome: Outcome) -> None:
+        if self.state in (COMMITTED, ABORTED) or self.state == IDLE:
+            return
+        self.learned = outcome
+        self.state = COMMITTED if outcome is Outcome.COMMITTED else ABORTED
+        self.sim.event(f"{self.rm} learns {self.txn} {outcome.value}")
 
 
 # ----------------------------------------------------------------------------- mutants
@@ -382,11 +517,77 @@ class _LowerMbalRun(BallotRun):
         super().on_phase1b(acceptor, lifted)
 
 
-class _Peers:
-    """What ``Leader.evaluate`` needs of ``AcceptorPeers``: the number of acceptors."""
+class _LowerMbalRecovery(core_leader.Recovery):
+    """Mutation lower_mbal, the other half: what the tally already holds (2b bundles and
+    replies, older than the ballot) is fed to the ballot as 1b's."""
 
-    def __init__(self, n: int) -> None:
-        self.n = n
+    def _ballot(self, now: float, out: Ready) -> None:
+        super()._ballot(now, out)
+        if self.run is not None and self.phase is core_leader.RecoveryPhase.PHASE1:
+            for acc, states in self.tally.reports.items():
+                self.run.on_phase1b(acc, states)
+
+
+class _RestartingSource(BallotSource):
+    """Mutation restart_rounds: the next ballot is above ``above`` only."""
+
+    def next(self, above: Ballot) -> Ballot:
+        self.last = next_ballot(self.leader, above)
+        return self.last
+
+
+class _CountTwiceTally(Tally):
+    """Mutation count_twice: each report counts as one more acceptor."""
+
+    def add(self, acceptor: int, states: Mapping[Instance, InstanceState]) -> None:
+        key = acceptor + self.n_acceptors * len(self.reports)
+        self.reports[key] = dict(states)
+
+
+_real_evaluate = core_leader.evaluate
+
+
+def _evaluate_without_set(tally: Tally, known_set: RMSet | None) -> Decision | None:
+    """Mutation commit_without_set: every RM instance seen chose prepared: commit."""
+    d = _real_evaluate(tally, known_set)
+    if d is not None:
+        return d
+    values = chosen(tally.reports, tally.n_acceptors)
+    rms = tally.instances() - {REGISTRAR}
+    if rms and all(values.get(rm) is Vote.PREPARED for rm in rms):
+        return Decision(Outcome.COMMITTED)
+    return None
+
+
+def _forgetful_phase1a(acc: int, rec: TxnRecord | None, msg: Phase1a, now_ms: int) -> acceptor_core.Step:
+    """Mutation forget_promise: the promise is sent, the new mbal never written."""
+    step = acceptor_core.phase1a(acc, rec, msg, now_ms)
+    return acceptor_core.Step(None, step.reply, step.trace)
+
+
+@contextlib.contextmanager
+def _mutated(mutation: str) -> Iterator[None]:
+    """Patch one seeded bug into the core for one run, and take it out again."""
+    patches: list[tuple[Any, str, Any]] = []
+    if mutation == "free_prepared":
+        patches.append((core_leader, "BallotRun", _FreePreparedRun))
+    elif mutation == "lower_mbal":
+        patches.append((core_leader, "BallotRun", _LowerMbalRun))
+        patches += [(m, "Recovery", _LowerMbalRecovery) for m in (core_owner, core_learner)]
+    elif mutation == "restart_rounds":
+        patches.append((core_coordinator, "BallotSource", _RestartingSource))
+    elif mutation == "count_twice":
+        patches += [(core_owner, "Tally", _CountTwiceTally), (core_learner, "Tally", _CountTwiceTally)]
+    elif mutation == "commit_without_set":
+        patches += [(m, "evaluate", _evaluate_without_set) for m in (core_leader, core_owner, core_learner)]
+    saved = [(mod, name, getattr(mod, name)) for mod, name, _ in patches]
+    for mod, name, new in patches:
+        setattr(mod, name, new)
+    try:
+        yield
+    finally:
+        for mod, name, old in saved:
+            setattr(mod, name, old)
 
 
 # ----------------------------------------------------------------------------- results
@@ -436,6 +637,8 @@ class Result:
     committed_rms: int
     #: Whether two coordinators ran ballots on one transaction.
     dueling: bool
+    #: Abort causes of the decisions (a coverage count).
+    causes: set[str] = field(default_factory=set)
 
 
 Action = tuple[float, Callable[[], None]]
@@ -461,57 +664,77 @@ class Sim:
         self.knobs = {k: self.rng.choice(FAULT_SCALES) for k in FAULT_KINDS}
         self.knobs.update({k: self.rng.choice(TIMEOUT_SCALES) for k in TIMEOUT_KINDS})
         self.fault_rate = self.rng.choice(FAULT_RATES)
+        self.scales = dict(self.knobs)
         self.n = 2 * cfg.f + 1
         self.need = majority(self.n)
-        self.accs = [AcceptorNode(i, f"a{i}") for i in range(self.n)]
-        self.coords = {name: CoordNode(name, 1, self._new_leader(f"{name}.1")) for name in ("c0", "c1")}
+        self.timeouts = CoordinatorTimeouts(
+            owner=OwnerTimeouts(
+                vote_timeout=5.0 * self.knobs["vote_timeout"], txn_timeout=60.0, answer_timeout=1.0
+            ),
+            learner=LearnerTimeouts(
+                recovery_timeout=10.0 * self.knobs["recovery"],
+                answer_timeout=1.0,
+                max_attempts=cfg.recover_attempts,
+            ),
+        )
+        self.now = 0.0
+        self.accs = [AcceptorNode(i) for i in range(self.n)]
+        self.coords = {c: CoordSlot(c, 1, f"{c}.1", None) for c in ("c0", "c1")}
         self.txns = [f"t{i + 1}" for i in range(cfg.n_txns)]
-        self.rm_ids = [f"rm{i + 1}" for i in range(cfg.n_rms)]
-        self.rms: dict[tuple[str, str], RMNode] = {
-            (t, r): RMNode(r, t) for t in self.txns for r in self.rm_ids
-        }
-        # c0's first incarnation began every transaction (Begin happened before the run).
+        self.rms: dict[str, RMStandIn] = {}
         for t in self.txns:
-            self.coords["c0"].owned[t] = Owned()
+            for i in range(cfg.n_rms):
+                r = RMStandIn(self, f"rm{i + 1}", t)
+                self.rms[r.name] = r
+        #: The application: per transaction, its outstanding Commit/Abort token, or done.
+        self.app_call: dict[str, tuple[str, int] | None] = {t: None for t in self.txns}
+        self.app_done: set[str] = set()
         self.net: list[Msg] = []
+        self.calls: dict[int, Call] = {}
         self.schedule: list[str] = []
         self.step_no = 0
         self.phase = "faulty"
-        self.next_call = 0
+        self._seq = 0
         self.ballots = 0
-        self.recovered = 0
         self.faults = 0
         self.crashed_acceptors = 0
         self.crashed_coordinators = 0
-        #: A network partition: the acceptors and coordinators on one side; messages between
-        #: the sides are lost (RMs reach everyone). Empty: no partition.
+        #: A network partition: acceptors and coordinators on one side; messages between the
+        #: sides are lost (RMs and the application reach everyone). Empty: no partition.
         self.side: frozenset[str] = frozenset()
-        self._evaluator = self._new_leader("evaluator")
-        self.started: set[tuple[str, Ballot]] = set()
         # History, for the checks.
+        self.accepted_ever: dict[tuple[str, Instance, Ballot, Value], set[int]] = {}
         self.hist_chosen: dict[tuple[str, Instance], Value] = {}
+        self.started: set[tuple[str, Ballot]] = set()
         self.sent2a: dict[tuple[str, Instance, Ballot], Value] = {}
         self.ballot0: dict[str, Value] = {}
         self.prepared_votes: set[tuple[str, str]] = set()
         self.decisions: dict[str, list[tuple[str, Outcome]]] = {t: [] for t in self.txns}
-        self.dirty: set[str] = set()
-        self.new_decisions: list[tuple[str, str, Outcome]] = []
+        self.causes: set[str] = set()
+        self.recovered_txns: set[str] = set()
+        self.leader_2a: set[str] = set()
         self.ballot_leaders: dict[str, set[str]] = {}
         self.violations: list[tuple[str, str]] = []
+        for name in self.coords:
+            self._start_node(name)
 
-    def _k(self, kind: str) -> float:
+    def k(self, kind: str) -> float:
         """This seed's scale for a kind of fault or timeout (1 once the faults stop)."""
-        return self.knobs[kind] if self.phase == "faulty" else 1.0
+        return self.scales[kind]
+
+    def seq(self) -> int:
+        self._seq += 1
+        return self._seq
 
     # ------------------------------------------------------------------ logging
 
-    def _line(self, text: str) -> None:
+    def line(self, text: str) -> None:
         self.schedule.append(f"{self.step_no}: {text}")
 
-    def _event(self, text: str) -> None:
+    def event(self, text: str) -> None:
         self.schedule.append(f"      {text}")
 
-    def _trace(self, text: str) -> None:
+    def trace(self, text: str) -> None:
         if self.verbose:
             self.schedule.append(f"      . {text}")
 
@@ -521,658 +744,321 @@ class Sim:
 
     # ------------------------------------------------------------------ network
 
-    def _call(self) -> int:
-        self.next_call += 1
-        return self.next_call
-
-    def _send(self, m: Msg) -> None:
+    def send(self, m: Msg) -> None:
         self.net.append(m)
-        self._trace(f"send {m} {m.src}->{m.dst}")
-        if m.kind == "phase2a":
-            for ins, val in m.proposals:
-                key = (m.txn, ins, m.bal)
+        self.trace(f"send {show(m.body)} {m.src}->{m.dst}")
+        body = m.body
+        if isinstance(body, Phase2a):
+            for ins, val in body.proposals.items():
+                key = (body.txn_id, ins, body.ballot)
                 old = self.sent2a.setdefault(key, val)
                 if old != val:
                     self._violate(
                         "P7",
-                        f"{m.src} sent phase2a({m.txn}, bal={m.bal}, {ins}={show_val(val)}) after "
-                        f"{show_val(old)} at that ballot",
+                        f"{m.src} sent phase2a({body.txn_id}, bal={body.ballot}, {ins}={show_val(val)}) "
+                        f"after {show_val(old)} at that ballot",
                     )
 
-    def _fanout(self, src: str, kind: str, txn: str, **kw: object) -> Fanout:
-        """``AcceptorPeers.fanout``: one request to every acceptor."""
-        call = self._call()
-        for a in self.accs:
-            self._send(Msg(kind, src, a.name, txn, call, **kw))  # type: ignore[arg-type]
-        return Fanout(call, set(range(self.n)))
+    def _gone(self, m: Msg) -> None:
+        """A message leaves the network (delivered, dropped or lost)."""
+        self._hold(m.call, -1)
 
-    def _reply(self, req: Msg, kind: str, **kw: object) -> None:
-        self._send(Msg(kind, req.dst, req.src, req.txn, req.call, **kw))  # type: ignore[arg-type]
+    def _hold(self, call: int, d: int) -> None:
+        """One more (or one fewer) message or waiter carries ``call``."""
+        c = self.calls.get(call) if call else None
+        if c is not None:
+            c.alive += d
 
-    def _call_alive(self, call: int) -> bool:
-        """Whether a request or reply of ``call`` still exists: if not, the RPC can only
-        end by its timeout."""
-        if any(m.call == call for m in self.net):
+    def token_alive(self, token: Any) -> bool:
+        """Whether a request of ``token`` or an answer to it may still arrive."""
+        if any(m.token == token for m in self.net):
             return True
-        if any(w.call == call for a in self.accs for w in a.waiters):
-            return True
-        return any(w.call == call for c in self.coords.values() for w in c.prepare_waiters)
+        for slot in self.coords.values():
+            node = slot.node
+            if node is None:
+                continue
+            for o in node.owned.values():
+                if token in o.prepare_waiters or token in o.outcome_waiters or token in o.commit_waiters:
+                    return True
+            for lr in node.learners.values():
+                if token in lr.waiters:
+                    return True
+        return False
+
+    def owner_gone(self) -> bool:
+        """Whether c0's first incarnation, which began every transaction, is gone."""
+        c0 = self.coords["c0"]
+        return c0.node is None or c0.incarnation != 1
+
+    def in_flight_from(self, src: str, kind: type) -> bool:
+        return any(m.src == src and isinstance(m.body, kind) for m in self.net)
 
     def _severed(self, x: str, y: str) -> bool:
-        if not self.side or x.startswith("rm") or y.startswith("rm"):
+        if not self.side or "/" in x or "/" in y or x == "app" or y == "app":
             return False
         return (x in self.side) != (y in self.side)
 
     def _deliver(self, idx: int, keep: bool) -> None:
-        m = self.net[idx] if keep else self.net.pop(idx)
-        self._line(f"deliver{' a copy of' if keep else ''} {m} {m.src}->{m.dst}")
+        m = self.net[idx]
+        if keep:
+            m = replace(m)
+            self._hold(m.call, +1)
+        else:
+            self.net.pop(idx)
+        self._gone(m)
+        self.line(f"deliver{' a copy of' if keep else ''} {show(m.body)} {m.src}->{m.dst}")
         if self._severed(m.src, m.dst):
-            self._event("lost: the partition separates them")
+            self.event("lost: the partition separates them")
             return
-        if m.dst.startswith("a"):
+        if m.dst == "app":
+            self._app_reply(m)
+        elif m.dst.startswith("a"):
             acc = self.accs[int(m.dst[1:])]
             if not acc.up:
-                self._event(f"lost: {acc.name} is down")
+                self.event(f"lost: a{acc.idx} is down")
                 return
             self._acceptor(acc, m)
-        elif m.dst.startswith("c"):
-            c = self.coords[m.dst]
-            if not c.up:
-                self._event(f"lost: {c.name} is down")
+        elif m.dst in self.coords:
+            slot = self.coords[m.dst]
+            node = slot.node
+            if node is None or (m.inc and m.inc != slot.incarnation):
+                self.event(f"lost: {m.dst}{'' if node is None else f'.{m.inc}'} is gone")
                 return
-            self._coordinator(c, m)
+            if m.token is not None:
+                node.request(m.token, m.body, self.now)
+            else:
+                self.calls.pop(m.call, None)  # answered: the transport has nothing to give up
+                node.acceptor_reply(m.body, self.now)
+            self._flush(slot)
         else:
-            self._rm(self.rms[(m.txn, m.dst)], m)
+            self.rms[m.dst].deliver(m)
 
-    # ------------------------------------------------------------------ acceptor (acceptor/service.py)
+    # ------------------------------------------------------------------ acceptors (acceptor.core)
 
     def _acceptor(self, acc: AcceptorNode, m: Msg) -> None:
-        if m.kind == "phase1a":
-            # AcceptorServicer._phase1a
-            check_phase1a(m.bal, list(m.instances))
-            states = acc.instances.setdefault(m.txn, {})
-            reply: dict[Instance, InstanceState] = {}
-            for ins in m.instances:
-                states[ins] = reply[ins] = phase1b(states.get(ins, InstanceState()), m.bal)
-            self._event(f"{acc.name}: " + "; ".join(show_state(i, s) for i, s in reply.items()))
-            self.dirty.add(m.txn)
-            self._reply(
-                m, "phase1b", states=tuple(reply.items()), outcome=acc.outcomes.get(m.txn, Outcome.PENDING)
-            )
-            self._wake(acc, m.txn)
-        elif m.kind == "phase2a":
-            # AcceptorServicer._phase2a: the store step applies all proposals or none.
-            proposals = dict(m.proposals)
-            check_phase2a(m.bal, proposals, len(m.proposals))
-            states = acc.instances.get(m.txn, {})
-            new = dict(states)
-            reply = {}
-            try:
-                for ins, val in proposals.items():
-                    new[ins] = reply[ins] = phase2b(states.get(ins, InstanceState()), m.bal, val)
-            except ConflictError as exc:
-                self._event(f"{acc.name} refuses: {exc}")
-                self._reply(m, "phase2b", note=f"refused: {exc}")
-                return
-            acc.instances[m.txn] = new
-            self._event(f"{acc.name}: " + "; ".join(show_state(i, s) for i, s in reply.items()))
-            self.dirty.add(m.txn)
-            self._reply(
-                m, "phase2b", states=tuple(reply.items()), outcome=acc.outcomes.get(m.txn, Outcome.PENDING)
-            )
-            self._wake(acc, m.txn)
-        elif m.kind == "await2b":
-            # AcceptorServicer._await_phase2b: answer at once if complete, decided or not
-            # asked to wait; else hold the call until then (or its wait ends: an action).
-            if not m.flag or self._bundle_ready(acc, m.txn):
-                self._send_bundle(acc, m)
+        req = m.body
+        txn = req.txn_id
+        now_ms = int(self.now * 1000)
+        rec = acc.records.get(txn)
+        if isinstance(req, BundleRequest):
+            if req.wait <= 0 or acceptor_core.bundle_ready(rec):
+                self._reply(acc, m, acceptor_core.bundle(acc.idx, rec, req, now_ms))
             else:
-                acc.waiters.append(m)
-                self._event(f"{acc.name} holds the call until its bundle is complete")
-        elif m.kind == "record":
-            # AcceptorServicer._record_outcome
-            old = acc.outcomes.get(m.txn, Outcome.PENDING)
-            if old is not Outcome.PENDING and old is not m.outcome:
-                self._event(f"{acc.name} refuses: already recorded {old.value}")
-                self._violate("P3", f"{acc.name} asked to record {m.outcome.value} after {old.value}")
-                return
-            acc.outcomes[m.txn] = m.outcome
-            acc.instances.setdefault(m.txn, {})
-            self._wake(acc, m.txn)
+                acc.waiters.append((m, self.now + req.wait))
+                self._hold(m.call, +1)
+                self.event(f"a{acc.idx} holds the bundle request until complete")
+            return
+        handler: Callable[[int, TxnRecord | None, Any, int], acceptor_core.Step]
+        if isinstance(req, Phase1a):
+            handler = _forgetful_phase1a if self.cfg.mutation == "forget_promise" else acceptor_core.phase1a
+        elif isinstance(req, Phase2a):
+            handler = acceptor_core.phase2a
         else:
-            raise AssertionError(f"acceptor got {m}")
+            handler = acceptor_core.record_outcome
+        try:
+            step = handler(acc.idx, rec, req, now_ms)
+        except ConflictError as exc:
+            self.event(f"a{acc.idx} refuses: {exc}")
+            if isinstance(req, RecordOutcome):
+                self._violate("P3", f"a{acc.idx} asked to record {req.outcome.value}: {exc}")
+            self._reply(acc, m, Refused(txn, acc.idx, req, str(exc)))
+            return
+        if step.record is not None:
+            acc.records[txn] = step.record
+            self._learn_accepted(txn, acc.idx, step.record)
+        for ev in step.trace:
+            self.trace(f"a{acc.idx} trace {ev.name}")
+        if not isinstance(step.reply, OutcomeRecorded):
+            self.event(f"a{acc.idx}: {show_states(step.reply.states)}")
+        self._reply(acc, m, step.reply)
+        self._wake(acc, txn)
 
-    def _bundle_ready(self, acc: AcceptorNode, txn: str) -> bool:
-        return bundle_complete(acc.instances.get(txn, {})) or txn in acc.outcomes
-
-    def _send_bundle(self, acc: AcceptorNode, req: Msg) -> None:
-        states = acc.instances.get(req.txn, {})
-        has_record = req.txn in acc.instances or req.txn in acc.outcomes
-        self._reply(
-            req,
-            "bundle",
-            states=tuple(sorted(states.items())),
-            outcome=acc.outcomes.get(req.txn, Outcome.PENDING),
-            flag=has_record,
-        )
+    def _reply(self, acc: AcceptorNode, req: Msg, body: Any) -> None:
+        self.send(Msg(f"a{acc.idx}", req.src, body, inc=req.inc, call=req.call))
+        self._hold(req.call, +1)
 
     def _wake(self, acc: AcceptorNode, txn: str) -> None:
-        if not any(w.txn == txn for w in acc.waiters) or not self._bundle_ready(acc, txn):
+        rec = acc.records.get(txn)
+        if not acceptor_core.bundle_ready(rec):
             return
-        for w in [w for w in acc.waiters if w.txn == txn]:
+        for w in [w for w in acc.waiters if w[0].body.txn_id == txn]:
             acc.waiters.remove(w)
-            self._send_bundle(acc, w)
+            self._release(acc, w[0])
 
-    # ------------------------------------------------------------------ coordinator (service.py)
+    def _release(self, acc: AcceptorNode, m: Msg) -> None:
+        self._hold(m.call, -1)
+        rec = acc.records.get(m.body.txn_id)
+        self._reply(acc, m, acceptor_core.bundle(acc.idx, rec, m.body, int(self.now * 1000)))
 
-    def _coordinator(self, c: CoordNode, m: Msg) -> None:
-        if m.kind == "join":
-            # CoordinatorServicer.Join
-            o = c.owned.get(m.txn)
-            if o is None:
-                self._reply(m, "join_reply", note="notfound")
-                return
-            try:
-                if m.src not in o.registration.joined:
-                    o.registration.join(m.src)
-            except RegistrationClosed:
-                self._reply(m, "join_reply", note="closed")
-                return
-            self._reply(m, "join_reply", note="ok")
-        elif m.kind == "await_prepare":
-            # CoordinatorServicer.AwaitPrepare
-            o = c.owned.get(m.txn)
-            if o is None:
-                self._reply(m, "prepare_reply", note="notfound")
-                return
-            assert m.src in o.registration.joined, f"{m.src} polls {m.txn} without having joined"
-            if m.txn in c.decided or o.prepare:
-                self._answer_prepare(c, m)
+    # ------------------------------------------------------------------ coordinators (CoordinatorNode)
+
+    def _start_node(self, name: str) -> None:
+        slot = self.coords[name]
+        slot.node = CoordinatorNode(slot.leader_id, self.n, self.timeouts)
+
+    def _flush(self, slot: CoordSlot) -> None:
+        """Carry out a node's Ready: sends, replies, trace; check its decisions."""
+        assert slot.node is not None
+        ready = slot.node.take_ready()
+        self._carry(slot, ready)
+
+    def _carry(self, slot: CoordSlot, ready: Ready) -> None:
+        self.ballots += ready.ballots
+        for txn, text in ready.log:
+            self.trace(f"{slot.name} log {txn}: {text}")
+        for ev in ready.trace:
+            if ev.name == "Phase1a":
+                bal = Ballot(*ev.fields["bal"])
+                key = (ev.txn_id, bal)
+                if key in self.started:
+                    self._violate("P7", f"{slot.leader_id} starts ballot {bal} of {ev.txn_id} a second time")
+                self.started.add(key)
+                self.ballot_leaders.setdefault(ev.txn_id, set()).add(slot.name)
+                self.event(f"{slot.leader_id} starts ballot {bal} of {ev.txn_id}")
+            elif ev.name == "Phase2a":
+                self.leader_2a.add(ev.txn_id)
+            elif ev.name == "Decide":
+                self._decided(slot, ev.txn_id, Outcome(ev.fields["outcome"]))
+            elif ev.name == "Close":
+                self.event(f"{slot.name} closes {ev.txn_id} with set {{{','.join(ev.fields['set'])}}}")
+            elif ev.name == "ApplicationAbort":
+                self.event(f"{slot.name} aborts {ev.txn_id} before close")
+        for _txn, d, _ in ready.decided:
+            if d.cause is not None:
+                self.causes.add(d.cause.value)
+        for i, req in ready.sends:
+            if isinstance(req, Phase2a) and req.ballot == RM_BALLOT and REGISTRAR in req.proposals:
+                self.ballot0.setdefault(req.txn_id, req.proposals[REGISTRAR])
+            call = 0
+            if not isinstance(req, RecordOutcome):
+                call = self.seq()
+                self.calls[call] = Call(slot.name, slot.incarnation, i, req)
+            self.send(Msg(slot.name, f"a{i}", req, inc=slot.incarnation, call=call))
+        for token, body in ready.replies:
+            self.send(Msg(slot.name, token[0], body, inc=slot.incarnation, token=token))
+
+    def _decided(self, slot: CoordSlot, txn: str, outcome: Outcome) -> None:
+        self.event(f"{slot.name} decides {txn} {outcome.value}")
+        if txn in self.leader_2a:
+            self.recovered_txns.add(txn)
+        self.decisions[txn].append((slot.name, outcome))
+        if len({o for _, o in self.decisions[txn]}) > 1:
+            so_far = ", ".join(f"{c} {o.value}" for c, o in self.decisions[txn])
+            self._violate("P3", f"{slot.name} decides {txn} {outcome.value}; decisions so far: {so_far}")
+        values = {ins: v for (t, ins), v in self.hist_chosen.items() if t == txn}
+        b0 = self.ballot0.get(txn)
+        rule, _ = decide(values, b0 if isinstance(b0, RMSet) else None)
+        if rule is not outcome:
+            self._violate(
+                "P3", f"{slot.name} decides {txn} {outcome.value}, the chosen values give {rule.value}"
+            )
+
+    def _tick_due(self) -> None:
+        """The drivers' timers: tick every node whose deadline has come."""
+        for slot in self.coords.values():
+            node = slot.node
+            for _ in range(MAX_TICKS):
+                if node is None:
+                    break
+                nd = node.next_deadline()
+                if nd is None or nd > self.now:
+                    break
+                node.tick(self.now)
+                self._flush(slot)
             else:
-                c.prepare_waiters.append(m)
-        elif m.kind == "get_outcome":
-            # CoordinatorServicer.GetOutcome: an owned txn's decision, else learn it.
-            if m.txn in c.decided:
-                self._reply(m, "outcome_reply", outcome=c.decided[m.txn])
-                return
-            if m.txn not in c.owned:
-                self._learn(c, m.txn, "asked by " + m.src)
-            self._reply(m, "outcome_reply")
-        elif m.kind in ("phase1b", "phase2b", "bundle"):
-            self._coordinator_reply(c, m)
-        else:
-            raise AssertionError(f"coordinator got {m}")
+                raise _Violation([("progress", f"{slot.leader_id} keeps wanting ticks at {self.now:g}s")])
+        for acc in self.accs:
+            for w in [w for w in acc.waiters if w[1] <= self.now]:
+                acc.waiters.remove(w)
+                self.event(f"a{acc.idx}: the bundle wait of {w[0].src} for {w[0].body.txn_id} ends")
+                self._release(acc, w[0])
 
-    def _answer_prepare(self, c: CoordNode, req: Msg) -> None:
-        o = c.owned[req.txn]
-        d = c.decided.get(req.txn)
-        if d is not None:
-            closed = o.registration.closed
-            in_set = closed is not None and req.src in closed.rms
-            self._reply(req, "prepare_reply", flag=in_set and d is Outcome.COMMITTED, outcome=d)
-        else:
-            self._reply(req, "prepare_reply", flag=o.prepare)
+    def _next_time(self) -> float | None:
+        times = [w[1] for a in self.accs for w in a.waiters]
+        # When the recovery scan (ListUndecided) next finds something.
+        wait = self.timeouts.learner.recovery_timeout
+        for a in self.accs:
+            if a.up:
+                times += [
+                    r.first_seen_ms / 1000 + wait for r in a.records.values() if r.outcome is Outcome.PENDING
+                ]
+        for slot in self.coords.values():
+            if slot.node is not None:
+                nd = slot.node.next_deadline()
+                if nd is not None:
+                    times.append(nd)
+        later = [t for t in times if t > self.now]
+        return min(later) if later else None
 
-    def _wake_prepare(self, c: CoordNode, txn: str) -> None:
-        for w in [w for w in c.prepare_waiters if w.txn == txn]:
-            c.prepare_waiters.remove(w)
-            self._answer_prepare(c, w)
+    def _advance(self, to: float) -> None:
+        self.line(f"the clock moves to {to:.3f}s")
+        self.now = to
+        self._tick_due()
 
-    def _evaluate(self, tally: Tally, known: RMSet | None) -> Outcome | None:
-        d = self._evaluator.evaluate(tally, known)  # rm_sdk/leader.py Leader.evaluate, as is
-        return None if d is None else d.outcome
+    # ------------------------------------------------------------------ the application
 
-    def _app_request(self, c: CoordNode, txn: str, abort: bool) -> None:
-        """CoordinatorServicer.Commit/Abort -> _start_commit -> _drive -> _decide_owned."""
-        self._line(f"application asks {c.name} to {'abort' if abort else 'commit'} {txn}")
-        o = c.owned[txn]
-        o.driving = True
-        value: Value
-        known: RMSet | None
-        if abort:
-            o.registration.closed = RMSet.of(())  # later joins fail
-            value, known = NO_SET, None
-        else:
-            value = known = o.registration.close()
-        self._event(f"{c.name} closes registration of {txn}: ballot 0 proposes {show_val(value)}")
-        self.ballot0[txn] = value
-        if known is not None:
-            o.prepare = True  # the paper's Prepare; RMs vote while the registrar's 2a flies
-            self._wake_prepare(c, txn)
-        drv = Driver(txn, owner=True, known=known, tally=Tally(self.n), stage="ballot0")
-        c.drivers[txn] = drv
-        # Leader.send_ballot0: fanout, done=lambda: False
-        drv.fan = self._fanout(c.name, "phase2a", txn, bal=RM_BALLOT, proposals=((REGISTRAR, value),))
+    def _app_request(self, txn: str, abort: bool) -> None:
+        self.line(f"application asks c0 to {'abort' if abort else 'commit'} {txn}")
+        token = ("app", self.seq())
+        self.app_call[txn] = token
+        self.send(Msg("app", "c0", Abort(txn, "the application") if abort else Commit(txn), token=token))
 
-    def _learn(self, c: CoordNode, txn: str, why: str) -> None:
-        """CoordinatorServicer._learn/_learn_once: read the acceptors (wait 0)."""
-        if txn in c.decided or txn in c.drivers or txn in c.owned:
-            return
-        self._event(f"{c.name} learns {txn} ({why})")
-        drv = Driver(txn, owner=False, known=None, tally=Tally(self.n), stage="learn-read")
-        c.drivers[txn] = drv
-        drv.fan = self._fanout(c.name, "await2b", txn, flag=False)
-
-    def _coordinator_reply(self, c: CoordNode, m: Msg) -> None:
-        drv = c.drivers.get(m.txn)
-        i = int(m.src[1:])
-        current = drv is not None and drv.fan is not None and m.call == drv.fan.call
-        if (
-            not current
-            and self.cfg.mutation == "lower_mbal"
-            and drv is not None
-            and drv.stage == "recover-1a"
-            and m.kind == "phase1b"
-            and m.call in drv.old_1a_calls
-        ):
-            self._event(f"{c.name} (mutant) counts a 1b of an earlier ballot")
-            self._on_1b(c, drv, i, m, counted=False)
-            return
-        if drv is None or drv.fan is None or not current:
-            self._event(f"{c.name} ignores it: that call is over")
-            return
-        if i not in drv.fan.waiting:
-            self._event(f"{c.name} ignores it: a second reply to one call")
-            return
-        drv.fan.waiting.discard(i)
-        if m.note:
-            self._event(f"{c.name}: the call failed")
-            if not drv.fan.waiting:
-                self._fan_returned(c, drv)
-            return
-        states = dict(m.states)
-        if drv.stage == "ballot0":
-            drv.tally.add(i, states)
-            if not drv.fan.waiting:
-                self._fan_returned(c, drv)
-        elif drv.stage == "bundles":
-            # Leader.await_bundles: on_reply / done
-            drv.tally.add(i, states)
-            if m.outcome is not Outcome.PENDING:
-                drv.recorded.append(m.outcome)
-            if drv.recorded:
-                self._decide(c, drv, drv.recorded[0], "recorded at an acceptor", record=True)
-                return
-            d = self._evaluate(drv.tally, drv.known)
-            if d is not None:
-                self._decide(c, drv, d, "from the 2b bundles", record=True)
-            elif not drv.fan.waiting:
-                self._fan_returned(c, drv)
-        elif drv.stage == "learn-read":
-            # CoordinatorServicer._learn_once: on_reply
-            drv.replied += 1
-            drv.tally.add(i, states)
-            drv.seen = drv.seen or m.flag
-            if m.outcome is not Outcome.PENDING:
-                drv.recorded.append(m.outcome)
-            if drv.recorded or not drv.fan.waiting:
-                self._fan_returned(c, drv)
-        elif drv.stage == "recover-1a":
-            self._on_1b(c, drv, i, m, counted=True)
-        elif drv.stage == "recover-2a":
-            # Leader._run_ballot, the 2a fanout: done when evaluate decides.
-            drv.tally.add(i, states)
-            d = self._evaluate(drv.tally, drv.known2a)
-            if d is not None:
-                self._decide(c, drv, d, f"ballot {self._ballot(drv)}", record=True)
-            elif not drv.fan.waiting:
-                self._fan_returned(c, drv)
-        else:
-            raise AssertionError(f"reply {m} in stage {drv.stage}")
-
-    def _on_1b(self, c: CoordNode, drv: Driver, i: int, m: Msg, counted: bool) -> None:
-        """Leader._run_ballot's on_1b and its fanout's done()."""
-        assert drv.run is not None and drv.fan is not None
-        states = dict(m.states)
-        drv.tally.add(i, states)
-        drv.run.on_phase1b(i, states)
-        s = drv.tally.known_set()
-        if s is not None and not s.rms <= drv.covered:
-            drv.new_members = True
-        done = drv.run.proposals() is not None or drv.run.preempted or drv.new_members
-        if done or (counted and not drv.fan.waiting):
-            self._fan_returned(c, drv)
-
-    def _ballot(self, drv: Driver) -> str:
-        return str(drv.run.ballot) if drv.run is not None else "?"
-
-    def _fan_returned(self, c: CoordNode, drv: Driver) -> None:
-        """The fanout of ``drv`` returned: done, every acceptor answered, or the rest timed out."""
-        drv.fan = None
-        if drv.stage == "ballot0":
-            # _decide_owned after send_ballot0
-            d = self._evaluate(drv.tally, drv.known)
-            if d is not None:
-                self._decide(c, drv, d, "from the ballot-0 replies", record=True)
-            else:
-                self._await_bundles(c, drv)
-        elif drv.stage == "bundles":
-            # _decide_owned: while d is None and before the deadline: await_bundles again
-            d = self._evaluate(drv.tally, drv.known)
-            if d is not None:
-                self._decide(c, drv, d, "from the 2b bundles", record=True)
-            else:
-                self._await_bundles(c, drv)
-        elif drv.stage == "learn-read":
-            self._learn_read_done(c, drv)
-        elif drv.stage == "recover-1a":
-            self._after_1a(c, drv)
-        elif drv.stage == "recover-2a":
-            d = self._evaluate(drv.tally, drv.known2a)
-            if d is not None:
-                self._decide(c, drv, d, f"ballot {self._ballot(drv)}", record=True)
-            else:
-                self._ballot_failed(c, drv, "the 2a's did not decide")
-        else:
-            raise AssertionError(f"fanout returned in stage {drv.stage}")
-
-    def _await_bundles(self, c: CoordNode, drv: Driver) -> None:
-        """Leader.await_bundles: every acceptor answers once its bundle is complete."""
-        drv.stage = "bundles"
-        drv.fan = self._fanout(c.name, "await2b", drv.txn, flag=True)
-
-    def _learn_read_done(self, c: CoordNode, drv: Driver) -> None:
-        """CoordinatorServicer._learn_once after its read."""
-        if drv.recorded:
-            self._decide(c, drv, drv.recorded[0], "recorded at an acceptor", record=False)
-            return
-        d = self._evaluate(drv.tally, None)
-        if d is not None:
-            self._decide(c, drv, d, "from the acceptors' states", record=True)
-            return
-        if drv.replied * 2 > self.n and not drv.tally.instances() and not drv.seen:
-            self._event(f"{c.name}: a majority never heard of {drv.txn}; nothing to do")
-            del c.drivers[drv.txn]
-            return
-        drv.stage = "learn-wait"  # too young to recover: the recovery timeout is an action
-
-    def _vote_timeout(self, c: CoordNode, drv: Driver) -> None:
-        """_decide_owned: the vote timeout passed without a decision: recovery ballots."""
-        self._line(f"{c.name}: vote timeout for {drv.txn}: recovery")
-        drv.fan = None
-        d = self._evaluate(drv.tally, drv.known)
-        if d is not None:
-            self._decide(c, drv, d, "from the 2b bundles", record=True)
-            return
-        self._recover(c, drv)
-
-    def _recover(self, c: CoordNode, drv: Driver) -> None:
-        """Leader.recover: a fresh call starts from NO_BALLOT."""
-        drv.highest = NO_BALLOT
-        drv.attempt = 0
-        self._attempt(c, drv)
-
-    def _attempt(self, c: CoordNode, drv: Driver) -> None:
-        """One iteration of Leader.recover's loop."""
-        d = self._evaluate(drv.tally, drv.known)
-        if d is not None:
-            self._decide(c, drv, d, "from what its ballots learned", record=True)
-            return
-        if drv.attempt >= self.cfg.recover_attempts:
-            if drv.owner:
-                self._event(f"{c.name}: recover() gave up on {drv.txn}; _decide_owned calls it again")
-                self._recover(c, drv)
-            else:
-                self._event(f"{c.name}: recover() gave up on {drv.txn}; _learn_once returns None")
-                del c.drivers[drv.txn]
-            return
-        if self.phase == "faulty" and self.ballots >= self.cfg.max_ballots:
-            drv.stage = "backoff"  # the ballot budget is spent until the faults stop
-            return
-        decided = chosen(drv.tally.reports, self.n)
-        instances = instances_to_recover(drv.tally, drv.known)
-        if self.cfg.mutation == "restart_rounds":
-            ballot = next_ballot(c.leader_id, drv.highest)
-        else:
-            ballot = c.leader.ballots.next(drv.highest)
-        if (drv.txn, ballot) in self.started:
-            self._violate("P7", f"{c.name} starts ballot {ballot} on {drv.txn} a second time")
-        self.started.add((drv.txn, ballot))
-        run_cls = {"free_prepared": _FreePreparedRun, "lower_mbal": _LowerMbalRun}.get(
-            self.cfg.mutation, BallotRun
-        )
-        drv.run = run_cls(ballot, instances, self.n)
-        drv.covered = set(instances) | set(decided)
-        drv.new_members = False
-        drv.stage = "recover-1a"
-        self.ballots += 1
-        self.ballot_leaders.setdefault(drv.txn, set()).add(c.name)
-        self._event(f"{c.name} starts ballot {ballot} on {drv.txn}: {', '.join(sorted(instances))}")
-        if self.cfg.mutation == "lower_mbal":
-            # An acceptor that reported nothing of an instance is taken to have accepted nothing.
-            for i, states in sorted(drv.tally.reports.items()):
-                drv.run.on_phase1b(i, {ins: states.get(ins, InstanceState()) for ins in instances})
-            if drv.run.proposals() is not None:
-                self._event(f"{c.name} (mutant) counts what its tally holds as promises: no phase 1")
-                self._after_1a(c, drv)
-                return
-        drv.fan = self._fanout(c.name, "phase1a", drv.txn, bal=ballot, instances=tuple(sorted(instances)))
-        drv.old_1a_calls.add(drv.fan.call)
-
-    def _after_1a(self, c: CoordNode, drv: Driver) -> None:
-        """Leader._run_ballot after the 1a fanout returned."""
-        run = drv.run
-        assert run is not None
-        if drv.new_members:
-            self._ballot_failed(c, drv, "the set names instances the ballot did not prepare: widen it")
-            return
-        proposals = run.proposals()
-        if proposals is None:
-            why = f"preempted by {run.highest_seen}" if run.preempted else "no majority promised"
-            self._ballot_failed(c, drv, why)
-            return
-        drv.known2a = drv.tally.known_set()
-        drv.stage = "recover-2a"
-        props = tuple(sorted(proposals.items()))
-        self._event(
-            f"{c.name} ballot {run.ballot} proposes " + ", ".join(f"{i}={show_val(v)}" for i, v in props)
-        )
-        drv.fan = self._fanout(c.name, "phase2a", drv.txn, bal=run.ballot, proposals=props)
-
-    def _ballot_failed(self, c: CoordNode, drv: Driver, why: str) -> None:
-        run = drv.run
-        assert run is not None
-        self._event(f"{c.name} ballot {run.ballot} on {drv.txn} ends undecided: {why}")
-        drv.highest = max(drv.highest, run.highest_seen, run.ballot)
-        drv.attempt += 1
-        drv.stage = "backoff"
-
-    def _decide(self, c: CoordNode, drv: Driver, outcome: Outcome, how: str, record: bool) -> None:
-        txn = drv.txn
-        drv.fan = None
-        del c.drivers[txn]
-        c.decided[txn] = outcome
-        if drv.stage.startswith("recover") or drv.stage == "backoff":
-            self.recovered += 1
-        self._event(f"{c.name} decides {txn} {outcome.value} ({how})")
-        self.decisions[txn].append((c.name, outcome))
-        self.new_decisions.append((c.name, txn, outcome))
-        if txn in c.owned:
-            self._wake_prepare(c, txn)
-        if record:
-            # _drive / _learn_once: Leader.record_outcome (replies unused)
-            self._fanout(c.name, "record", txn, outcome=outcome)
-
-    # ------------------------------------------------------------------ RM (participant.py)
-
-    def _rm(self, r: RMNode, m: Msg) -> None:
-        if m.kind == "phase2b":
-            self._vote_reply(r, m)
-            return
-        if m.call != r.call:
-            self._event(f"{r.rm} ignores it: that call is over")
-            return
-        r.call = 0
-        if m.kind == "join_reply":
-            # Participant.join
-            if m.note == "ok":
-                self._rm_state(r, WORKING)
-                self._poll(r)
-            else:
-                self._rm_state(r, GAVE_UP, f"join failed: {m.note}")
-        elif m.kind == "prepare_reply":
-            # Participant._await_prepare
-            if m.note == "notfound":
-                self._ask(r, "notfound")
-            elif m.flag:
-                self._prepare(r)
-            elif m.outcome is not Outcome.PENDING:
-                self._apply(r, m.outcome)
-            else:
-                self._poll(r)
-        elif m.kind == "outcome_reply":
-            if m.outcome is not Outcome.PENDING:
-                self._apply(r, m.outcome)
-            else:
-                self._outcome_pending(r)
-        else:
-            raise AssertionError(f"rm got {m}")
-
-    def _rm_state(self, r: RMNode, state: str, why: str = "") -> None:
-        r.state = state
-        if state == PREPARED:
-            r.was_prepared = True
-        self._event(f"{r.rm} of {r.txn} is {state}" + (f" ({why})" if why else ""))
-
-    def _rpc(self, r: RMNode, kind: str, dst: str) -> None:
-        r.call = self._call()
-        r.call_kind = kind
-        self._send(Msg(kind, r.rm, dst, r.txn, r.call))
-
-    def _poll(self, r: RMNode) -> None:
-        """Participant._await_prepare: AwaitPrepare at the owner (ctx.coordinator)."""
-        self._rpc(r, "await_prepare", "c0")
-
-    def _ask(self, r: RMNode, why: str) -> None:
-        """Client.outcome: GetOutcome, the owner first, then the other replica."""
-        r.ask_why = why
-        r.asks += 1
-        self._rpc(r, "get_outcome", "c0" if r.asks % 2 else "c1")
-
-    def _outcome_pending(self, r: RMNode) -> None:
-        """Client.outcome returned PENDING (a reply or a timeout)."""
-        if r.state == WORKING and r.ask_why == "notfound":
-            # _await_prepare: NOT_FOUND and no outcome: the owner is gone before asking
-            # to prepare; abort on our own (allowed: not prepared yet) and say so.
-            self._apply_own_abort(r, "the owner does not know the transaction")
-        elif r.state == WORKING:
-            self._poll(r)
-        elif r.state == PREPARED:
-            # _finish_prepared: still unknown: our vote may have been lost; resend it.
-            self._start_vote(r)
-
-    def _prepare(self, r: RMNode) -> None:
-        """Participant._run after Prepare: rm.prepare() gives the vote."""
-        if r.state != WORKING:
-            return
-        if self.rng.random() < 0.9:
-            self._rm_state(r, PREPARED, "prepare is durable")
-            self._send_vote(r, Vote.PREPARED)
-        else:
-            self._apply_own_abort(r, "rm.prepare() refused")
-
-    def _apply_own_abort(self, r: RMNode, why: str) -> None:
-        """Participant._run: _apply(ABORTED) then _send_vote(ABORTED)."""
-        r.call = 0
-        r.learned = None
-        self._rm_state(r, ABORTED, why)
-        self._send_vote(r, Vote.ABORTED)
-
-    def _send_vote(self, r: RMNode, vote: Vote) -> None:
-        r.vote = vote
-        if vote is Vote.PREPARED:
-            self.prepared_votes.add((r.txn, r.rm))
-        self._start_vote(r)
-
-    def _start_vote(self, r: RMNode) -> None:
-        """Participant._send_vote: a majority first, then the rest."""
-        r.voting = True
-        r.vote_attempt = 0
-        r.vote_accepted = set()
-        self._vote_round(r)
-
-    def _vote_round(self, r: RMNode) -> None:
-        assert r.vote is not None
-        targets = [i for i in range(self.n) if i not in r.vote_accepted]
-        if r.vote_attempt == 0:
-            targets = targets[: self.need]
-        call = self._call()
-        r.vote_fan = Fanout(call, set(targets))
-        for i in targets:
-            self._send(Msg("phase2a", r.rm, f"a{i}", r.txn, call, bal=RM_BALLOT, proposals=((r.rm, r.vote),)))
-
-    def _vote_reply(self, r: RMNode, m: Msg) -> None:
-        fan = r.vote_fan
-        i = int(m.src[1:])
-        if fan is None or m.call != fan.call or i not in fan.waiting:
-            self._event(f"{r.rm} ignores it: that call is over")
-            return
-        fan.waiting.discard(i)
-        st = dict(m.states).get(r.rm)
-        if not m.note and st is not None:
-            if st.mbal > RM_BALLOT:
-                self._event(f"{r.rm}: a leader took over its instance; vote done")
-                self._vote_done(r)
-                return
-            if st.bal == RM_BALLOT:
-                r.vote_accepted.add(i)
-        if len(r.vote_accepted) >= self.need:
-            self._vote_done(r)
-        elif not fan.waiting:
-            self._vote_round_over(r)
-
-    def _vote_round_over(self, r: RMNode) -> None:
-        r.vote_fan = None
-        r.vote_attempt += 1
-        if r.vote_attempt >= VOTE_ATTEMPTS:
-            self._event(f"{r.rm}: vote reached only {len(r.vote_accepted)} acceptors; giving up")
-            self._vote_done(r)
-        # else: back off, then the next round (an action)
-
-    def _vote_done(self, r: RMNode) -> None:
-        r.vote_fan = None
-        r.voting = False
-        if r.state == PREPARED and r.call == 0:
-            self._ask(r, "prepared")  # _finish_prepared: learn the outcome
-
-    def _apply(self, r: RMNode, outcome: Outcome) -> None:
-        """Participant._apply: the decided outcome, learned from a coordinator."""
-        new = COMMITTED if outcome is Outcome.COMMITTED else ABORTED
-        if r.state in (COMMITTED, ABORTED):
-            if r.state != new:
-                self._violate("P1", f"{r.rm} of {r.txn} is {r.state} but learns {outcome.value}")
-            return
-        if r.state != WORKING and r.state != PREPARED:
-            return
-        r.learned = outcome
-        r.call = 0
-        r.vote_fan = None
-        r.voting = False
-        self._rm_state(r, new, "learned")
+    def _app_reply(self, m: Msg) -> None:
+        txn = m.body.txn_id
+        if m.token == self.app_call.get(txn) and isinstance(m.body, (Decided, Failed)):
+            self.app_done.add(txn)
+            self.app_call[txn] = None
 
     # ------------------------------------------------------------------ checks
 
-    def _check_step(self, before: dict[tuple[str, str], str]) -> None:
-        for txn in sorted(self.dirty):
-            self._check_chosen(txn)
-        self.dirty.clear()
-        for name, txn, outcome in self.new_decisions:
-            self._check_decision(name, txn, outcome)
-        self.new_decisions.clear()
-        for key, r in self.rms.items():
-            old = before[key]
+    def _learn_accepted(self, txn: str, acc: int, rec: TxnRecord) -> None:
+        """What acceptor ``acc`` has accepted is a fact forever (the spec's 2b messages);
+        a value is chosen once a majority accepted it at one ballot."""
+        for ins, st in rec.instances.items():
+            if not st.accepted or isinstance(st.val, NoValue):
+                continue
+            who = self.accepted_ever.setdefault((txn, ins, st.bal, st.val), set())
+            if acc in who:
+                continue
+            who.add(acc)
+            if len(who) < self.need:
+                continue
+            key = (txn, ins)
+            val = st.val
+            old = self.hist_chosen.get(key)
+            if old is None:
+                self.hist_chosen[key] = val
+                self.event(f"chosen: {txn}/{ins} = {show_val(val)} at ballot {st.bal}")
+                if val is Vote.PREPARED and (txn, ins) not in self.prepared_votes:
+                    self._violate("P6", f"{txn}/{ins} chose prepared, but {ins} never voted prepared")
+                if isinstance(val, RMSet) and self.ballot0.get(txn) != val:
+                    self._violate(
+                        "P6", f"{txn}'s registrar chose {show_val(val)}, which its owner never proposed"
+                    )
+            elif old != val:
+                self._violate(
+                    "P2", f"{txn}/{ins} chose {show_val(val)} at ballot {st.bal} after {show_val(old)}"
+                )
+        # The core's own count over what the acceptors hold now must agree.
+        reports = {a.idx: a.records[txn].instances for a in self.accs if txn in a.records}
+        for ins, val in chosen(reports, self.n).items():
+            if self.hist_chosen.get((txn, ins)) != val:
+                self._violate("P2", f"chosen() says {txn}/{ins}={show_val(val)}, the history says otherwise")
+
+    def _check_step(self, before: dict[str, str]) -> None:
+        decided_outcomes = {t: {o for _, o in ds} for t, ds in self.decisions.items()}
+        for name, r in self.rms.items():
+            old = before[name]
             if old == r.state:
                 continue
-            if old == PREPARED:
-                decided = {o for _, o in self.decisions[r.txn]}
-                if r.learned is None or r.state != r.learned.value or r.learned not in decided:
-                    self._violate(
-                        "P5", f"{r.rm} of {r.txn} went from prepared to {r.state} without learning it"
-                    )
+            if old == PREPARED and (
+                r.learned is None or r.state != r.learned.value or r.learned not in decided_outcomes[r.txn]
+            ):
+                self._violate("P5", f"{r.rm} of {r.txn} went from prepared to {r.state} without learning it")
             if r.state == COMMITTED and not r.was_prepared:
                 self._violate("P6", f"{r.rm} of {r.txn} committed without having prepared")
         for txn in self.txns:
-            states = {r.rm: r.state for (t, _), r in self.rms.items() if t == txn}
+            states = {r.rm: r.state for r in self.rms.values() if r.txn == txn}
             done = [rm for rm, s in states.items() if s == COMMITTED]
             if not done:
                 continue
@@ -1195,50 +1081,6 @@ class Sim:
                 return f"member {rm} chose {show_val(v) if v is not None else 'nothing'}"
         return ""
 
-    def _check_chosen(self, txn: str) -> None:
-        """P2 and P6 over every acceptor's durable state (down or up)."""
-        reports = {a.idx: a.instances.get(txn, {}) for a in self.accs}
-        core = chosen(reports, self.n)
-        # An independent count: every (ballot, value) a majority accepted.
-        count: dict[tuple[Instance, Ballot, Value], int] = {}
-        for states in reports.values():
-            for ins, st in states.items():
-                if st.accepted and not isinstance(st.val, NoValue):
-                    key = (ins, st.bal, st.val)
-                    count[key] = count.get(key, 0) + 1
-        mine: dict[Instance, set[Value]] = {}
-        for (ins, _, val), k in count.items():
-            if k >= self.need:
-                mine.setdefault(ins, set()).add(val)
-        if set(core) != set(mine) or any(core[i] not in mine[i] for i in core):
-            self._violate("P2", f"chosen() says {core} for {txn}, a majority count says {mine}")
-        for ins in sorted(mine):
-            for val in sorted(mine[ins], key=show_val):
-                key2 = (txn, ins)
-                old = self.hist_chosen.get(key2)
-                if old is None:
-                    self.hist_chosen[key2] = val
-                    self._event(f"chosen: {txn}/{ins} = {show_val(val)}")
-                    if val is Vote.PREPARED and (txn, ins) not in self.prepared_votes:
-                        self._violate("P6", f"{txn}/{ins} chose prepared, but {ins} never voted prepared")
-                    if isinstance(val, RMSet) and self.ballot0.get(txn) != val:
-                        self._violate(
-                            "P6", f"{txn}'s registrar chose {show_val(val)}, which its owner never proposed"
-                        )
-                elif old != val:
-                    self._violate("P2", f"{txn}/{ins} chose {show_val(val)} after {show_val(old)}")
-
-    def _check_decision(self, name: str, txn: str, outcome: Outcome) -> None:
-        others = {o for _, o in self.decisions[txn]}
-        if len(others) > 1:
-            so_far = ", ".join(f"{c} {o.value}" for c, o in self.decisions[txn])
-            self._violate("P3", f"{name} decides {txn} {outcome.value}; decisions so far: {so_far}")
-        values = {ins: v for (t, ins), v in self.hist_chosen.items() if t == txn}
-        b0 = self.ballot0.get(txn)
-        rule, _ = decide(values, b0 if isinstance(b0, RMSet) else None)
-        if rule is not outcome:
-            self._violate("P3", f"{name} decides {txn} {outcome.value}, the chosen values give {rule.value}")
-
     # ------------------------------------------------------------------ actions
 
     def _actions(self) -> tuple[list[Action], list[Action]]:
@@ -1250,100 +1092,74 @@ class Sim:
         if self.net:
             add((10.0 * min(len(self.net), 4), self._act_deliver))
             if not quiet:
-                faults.append((self._k("drop"), self._act_drop))
-                faults.append((self._k("duplicate"), self._act_duplicate))
+                faults.append((self.k("drop"), self._act_drop))
+                faults.append((self.k("duplicate"), self._act_duplicate))
+        nxt = self._next_time()
+        if nxt is not None and (quiet or self.ballots < self.cfg.max_ballots):
+            # Time passes: little while messages fly (a fault: timeouts fire early), at once
+            # when nothing else can happen.
+            if not self.net:
+                add((0.3, partial(self._advance, nxt)))
+            elif quiet:
+                add((0.2, partial(self._advance, nxt)))
+            else:
+                faults.append((0.5 * self.k("clock"), partial(self._advance, nxt)))
+        if self.calls:
+            dead = [c for c, call in self.calls.items() if call.alive <= 0]
+            if dead:
+                add((1.0, partial(self._no_answer, self.rng.choice(dead))))
+            if not quiet and len(dead) < len(self.calls):
+                faults.append((0.3 * self.k("rpc_timeout"), self._spurious_no_answer))
         if not quiet:
             if not self.side:
-                faults.append((0.3 * self._k("partition"), self._partition))
+                faults.append((0.3 * self.k("partition"), self._partition))
             else:
                 add((0.15, self._heal))
             for a in self.accs:
                 if a.up and self.crashed_acceptors < 4:
-                    faults.append((0.25 * self._k("crash_acceptor"), partial(self._crash_acceptor, a)))
+                    faults.append((0.25 * self.k("crash_acceptor"), partial(self._crash_acceptor, a)))
                 elif not a.up:
                     add((0.6, partial(self._restart_acceptor, a)))
-            for c in self.coords.values():
-                if c.up and self.crashed_coordinators < 3:
-                    faults.append((0.25 * self._k("crash_coordinator"), partial(self._crash_coordinator, c)))
-                elif not c.up:
-                    add((0.4, partial(self._restart_coordinator, c)))
-        # The application: commit (or abort) a transaction its owner still has open.
-        for c in self.coords.values():
-            if not c.up:
+            for slot in self.coords.values():
+                if slot.node is not None and self.crashed_coordinators < 3:
+                    faults.append(
+                        (0.25 * self.k("crash_coordinator"), partial(self._crash_coordinator, slot))
+                    )
+                elif slot.node is None:
+                    add((0.4, partial(self._restart_coordinator, slot)))
+        # The application: commit (or abort) each transaction once, retrying a lost call.
+        for txn in self.txns:
+            if txn in self.app_done:
                 continue
-            for txn, o in c.owned.items():
-                if o.driving:
+            token = self.app_call[txn]
+            if token is not None:
+                if not self.token_alive(token):
+                    add((0.5, partial(self._app_request, txn, False)))
+                continue
+            waiting = any(r.state in (IDLE, JOINING) for r in self.rms.values() if r.txn == txn)
+            w = 0.04 if waiting and not quiet else 1.0
+            add((w, partial(self._app_request, txn, False)))
+            add((w * 0.15, partial(self._app_request, txn, True)))
+        # The services' recovery scan: ListUndecided(older_than=recovery_timeout).
+        old_ms = int((self.now - self.timeouts.learner.recovery_timeout) * 1000)
+        listed = {
+            txn
+            for a in self.accs
+            if a.up
+            for txn, rec in a.records.items()
+            if rec.outcome is Outcome.PENDING and rec.first_seen_ms <= old_ms
+        }
+        for txn in sorted(listed):
+            for slot in self.coords.values():
+                node = slot.node
+                if node is None or txn in node.owned or txn in node.learners or txn in node.decided:
                     continue
-                waiting = any(r.state in (IDLE, JOINING) for (t, _), r in self.rms.items() if t == txn)
-                w = 0.04 if waiting and not quiet else 1.0
-                add((w, partial(self._app_request, c, txn, abort=False)))
-                add((w * 0.15, partial(self._app_request, c, txn, abort=True)))
-            for txn, drv in c.drivers.items():
-                self._driver_actions(c, txn, drv, acts, faults, quiet)
-            for req in c.prepare_waiters:
-                add((0.3, partial(self._prepare_wait_over, c, req)))
-            # _recovery_loop: ListUndecided names transactions some acceptor holds undecided.
-            for txn in self.txns:
-                if txn in c.owned or txn in c.drivers or txn in c.decided:
-                    continue
-                if any(a.up and txn in a.instances and txn not in a.outcomes for a in self.accs):
-                    add((0.5 * self._k("recovery"), partial(self._scan, c, txn)))
-        for a in self.accs:
-            if a.up:
-                for req in a.waiters:
-                    add((0.3, partial(self._bundle_wait_over, a, req)))
+                add((0.5 * self.k("recovery"), partial(self._scan, slot, txn)))
         for r in self.rms.values():
-            self._rm_actions(r, acts, faults, quiet)
+            more, more_faults = r.actions(quiet, self.k)
+            acts += more
+            faults += more_faults
         return acts, faults
-
-    def _driver_actions(
-        self, c: CoordNode, txn: str, drv: Driver, acts: list[Action], faults: list[Action], quiet: bool
-    ) -> None:
-        fan = drv.fan
-        if fan is not None:
-            if not self._call_alive(fan.call):
-                acts.append((1.0, partial(self._rpc_timeout, c, drv)))
-            elif not quiet:
-                faults.append((0.5 * self._k("rpc_timeout"), partial(self._rpc_timeout, c, drv)))
-        if drv.stage == "bundles":
-            acts.append((0.5 * self._k("vote_timeout"), partial(self._vote_timeout, c, drv)))
-        elif drv.stage == "backoff" and (quiet or self.ballots < self.cfg.max_ballots):
-            acts.append((0.8, partial(self._backoff_over, c, drv)))
-        elif drv.stage == "learn-wait":
-            acts.append((self._k("recovery"), partial(self._recovery_timeout, c, drv)))
-            acts.append((0.2, partial(self._learn_later, c, drv)))
-
-    def _rm_actions(self, r: RMNode, acts: list[Action], faults: list[Action], quiet: bool) -> None:
-        add = acts.append
-        owner = self.coords["c0"]
-        if r.state == IDLE and r.joins < 2 and not quiet:
-            add((1.0, partial(self._join, r)))
-        if r.call:
-            if not self._call_alive(r.call):
-                add((1.0, partial(self._rm_timeout, r)))
-            elif not quiet:
-                faults.append((0.3 * self._k("rm_timeout"), partial(self._rm_timeout, r)))
-        if r.state == WORKING and r.call == 0:
-            add((1.0, partial(self._poll, r)))  # _await_prepare's loop
-        if r.state == PREPARED and r.call == 0 and not r.voting:
-            add((1.0, partial(self._ask, r, "prepared")))  # _finish_prepared's loop
-        if r.state == WORKING:
-            owner_gone = not (owner.up and r.txn in owner.owned)
-            if owner_gone:
-                add((0.5, partial(self._own_abort, r)))
-            elif not quiet:
-                faults.append((0.3 * self._k("own_abort"), partial(self._own_abort, r)))
-        if r.state == PREPARED and self.cfg.mutation == "abort_after_prepare" and not quiet:
-            faults.append((0.3, partial(self._own_abort, r)))
-        if r.voting and r.vote_fan is None:
-            add((1.0, partial(self._vote_backoff_over, r)))
-        if r.vote_fan is not None:
-            if not self._call_alive(r.vote_fan.call):
-                add((1.0, partial(self._vote_timeout_rm, r)))
-            elif not quiet:
-                faults.append((0.3 * self._k("rm_timeout"), partial(self._vote_timeout_rm, r)))
-        if r.state == PREPARED and not quiet:
-            faults.append((0.15 * self._k("crash_rm"), partial(self._crash_rm, r)))
 
     def _act_deliver(self) -> None:
         self._deliver(self.rng.randrange(len(self.net)), keep=False)
@@ -1353,131 +1169,77 @@ class Sim:
 
     def _act_drop(self) -> None:
         m = self.net.pop(self.rng.randrange(len(self.net)))
+        self._gone(m)
         self.faults += 1
-        self._line(f"drop {m} {m.src}->{m.dst}")
+        self.line(f"drop {show(m.body)} {m.src}->{m.dst}")
+
+    def _spurious_no_answer(self) -> None:
+        """A call still in flight times out at the caller (its deadline passed)."""
+        self._no_answer(self.rng.choice([c for c, call in self.calls.items() if call.alive > 0]))
+
+    def _no_answer(self, call_id: int) -> None:
+        call = self.calls.pop(call_id)
+        self.line(f"{call.coord}: the transport gives up on {show(call.request)} to a{call.acceptor}")
+        slot = self.coords[call.coord]
+        if call.alive > 0:
+            self.faults += 1
+        if slot.node is None or slot.incarnation != call.inc:
+            return
+        slot.node.acceptor_reply(NoAnswer(call.request.txn_id, call.acceptor, call.request), self.now)
+        self._flush(slot)
 
     def _partition(self) -> None:
-        nodes = [a.name for a in self.accs] + list(self.coords)
+        nodes = [f"a{a.idx}" for a in self.accs] + list(self.coords)
         side = frozenset(x for x in nodes if self.rng.random() < 0.5)
         if not side or len(side) == len(nodes):
             side = frozenset({self.rng.choice(nodes)})
         self.side = side
         self.faults += 1
         rest = sorted(set(nodes) - side)
-        self._line(f"partition {{{','.join(sorted(side))}}} from {{{','.join(rest)}}}")
+        self.line(f"partition {{{','.join(sorted(side))}}} from {{{','.join(rest)}}}")
 
     def _heal(self) -> None:
         self.side = frozenset()
-        self._line("the partition heals")
+        self.line("the partition heals")
 
     def _crash_acceptor(self, a: AcceptorNode) -> None:
-        self._line(f"crash {a.name} (its durable state survives)")
+        self.line(f"crash a{a.idx} (its durable state survives)")
         self.faults += 1
         self.crashed_acceptors += 1
         a.up = False
+        for m, _ in a.waiters:
+            self._hold(m.call, -1)
         a.waiters.clear()
 
     def _restart_acceptor(self, a: AcceptorNode) -> None:
         a.up = True
         if self.cfg.mutation == "amnesia":
-            self._line(f"restart {a.name} (mutant: blank)")
-            a.instances.clear()
-            a.outcomes.clear()
-            self.dirty.update(self.txns)
+            self.line(f"restart a{a.idx} (mutant: blank)")
+            a.records.clear()
         else:
-            self._line(f"restart {a.name}")
+            self.line(f"restart a{a.idx}")
 
-    def _crash_coordinator(self, c: CoordNode, why: str = "its soft state is lost") -> None:
-        self._line(f"crash {c.name} ({c.leader_id}; {why})")
+    def _crash_coordinator(self, slot: CoordSlot, why: str = "its soft state is lost") -> None:
+        self.line(f"crash {slot.name} ({slot.leader_id}; {why})")
         self.faults += 1
         self.crashed_coordinators += 1
-        c.up = False
-        c.owned.clear()
-        c.drivers.clear()
-        c.decided.clear()
-        c.prepare_waiters.clear()
+        slot.node = None
 
-    def _restart_coordinator(self, c: CoordNode) -> None:
-        c.up = True
-        c.incarnation += 1
+    def _restart_coordinator(self, slot: CoordSlot) -> None:
+        slot.incarnation += 1
         same = self.cfg.mutation == "reuse_ballot"
-        c.leader = self._new_leader(c.leader_id if same else f"{c.name}.{c.incarnation}")
-        self._line(f"restart {c.name} as leader {c.leader_id}" + (" (mutant: its old id)" if same else ""))
+        if not same:
+            slot.leader_id = f"{slot.name}.{slot.incarnation}"
+        self._start_node(slot.name)
+        self.line(
+            f"restart {slot.name} as leader {slot.leader_id}" + (" (mutant: its old id)" if same else "")
+        )
 
-    def _new_leader(self, leader_id: str) -> Leader:
-        """A Leader for its id, its BallotSource and its evaluate; it sends nothing here."""
-        return Leader(leader_id, cast(AcceptorPeers, _Peers(self.n)), random.Random(0))
-
-    def _join(self, r: RMNode) -> None:
-        self._line(f"{r.rm} joins {r.txn}")
-        r.joins += 1
-        r.state = JOINING
-        self._rpc(r, "join", "c0")
-
-    def _rm_timeout(self, r: RMNode) -> None:
-        kind = r.call_kind
-        self._line(f"{r.rm}: its {kind} call for {r.txn} times out")
-        r.call = 0
-        if kind == "join":
-            r.state = IDLE  # the application saw the join fail
-        elif kind == "await_prepare":
-            self._ask(r, "lost")  # _await_prepare: a transient error: ask for the outcome
-        else:
-            self._outcome_pending(r)
-
-    def _own_abort(self, r: RMNode) -> None:
-        self._line(f"{r.rm} aborts {r.txn} on its own")
-        r.vote_fan = None
-        self._apply_own_abort(r, "unilateral")
-
-    def _vote_backoff_over(self, r: RMNode) -> None:
-        self._line(f"{r.rm} resends its vote for {r.txn} (round {r.vote_attempt + 1})")
-        self._vote_round(r)
-
-    def _vote_timeout_rm(self, r: RMNode) -> None:
-        self._line(f"{r.rm}: its 2a's for {r.txn} time out")
-        self._vote_round_over(r)
-
-    def _crash_rm(self, r: RMNode) -> None:
-        """A prepared RM restarts: Participant.resume resends the vote and learns the outcome."""
-        self._line(f"crash and restart {r.rm} (prepared in {r.txn}, durably)")
-        self.faults += 1
-        r.call = 0
-        r.vote = Vote.PREPARED
-        self._start_vote(r)
-
-    def _prepare_wait_over(self, c: CoordNode, w: Msg) -> None:
-        self._line(f"{c.name}: the AwaitPrepare wait of {w.src} for {w.txn} ends")
-        c.prepare_waiters.remove(w)
-        self._reply(w, "prepare_reply")
-
-    def _bundle_wait_over(self, a: AcceptorNode, w: Msg) -> None:
-        self._line(f"{a.name}: the AwaitPhase2b wait of {w.src} for {w.txn} ends")
-        a.waiters.remove(w)
-        self._send_bundle(a, w)
-
-    def _rpc_timeout(self, c: CoordNode, drv: Driver) -> None:
-        assert drv.fan is not None
-        left = ",".join(f"a{i}" for i in sorted(drv.fan.waiting))
-        self._line(f"{c.name}: calls of {drv.txn} ({drv.stage}) to {left} time out")
-        drv.fan.waiting.clear()
-        self._fan_returned(c, drv)
-
-    def _backoff_over(self, c: CoordNode, drv: Driver) -> None:
-        self._line(f"{c.name}: back-off over for {drv.txn}")
-        self._attempt(c, drv)
-
-    def _recovery_timeout(self, c: CoordNode, drv: Driver) -> None:
-        self._line(f"{c.name}: {drv.txn} is older than the recovery timeout: recovery")
-        self._recover(c, drv)
-
-    def _learn_later(self, c: CoordNode, drv: Driver) -> None:
-        self._line(f"{c.name}: {drv.txn} is too young to recover; _learn_once returns None")
-        del c.drivers[drv.txn]
-
-    def _scan(self, c: CoordNode, txn: str) -> None:
-        self._line(f"{c.name}: recovery scan finds {txn} undecided")
-        self._learn(c, txn, "recovery scan")
+    def _scan(self, slot: CoordSlot, txn: str) -> None:
+        self.line(f"{slot.name}: recovery scan finds {txn} undecided")
+        assert slot.node is not None
+        slot.node.found_undecided([txn], self.now)
+        self._flush(slot)
 
     # ------------------------------------------------------------------ phases
 
@@ -1485,6 +1247,8 @@ class Sim:
         faults = [f for f in faults if f[0] > 0]  # a scale of 0 leaves a fault out
         if faults and (not acts or self.rng.random() < self.fault_rate):
             acts = faults
+        if not acts:
+            return
         x = self.rng.random() * sum(w for w, _ in acts)
         pick = acts[-1][1]
         for w, fn in acts:
@@ -1495,6 +1259,7 @@ class Sim:
         self.step_no += 1
         before = {k: r.state for k, r in self.rms.items()}
         pick()
+        self._tick_due()
         self._check_step(before)
 
     def _progress_done(self) -> bool:
@@ -1502,8 +1267,10 @@ class Sim:
 
     def run(self) -> Result:
         try:
-            self._faulty_phase()
-            self._quiet_phase()
+            with _mutated(self.cfg.mutation):
+                self._begin()
+                self._faulty_phase()
+                self._quiet_phase()
         except _Violation as v:
             raise SimulationFailure(self.seed, self.cfg, v.found, self.schedule) from None
         outcomes: dict[str, Outcome | None] = {}
@@ -1517,11 +1284,20 @@ class Sim:
             steps=self.step_no,
             outcomes=outcomes,
             ballots=self.ballots,
-            recovered=self.recovered,
+            recovered=len(self.recovered_txns),
             faults=self.faults,
             committed_rms=sum(r.state == COMMITTED for r in self.rms.values()),
             dueling=any(len(ls) > 1 for ls in self.ballot_leaders.values()),
+            causes=self.causes,
         )
+
+    def _begin(self) -> None:
+        """c0's first incarnation begins every transaction before the run."""
+        slot = self.coords["c0"]
+        assert slot.node is not None
+        for t in self.txns:
+            slot.node.request(("app", 0), Begin(t), self.now)
+        slot.node.take_ready()
 
     def _faulty_phase(self) -> None:
         steps = self.rng.randint(*self.cfg.fault_steps)
@@ -1530,12 +1306,13 @@ class Sim:
         self.schedule.append(f"# fault rate {self.fault_rate:g}; scales: {knobs}")
         for _ in range(steps):
             acts, faults = self._actions()
-            if not acts:
+            if not acts and not faults:
                 break
             self._step(acts, faults)
 
     def _quiet_phase(self) -> None:
         self.phase = "quiet"
+        self.scales = dict.fromkeys(self.knobs, 1.0)
         self.schedule.append("# faults stop: every acceptor up, one coordinator, no loss")
         if self.side:
             self.step_no += 1
@@ -1545,15 +1322,15 @@ class Sim:
                 self.step_no += 1
                 self._restart_acceptor(a)
         c0, c1 = self.coords["c0"], self.coords["c1"]
-        owner_alive = c0.up and c0.incarnation == 1
+        owner_alive = c0.node is not None and c0.incarnation == 1
         survivor = c0 if owner_alive else self.rng.choice([c0, c1])
-        for c in (c0, c1):
-            if c is survivor and not c.up:
+        for slot in (c0, c1):
+            if slot is survivor and slot.node is None:
                 self.step_no += 1
-                self._restart_coordinator(c)
-            elif c is not survivor and c.up:
+                self._restart_coordinator(slot)
+            elif slot is not survivor and slot.node is not None:
                 self.step_no += 1
-                self._crash_coordinator(c, "for good: one leader from here on")
+                self._crash_coordinator(slot, "for good: one leader from here on")
         self._check_step({k: r.state for k, r in self.rms.items()})
         limit = self.step_no + self.cfg.quiet_steps
         while not self._progress_done():
@@ -1571,6 +1348,7 @@ class Sim:
             self.step_no += 1
             before = {k: r.state for k, r in self.rms.items()}
             self._deliver(0, keep=False)
+            self._tick_due()
             self._check_step(before)
 
 
@@ -1597,6 +1375,7 @@ class Sweep:
     #: Runs in which some RM committed (not just an empty transaction).
     rm_committed: int = 0
     configs: set[tuple[int, int, int]] = field(default_factory=set)
+    causes: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
 
     def merge(self, other: Sweep) -> None:
@@ -1604,6 +1383,8 @@ class Sweep:
         self.failures += other.failures
         for k, v in other.outcomes.items():
             self.outcomes[k] += v
+        for k, v in other.causes.items():
+            self.causes[k] = self.causes.get(k, 0) + v
         self.steps += other.steps
         self.ballots += other.ballots
         self.recovered += other.recovered
@@ -1614,10 +1395,12 @@ class Sweep:
         self.seconds = max(self.seconds, other.seconds)
 
     def summary(self) -> str:
+        causes = ", ".join(f"{k} {v}" for k, v in sorted(self.causes.items()))
         return (
             f"{self.seeds} seeds in {self.seconds:.1f}s: {len(self.failures)} failed; txns {self.outcomes}; "
             f"{self.rm_committed} runs in which RMs committed; {self.steps} steps, {self.ballots} leader "
-            f"ballots ({self.dueling} runs with two leaders), {self.recovered} decisions by recovery"
+            f"ballots ({self.dueling} runs with two leaders), {self.recovered} decisions by recovery; "
+            f"abort causes: {causes}"
         )
 
 
@@ -1644,6 +1427,8 @@ def sweep(
         out.dueling += res.dueling
         out.faulty += res.faults > 0
         out.rm_committed += res.committed_rms > 0
+        for c in res.causes:
+            out.causes[c] = out.causes.get(c, 0) + 1
         for o in res.outcomes.values():
             out.outcomes[o.value if o else "undecided"] += 1
     out.seconds = time.perf_counter() - began
@@ -1659,8 +1444,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--f", type=int, choices=(0, 1), help="F (default: from the seed)")
     p.add_argument("--rms", type=int, choices=(1, 2, 3), help="RMs (default: from the seed)")
     p.add_argument("--txns", type=int, choices=(1, 2, 3), help="transactions (default: from the seed)")
-    p.add_argument("--mutation", choices=sorted(MUTATIONS), help="seed a bug in the glue")
-    p.add_argument("--recover-attempts", type=int, default=20, help="Leader.recover attempts (default 20)")
+    p.add_argument("--mutation", choices=sorted(MUTATIONS), help="seed a bug into the core")
+    p.add_argument(
+        "--recover-attempts",
+        type=int,
+        default=20,
+        help="a recovery's ballots before it gives up (default 20)",
+    )
     p.add_argument("--checks", help="comma-separated properties to check (default: all)")
     p.add_argument(
         "--max-ballots", type=int, default=45, help="leader ballots in the faulty phase (default 45)"

@@ -24,17 +24,19 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n paxoscommit/v1/paxoscommit.proto\x12\x0epaxoscommit.v1\"\'\n\x06\x42\x61llot\x12\r\n\x05round\x18\x01 \x01(\x04\x12\x0e\n\x06leader\x18\x02 \x01(\t\"\x17\n\x05RMSet\x12\x0e\n\x06rm_ids\x18\x01 \x03(\t\"\x07\n\x05NoSet\"\x87\x01\n\x05Value\x12$\n\x04vote\x18\x01 \x01(\x0e\x32\x14.paxoscommit.v1.VoteH\x00\x12\'\n\x06rm_set\x18\x02 \x01(\x0b\x32\x15.paxoscommit.v1.RMSetH\x00\x12\'\n\x06no_set\x18\x03 \x01(\x0b\x32\x15.paxoscommit.v1.NoSetH\x00\x42\x06\n\x04kind\"\x90\x01\n\rInstanceState\x12\x10\n\x08instance\x18\x01 \x01(\t\x12$\n\x04mbal\x18\x02 \x01(\x0b\x32\x16.paxoscommit.v1.Ballot\x12#\n\x03\x62\x61l\x18\x03 \x01(\x0b\x32\x16.paxoscommit.v1.Ballot\x12\"\n\x03val\x18\x04 \x01(\x0b\x32\x15.paxoscommit.v1.Value\"[\n\x0ePhase1aRequest\x12\x0e\n\x06txn_id\x18\x01 \x01(\t\x12&\n\x06\x62\x61llot\x18\x02 \x01(\x0b\x32\x16.paxoscommit.v1.Ballot\x12\x11\n\tinstances\x18\x03 \x03(\t\"\x8c\x01\n\x0cPhase1bReply\x12\x13\n\x0b\x61\x63\x63\x65ptor_id\x18\x01 \x01(\r\x12\x0e\n\x06txn_id\x18\x02 \x01(\t\x12-\n\x06states\x18\x03 \x03(\x0b\x32\x1d.paxoscommit.v1.InstanceState\x12(\n\x07outcome\x18\x04 \x01(\x0e\x32\x17.paxoscommit.v1.Outcome\"B\n\x08Proposal\x12\x10\n\x08instance\x18\x01 \x01(\t\x12$\n\x05value\x18\x02 \x01(\x0b\x32\x15.paxoscommit.v1.Value\"u\n\x0ePhase2aRequest\x12\x0e\n\x06txn_id\x18\x01 \x01(\t\x12&\n\x06\x62\x61llot\x18\x02 \x01(\x0b\x32\x16.paxoscommit.v1.Ballot\x12+\n\tproposals\x18\x03 \x03(\x0b\x32\x18.paxoscommit.v1.Proposal\"\x8c\x01\n\x0cPhase2bReply\x12\x13\n\x0b\x61\x63\x63\x65ptor_id\x18\x01 \x01(\r\x12\x0e\n\x06txn_id\x18\x02 \x01(\t\x12-\n\x06states\x18\x03 \x03(\x0b\x32\x1d.paxoscommit.v1.InstanceState\x12(\n\x07outcome\x18\x04 \x01(\x0e\x32\x17.paxoscommit.v1.Outcome\"6\n\x13\x41waitPhase2bRequest\x12\x0e\n\x06txn_id\x18\x01 \x01(\t\x12\x0f\n\x07wait_ms\x18\x02 \x01(\r\"\xaf\x01\n\rPhase2bBundle\x12\x13\n\x0b\x61\x63\x63\x65ptor_id\x18\x01 \x01(\r\x12\x0e\n\x06txn_id\x18\x02 \x01(\t\x12-\n\x06states\x18\x03 \x03(\x0b\x32\x1d.paxoscommit.v1.InstanceState\x12\x10\n\x08\x63omplete\x18\x04 \x01(\x08\x12(\n\x07outcome\x18\x05 \x01(\x0e\x32\x17.paxoscommit.v1.Outcome\x12\x0e\n\x06\x61ge_ms\x18\x06 \x01(\x04\"P\n\x14RecordOutcomeRequest\x12\x0e\n\x06txn_id\x18\x01 \x01(\t\x12(\n\x07outcome\x18\x02 \x01(\x0e\x32\x17.paxoscommit.v1.Outcome\")\n\x12RecordOutcomeReply\x12\x13\n\x0b\x61\x63\x63\x65ptor_id\x18\x01 \x01(\r\"<\n\x14ListUndecidedRequest\x12\x15\n\rolder_than_ms\x18\x01 \x01(\x04\x12\r\n\x05limit\x18\x02 \x01(\r\":\n\x12ListUndecidedReply\x12\x13\n\x0b\x61\x63\x63\x65ptor_id\x18\x01 \x01(\r\x12\x0f\n\x07txn_ids\x18\x02 \x03(\t\"\x0e\n\x0c\x42\x65ginRequest\"1\n\nBeginReply\x12\x0e\n\x06txn_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63oordinator\x18\x02 \x01(\t\"\x1f\n\rCommitRequest\x12\x0e\n\x06txn_id\x18\x01 \x01(\t\"G\n\x0b\x43ommitReply\x12(\n\x07outcome\x18\x01 \x01(\x0e\x32\x17.paxoscommit.v1.Outcome\x12\x0e\n\x06reason\x18\x02 \x01(\t\".\n\x0c\x41\x62ortRequest\x12\x0e\n\x06txn_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"F\n\nAbortReply\x12(\n\x07outcome\x18\x01 \x01(\x0e\x32\x17.paxoscommit.v1.Outcome\x12\x0e\n\x06reason\x18\x02 \x01(\t\"4\n\x11GetOutcomeRequest\x12\x0e\n\x06txn_id\x18\x01 \x01(\t\x12\x0f\n\x07wait_ms\x18\x02 \x01(\r\"K\n\x0fGetOutcomeReply\x12(\n\x07outcome\x18\x01 \x01(\x0e\x32\x17.paxoscommit.v1.Outcome\x12\x0e\n\x06reason\x18\x02 \x01(\t\",\n\x0bJoinRequest\x12\x0e\n\x06txn_id\x18\x01 \x01(\t\x12\r\n\x05rm_id\x18\x02 \x01(\t\"\x1e\n\tJoinReply\x12\x11\n\tacceptors\x18\x01 \x03(\t\"E\n\x13\x41waitPrepareRequest\x12\x0e\n\x06txn_id\x18\x01 \x01(\t\x12\r\n\x05rm_id\x18\x02 \x01(\t\x12\x0f\n\x07wait_ms\x18\x03 \x01(\r\"^\n\x11\x41waitPrepareReply\x12\x0f\n\x07prepare\x18\x01 \x01(\x08\x12(\n\x07outcome\x18\x02 \x01(\x0e\x32\x17.paxoscommit.v1.Outcome\x12\x0e\n\x06reason\x18\x03 \x01(\t*A\n\x04Vote\x12\x14\n\x10VOTE_UNSPECIFIED\x10\x00\x12\x11\n\rVOTE_PREPARED\x10\x01\x12\x10\n\x0cVOTE_ABORTED\x10\x02*c\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x13\n\x0fOUTCOME_PENDING\x10\x01\x12\x15\n\x11OUTCOME_COMMITTED\x10\x02\x12\x13\n\x0fOUTCOME_ABORTED\x10\x03\x32\xa6\x03\n\x08\x41\x63\x63\x65ptor\x12G\n\x07Phase1a\x12\x1e.paxoscommit.v1.Phase1aRequest\x1a\x1c.paxoscommit.v1.Phase1bReply\x12G\n\x07Phase2a\x12\x1e.paxoscommit.v1.Phase2aRequest\x1a\x1c.paxoscommit.v1.Phase2bReply\x12R\n\x0c\x41waitPhase2b\x12#.paxoscommit.v1.AwaitPhase2bRequest\x1a\x1d.paxoscommit.v1.Phase2bBundle\x12Y\n\rRecordOutcome\x12$.paxoscommit.v1.RecordOutcomeRequest\x1a\".paxoscommit.v1.RecordOutcomeReply\x12Y\n\rListUndecided\x12$.paxoscommit.v1.ListUndecidedRequest\x1a\".paxoscommit.v1.ListUndecidedReply2\xc3\x03\n\x0b\x43oordinator\x12\x41\n\x05\x42\x65gin\x12\x1c.paxoscommit.v1.BeginRequest\x1a\x1a.paxoscommit.v1.BeginReply\x12\x44\n\x06\x43ommit\x12\x1d.paxoscommit.v1.CommitRequest\x1a\x1b.paxoscommit.v1.CommitReply\x12\x41\n\x05\x41\x62ort\x12\x1c.paxoscommit.v1.AbortRequest\x1a\x1a.paxoscommit.v1.AbortReply\x12P\n\nGetOutcome\x12!.paxoscommit.v1.GetOutcomeRequest\x1a\x1f.paxoscommit.v1.GetOutcomeReply\x12>\n\x04Join\x12\x1b.paxoscommit.v1.JoinRequest\x1a\x19.paxoscommit.v1.JoinReply\x12V\n\x0c\x41waitPrepare\x12#.paxoscommit.v1.AwaitPrepareRequest\x1a!.paxoscommit.v1.AwaitPrepareReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n paxoscommit/v1/paxoscommit.proto\x12\x0epaxoscommit.v1\"\'\n\x06\x42\x61llot\x12\r\n\x05round\x18\x01 \x01(\x04\x12\x0e\n\x06leader\x18\x02 \x01(\t\"\x17\n\x05RMSet\x12\x0e\n\x06rm_ids\x18\x01 \x03(\t\"\x07\n\x05NoSet\"\x87\x01\n\x05Value\x12$\n\x04vote\x18\x01 \x01(\x0e\x32\x14.paxoscommit.v1.VoteH\x00\x12\'\n\x06rm_set\x18\x02 \x01(\x0b\x32\x15.paxoscommit.v1.RMSetH\x00\x12\'\n\x06no_set\x18\x03 \x01(\x0b\x32\x15.paxoscommit.v1.NoSetH\x00\x42\x06\n\x04kind\"\x90\x01\n\rInstanceState\x12\x10\n\x08instance\x18\x01 \x01(\t\x12$\n\x04mbal\x18\x02 \x01(\x0b\x32\x16.paxoscommit.v1.Ballot\x12#\n\x03\x62\x61l\x18\x03 \x01(\x0b\x32\x16.paxoscommit.v1.Ballot\x12\"\n\x03val\x18\x04 \x01(\x0b\x32\x15.paxoscommit.v1.Value\"[\n\x0ePhase1aRequest\x12\x0e\n\x06txn_id\x18\x01 \x01(\t\x12&\n\x06\x62\x61llot\x18\x02 \x01(\x0b\x32\x16.paxoscommit.v1.Ballot\x12\x11\n\tinstances\x18\x03 \x03(\t\"\x8c\x01\n\x0cPhase1bReply\x12\x13\n\x0b\x61\x63\x63\x65ptor_id\x18\x01 \x01(\r\x12\x0e\n\x06txn_id\x18\x02 \x01(\t\x12-\n\x06states\x18\x03 \x03(\x0b\x32\x1d.paxoscommit.v1.InstanceState\x12(\n\x07outcome\x18\x04 \x01(\x0e\x32\x17.paxoscommit.v1.Outcome\"B\n\x08Proposal\x12\x10\n\x08instance\x18\x01 \x01(\t\x12$\n\x05value\x18\x02 \x01(\x0b\x32\x15.paxoscommit.v1.Value\"u\n\x0ePhase2aRequest\x12\x0e\n\x06txn_id\x18\x01 \x01(\t\x12&\n\x06\x62\x61llot\x18\x02 \x01(\x0b\x32\x16.paxoscommit.v1.Ballot\x12+\n\tproposals\x18\x03 \x03(\x0b\x32\x18.paxoscommit.v1.Proposal\"\x8c\x01\n\x0cPhase2bReply\x12\x13\n\x0b\x61\x63\x63\x65ptor_id\x18\x01 \x01(\r\x12\x0e\n\x06txn_id\x18\x02 \x01(\t\x12-\n\x06states\x18\x03 \x03(\x0b\x32\x1d.paxoscommit.v1.InstanceState\x12(\n\x07outcome\x18\x04 \x01(\x0e\x32\x17.paxoscommit.v1.Outcome\"6\n\x13\x41waitPhase2bRequest\x12\x0e\n\x06txn_id\x18\x01 \x01(\t\x12\x0f\n\x07wait_ms\x18\x02 \x01(\r\"\xaf\x01\n\rPhase2bBundle\x12\x13\n\x0b\x61\x63\x63\x65ptor_id\x18\x01 \x01(\r\x12\x0e\n\x06txn_id\x18\x02 \x01(\t\x12-\n\x06states\x18\x03 \x03(\x0b\x32\x1d.paxoscommit.v1.InstanceState\x12\x10\n\x08\x63omplete\x18\x04 \x01(\x08\x12(\n\x07outcome\x18\x05 \x01(\x0e\x32\x17.paxoscommit.v1.Outcome\x12\x0e\n\x06\x61ge_ms\x18\x06 \x01(\x04\"P\n\x14RecordOutcomeRequest\x12\x0e\n\x06txn_id\x18\x01 \x01(\t\x12(\n\x07outcome\x18\x02 \x01(\x0e\x32\x17.paxoscommit.v1.Outcome\")\n\x12RecordOutcomeReply\x12\x13\n\x0b\x61\x63\x63\x65ptor_id\x18\x01 \x01(\r\"<\n\x14ListUndecidedRequest\x12\x15\n\rolder_than_ms\x18\x01 \x01(\x04\x12\r\n\x05limit\x18\x02 \x01(\r\":\n\x12ListUndecidedReply\x12\x13\n\x0b\x61\x63\x63\x65ptor_id\x18\x01 \x01(\r\x12\x0f\n\x07txn_ids\x18\x02 \x03(\t\"\x89\x02\n\x0f\x41\x63\x63\x65ptorRequest\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x31\n\x07phase1a\x18\x02 \x01(\x0b\x32\x1e.paxoscommit.v1.Phase1aRequestH\x00\x12\x31\n\x07phase2a\x18\x03 \x01(\x0b\x32\x1e.paxoscommit.v1.Phase2aRequestH\x00\x12<\n\rawait_phase2b\x18\x04 \x01(\x0b\x32#.paxoscommit.v1.AwaitPhase2bRequestH\x00\x12>\n\x0erecord_outcome\x18\x05 \x01(\x0b\x32$.paxoscommit.v1.RecordOutcomeRequestH\x00\x42\x05\n\x03msg\"\'\n\x07Refusal\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x02 \x01(\t\"\x9a\x02\n\rAcceptorReply\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12/\n\x07phase1b\x18\x02 \x01(\x0b\x32\x1c.paxoscommit.v1.Phase1bReplyH\x00\x12/\n\x07phase2b\x18\x03 \x01(\x0b\x32\x1c.paxoscommit.v1.Phase2bReplyH\x00\x12/\n\x06\x62undle\x18\x04 \x01(\x0b\x32\x1d.paxoscommit.v1.Phase2bBundleH\x00\x12\x36\n\x08recorded\x18\x05 \x01(\x0b\x32\".paxoscommit.v1.RecordOutcomeReplyH\x00\x12*\n\x07refused\x18\x06 \x01(\x0b\x32\x17.paxoscommit.v1.RefusalH\x00\x42\x05\n\x03msg\"Z\n\x14\x41\x63\x63\x65ptorRequestBatch\x12\x31\n\x08requests\x18\x01 \x03(\x0b\x32\x1f.paxoscommit.v1.AcceptorRequest\x12\x0f\n\x07lamport\x18\x02 \x01(\x04\"U\n\x12\x41\x63\x63\x65ptorReplyBatch\x12.\n\x07replies\x18\x01 \x03(\x0b\x32\x1d.paxoscommit.v1.AcceptorReply\x12\x0f\n\x07lamport\x18\x02 \x01(\x04\"\x0e\n\x0c\x42\x65ginRequest\"1\n\nBeginReply\x12\x0e\n\x06txn_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63oordinator\x18\x02 \x01(\t\"\x1f\n\rCommitRequest\x12\x0e\n\x06txn_id\x18\x01 \x01(\t\"\x81\x01\n\x0b\x43ommitReply\x12(\n\x07outcome\x18\x01 \x01(\x0e\x32\x17.paxoscommit.v1.Outcome\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12)\n\x05\x63\x61use\x18\x03 \x01(\x0e\x32\x1a.paxoscommit.v1.AbortCause\x12\r\n\x05rm_id\x18\x04 \x01(\t\"=\n\x0c\x41\x62ortRequest\x12\x0e\n\x06txn_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\r\n\x05rm_id\x18\x03 \x01(\t\"\x80\x01\n\nAbortReply\x12(\n\x07outcome\x18\x01 \x01(\x0e\x32\x17.paxoscommit.v1.Outcome\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12)\n\x05\x63\x61use\x18\x03 \x01(\x0e\x32\x1a.paxoscommit.v1.AbortCause\x12\r\n\x05rm_id\x18\x04 \x01(\t\"4\n\x11GetOutcomeRequest\x12\x0e\n\x06txn_id\x18\x01 \x01(\t\x12\x0f\n\x07wait_ms\x18\x02 \x01(\r\"\x85\x01\n\x0fGetOutcomeReply\x12(\n\x07outcome\x18\x01 \x01(\x0e\x32\x17.paxoscommit.v1.Outcome\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12)\n\x05\x63\x61use\x18\x03 \x01(\x0e\x32\x1a.paxoscommit.v1.AbortCause\x12\r\n\x05rm_id\x18\x04 \x01(\t\",\n\x0bJoinRequest\x12\x0e\n\x06txn_id\x18\x01 \x01(\t\x12\r\n\x05rm_id\x18\x02 \x01(\t\"\x1e\n\tJoinReply\x12\x11\n\tacceptors\x18\x01 \x03(\t\"E\n\x13\x41waitPrepareRequest\x12\x0e\n\x06txn_id\x18\x01 \x01(\t\x12\r\n\x05rm_id\x18\x02 \x01(\t\x12\x0f\n\x07wait_ms\x18\x03 \x01(\r\"\x98\x01\n\x11\x41waitPrepareReply\x12\x0f\n\x07prepare\x18\x01 \x01(\x08\x12(\n\x07outcome\x18\x02 \x01(\x0e\x32\x17.paxoscommit.v1.Outcome\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12)\n\x05\x63\x61use\x18\x04 \x01(\x0e\x32\x1a.paxoscommit.v1.AbortCause\x12\r\n\x05rm_id\x18\x05 \x01(\t*A\n\x04Vote\x12\x14\n\x10VOTE_UNSPECIFIED\x10\x00\x12\x11\n\rVOTE_PREPARED\x10\x01\x12\x10\n\x0cVOTE_ABORTED\x10\x02*c\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x13\n\x0fOUTCOME_PENDING\x10\x01\x12\x15\n\x11OUTCOME_COMMITTED\x10\x02\x12\x13\n\x0fOUTCOME_ABORTED\x10\x03*\xda\x01\n\nAbortCause\x12\x1b\n\x17\x41\x42ORT_CAUSE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x41\x42ORT_CAUSE_UNKNOWN\x10\x01\x12\x1a\n\x16\x41\x42ORT_CAUSE_RM_REFUSED\x10\x02\x12\x1c\n\x18\x41\x42ORT_CAUSE_VOTE_TIMEOUT\x10\x03\x12\x1b\n\x17\x41\x42ORT_CAUSE_TXN_TIMEOUT\x10\x04\x12\"\n\x1e\x41\x42ORT_CAUSE_COORDINATOR_FAILED\x10\x05\x12\x1b\n\x17\x41\x42ORT_CAUSE_APPLICATION\x10\x06\x32\xfe\x03\n\x08\x41\x63\x63\x65ptor\x12G\n\x07Phase1a\x12\x1e.paxoscommit.v1.Phase1aRequest\x1a\x1c.paxoscommit.v1.Phase1bReply\x12G\n\x07Phase2a\x12\x1e.paxoscommit.v1.Phase2aRequest\x1a\x1c.paxoscommit.v1.Phase2bReply\x12R\n\x0c\x41waitPhase2b\x12#.paxoscommit.v1.AwaitPhase2bRequest\x1a\x1d.paxoscommit.v1.Phase2bBundle\x12Y\n\rRecordOutcome\x12$.paxoscommit.v1.RecordOutcomeRequest\x1a\".paxoscommit.v1.RecordOutcomeReply\x12Y\n\rListUndecided\x12$.paxoscommit.v1.ListUndecidedRequest\x1a\".paxoscommit.v1.ListUndecidedReply\x12V\n\x06Stream\x12$.paxoscommit.v1.AcceptorRequestBatch\x1a\".paxoscommit.v1.AcceptorReplyBatch(\x01\x30\x01\x32\xc3\x03\n\x0b\x43oordinator\x12\x41\n\x05\x42\x65gin\x12\x1c.paxoscommit.v1.BeginRequest\x1a\x1a.paxoscommit.v1.BeginReply\x12\x44\n\x06\x43ommit\x12\x1d.paxoscommit.v1.CommitRequest\x1a\x1b.paxoscommit.v1.CommitReply\x12\x41\n\x05\x41\x62ort\x12\x1c.paxoscommit.v1.AbortRequest\x1a\x1a.paxoscommit.v1.AbortReply\x12P\n\nGetOutcome\x12!.paxoscommit.v1.GetOutcomeRequest\x1a\x1f.paxoscommit.v1.GetOutcomeReply\x12>\n\x04Join\x12\x1b.paxoscommit.v1.JoinRequest\x1a\x19.paxoscommit.v1.JoinReply\x12V\n\x0c\x41waitPrepare\x12#.paxoscommit.v1.AwaitPrepareRequest\x1a!.paxoscommit.v1.AwaitPrepareReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'paxoscommit.v1.paxoscommit_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_VOTE']._serialized_start=2128
-  _globals['_VOTE']._serialized_end=2193
-  _globals['_OUTCOME']._serialized_start=2195
-  _globals['_OUTCOME']._serialized_end=2294
+  _globals['_VOTE']._serialized_start=3152
+  _globals['_VOTE']._serialized_end=3217
+  _globals['_OUTCOME']._serialized_start=3219
+  _globals['_OUTCOME']._serialized_end=3318
+  _globals['_ABORTCAUSE']._serialized_start=3321
+  _globals['_ABORTCAUSE']._serialized_end=3539
   _globals['_BALLOT']._serialized_start=52
   _globals['_BALLOT']._serialized_end=91
   _globals['_RMSET']._serialized_start=93
@@ -67,32 +69,42 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTUNDECIDEDREQUEST']._serialized_end=1397
   _globals['_LISTUNDECIDEDREPLY']._serialized_start=1399
   _globals['_LISTUNDECIDEDREPLY']._serialized_end=1457
-  _globals['_BEGINREQUEST']._serialized_start=1459
-  _globals['_BEGINREQUEST']._serialized_end=1473
-  _globals['_BEGINREPLY']._serialized_start=1475
-  _globals['_BEGINREPLY']._serialized_end=1524
-  _globals['_COMMITREQUEST']._serialized_start=1526
-  _globals['_COMMITREQUEST']._serialized_end=1557
-  _globals['_COMMITREPLY']._serialized_start=1559
-  _globals['_COMMITREPLY']._serialized_end=1630
-  _globals['_ABORTREQUEST']._serialized_start=1632
-  _globals['_ABORTREQUEST']._serialized_end=1678
-  _globals['_ABORTREPLY']._serialized_start=1680
-  _globals['_ABORTREPLY']._serialized_end=1750
-  _globals['_GETOUTCOMEREQUEST']._serialized_start=1752
-  _globals['_GETOUTCOMEREQUEST']._serialized_end=1804
-  _globals['_GETOUTCOMEREPLY']._serialized_start=1806
-  _globals['_GETOUTCOMEREPLY']._serialized_end=1881
-  _globals['_JOINREQUEST']._serialized_start=1883
-  _globals['_JOINREQUEST']._serialized_end=1927
-  _globals['_JOINREPLY']._serialized_start=1929
-  _globals['_JOINREPLY']._serialized_end=1959
-  _globals['_AWAITPREPAREREQUEST']._serialized_start=1961
-  _globals['_AWAITPREPAREREQUEST']._serialized_end=2030
-  _globals['_AWAITPREPAREREPLY']._serialized_start=2032
-  _globals['_AWAITPREPAREREPLY']._serialized_end=2126
-  _globals['_ACCEPTOR']._serialized_start=2297
-  _globals['_ACCEPTOR']._serialized_end=2719
-  _globals['_COORDINATOR']._serialized_start=2722
-  _globals['_COORDINATOR']._serialized_end=3173
+  _globals['_ACCEPTORREQUEST']._serialized_start=1460
+  _globals['_ACCEPTORREQUEST']._serialized_end=1725
+  _globals['_REFUSAL']._serialized_start=1727
+  _globals['_REFUSAL']._serialized_end=1766
+  _globals['_ACCEPTORREPLY']._serialized_start=1769
+  _globals['_ACCEPTORREPLY']._serialized_end=2051
+  _globals['_ACCEPTORREQUESTBATCH']._serialized_start=2053
+  _globals['_ACCEPTORREQUESTBATCH']._serialized_end=2143
+  _globals['_ACCEPTORREPLYBATCH']._serialized_start=2145
+  _globals['_ACCEPTORREPLYBATCH']._serialized_end=2230
+  _globals['_BEGINREQUEST']._serialized_start=2232
+  _globals['_BEGINREQUEST']._serialized_end=2246
+  _globals['_BEGINREPLY']._serialized_start=2248
+  _globals['_BEGINREPLY']._serialized_end=2297
+  _globals['_COMMITREQUEST']._serialized_start=2299
+  _globals['_COMMITREQUEST']._serialized_end=2330
+  _globals['_COMMITREPLY']._serialized_start=2333
+  _globals['_COMMITREPLY']._serialized_end=2462
+  _globals['_ABORTREQUEST']._serialized_start=2464
+  _globals['_ABORTREQUEST']._serialized_end=2525
+  _globals['_ABORTREPLY']._serialized_start=2528
+  _globals['_ABORTREPLY']._serialized_end=2656
+  _globals['_GETOUTCOMEREQUEST']._serialized_start=2658
+  _globals['_GETOUTCOMEREQUEST']._serialized_end=2710
+  _globals['_GETOUTCOMEREPLY']._serialized_start=2713
+  _globals['_GETOUTCOMEREPLY']._serialized_end=2846
+  _globals['_JOINREQUEST']._serialized_start=2848
+  _globals['_JOINREQUEST']._serialized_end=2892
+  _globals['_JOINREPLY']._serialized_start=2894
+  _globals['_JOINREPLY']._serialized_end=2924
+  _globals['_AWAITPREPAREREQUEST']._serialized_start=2926
+  _globals['_AWAITPREPAREREQUEST']._serialized_end=2995
+  _globals['_AWAITPREPAREREPLY']._serialized_start=2998
+  _globals['_AWAITPREPAREREPLY']._serialized_end=3150
+  _globals['_ACCEPTOR']._serialized_start=3542
+  _globals['_ACCEPTOR']._serialized_end=4052
+  _globals['_COORDINATOR']._serialized_start=4055
+  _globals['_COORDINATOR']._serialized_end=4506
 # @@protoc_insertion_point(module_scope)

@@ -86,6 +86,46 @@ OUTCOME_ABORTED: Outcome.ValueType  # 3
 """Registrar chose "no set", or some RM in the set chose VOTE_ABORTED."""
 Global___Outcome: _TypeAlias = Outcome  # noqa: Y015
 
+class _AbortCause:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _AbortCauseEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AbortCause.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ABORT_CAUSE_UNSPECIFIED: _AbortCause.ValueType  # 0
+    """Committed, pending, or an old server that does not say."""
+    ABORT_CAUSE_UNKNOWN: _AbortCause.ValueType  # 1
+    """The outcome was learned (from a record or another replica) without its cause."""
+    ABORT_CAUSE_RM_REFUSED: _AbortCause.ValueType  # 2
+    """A resource manager (rm_id) voted aborted."""
+    ABORT_CAUSE_VOTE_TIMEOUT: _AbortCause.ValueType  # 3
+    """A resource manager (rm_id) did not vote in time: a recovery ballot chose aborted."""
+    ABORT_CAUSE_TXN_TIMEOUT: _AbortCause.ValueType  # 4
+    """Commit was not asked for within the owner's transaction timeout."""
+    ABORT_CAUSE_COORDINATOR_FAILED: _AbortCause.ValueType  # 5
+    """The owner failed before registration closed: a recovery ballot chose "no set"."""
+    ABORT_CAUSE_APPLICATION: _AbortCause.ValueType  # 6
+    """The application (or another holder of the id) asked to abort; reason is its text."""
+
+class AbortCause(_AbortCause, metaclass=_AbortCauseEnumTypeWrapper):
+    """Why a transaction aborted: a closed set of causes, so clients need not parse text."""
+
+ABORT_CAUSE_UNSPECIFIED: AbortCause.ValueType  # 0
+"""Committed, pending, or an old server that does not say."""
+ABORT_CAUSE_UNKNOWN: AbortCause.ValueType  # 1
+"""The outcome was learned (from a record or another replica) without its cause."""
+ABORT_CAUSE_RM_REFUSED: AbortCause.ValueType  # 2
+"""A resource manager (rm_id) voted aborted."""
+ABORT_CAUSE_VOTE_TIMEOUT: AbortCause.ValueType  # 3
+"""A resource manager (rm_id) did not vote in time: a recovery ballot chose aborted."""
+ABORT_CAUSE_TXN_TIMEOUT: AbortCause.ValueType  # 4
+"""Commit was not asked for within the owner's transaction timeout."""
+ABORT_CAUSE_COORDINATOR_FAILED: AbortCause.ValueType  # 5
+"""The owner failed before registration closed: a recovery ballot chose "no set"."""
+ABORT_CAUSE_APPLICATION: AbortCause.ValueType  # 6
+"""The application (or another holder of the id) asked to abort; reason is its text."""
+Global___AbortCause: _TypeAlias = AbortCause  # noqa: Y015
+
 @_typing.final
 class Ballot(_message.Message):
     """A Paxos ballot. Absent where the protocol says -1 ("nothing accepted")."""
@@ -581,6 +621,174 @@ class ListUndecidedReply(_message.Message):
 Global___ListUndecidedReply: _TypeAlias = ListUndecidedReply  # noqa: Y015
 
 @_typing.final
+class AcceptorRequest(_message.Message):
+    """------------------------------------------------------------- batched streams
+
+    Between processes the messages above travel in batches on one long-lived stream per
+    pair of processes: a sender writes, in one stream message, everything queued while its
+    previous write was in flight. Requests and replies are matched by seq; the network may
+    still lose, duplicate or reorder anything (the protocol does not rely on the stream).
+
+    One request to an acceptor inside a batch.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEQ_FIELD_NUMBER: _builtins.int
+    PHASE1A_FIELD_NUMBER: _builtins.int
+    PHASE2A_FIELD_NUMBER: _builtins.int
+    AWAIT_PHASE2B_FIELD_NUMBER: _builtins.int
+    RECORD_OUTCOME_FIELD_NUMBER: _builtins.int
+    seq: _builtins.int
+    """Chosen by the sender, unique on its stream; the reply carries it back."""
+    @_builtins.property
+    def phase1a(self) -> Global___Phase1aRequest: ...
+    @_builtins.property
+    def phase2a(self) -> Global___Phase2aRequest: ...
+    @_builtins.property
+    def await_phase2b(self) -> Global___AwaitPhase2bRequest:
+        """A 2b bundle, answered once complete (or decided) or after wait_ms."""
+
+    @_builtins.property
+    def record_outcome(self) -> Global___RecordOutcomeRequest: ...
+    def __init__(
+        self,
+        *,
+        seq: _builtins.int = ...,
+        phase1a: Global___Phase1aRequest | None = ...,
+        phase2a: Global___Phase2aRequest | None = ...,
+        await_phase2b: Global___AwaitPhase2bRequest | None = ...,
+        record_outcome: Global___RecordOutcomeRequest | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["await_phase2b", b"await_phase2b", "msg", b"msg", "phase1a", b"phase1a", "phase2a", b"phase2a", "record_outcome", b"record_outcome"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["await_phase2b", b"await_phase2b", "msg", b"msg", "phase1a", b"phase1a", "phase2a", b"phase2a", "record_outcome", b"record_outcome", "seq", b"seq"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_msg: _TypeAlias = _typing.Literal["phase1a", "phase2a", "await_phase2b", "record_outcome"]  # noqa: Y015
+    _WhichOneofArgType_msg: _TypeAlias = _typing.Literal["msg", b"msg"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_msg) -> _WhichOneofReturnType_msg | None: ...
+
+Global___AcceptorRequest: _TypeAlias = AcceptorRequest  # noqa: Y015
+
+@_typing.final
+class Refusal(_message.Message):
+    """An acceptor refused one request of a batch; the rest of the batch is unaffected."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CODE_FIELD_NUMBER: _builtins.int
+    DETAIL_FIELD_NUMBER: _builtins.int
+    code: _builtins.str
+    """The gRPC status code name the unary call would have answered (e.g. INVALID_ARGUMENT)."""
+    detail: _builtins.str
+    """What is wrong, at most 1024 bytes."""
+    def __init__(
+        self,
+        *,
+        code: _builtins.str = ...,
+        detail: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "detail", b"detail"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Refusal: _TypeAlias = Refusal  # noqa: Y015
+
+@_typing.final
+class AcceptorReply(_message.Message):
+    """One reply of an acceptor inside a batch, sent only after the state it reports is durable."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEQ_FIELD_NUMBER: _builtins.int
+    PHASE1B_FIELD_NUMBER: _builtins.int
+    PHASE2B_FIELD_NUMBER: _builtins.int
+    BUNDLE_FIELD_NUMBER: _builtins.int
+    RECORDED_FIELD_NUMBER: _builtins.int
+    REFUSED_FIELD_NUMBER: _builtins.int
+    seq: _builtins.int
+    """The seq of the request answered."""
+    @_builtins.property
+    def phase1b(self) -> Global___Phase1bReply: ...
+    @_builtins.property
+    def phase2b(self) -> Global___Phase2bReply: ...
+    @_builtins.property
+    def bundle(self) -> Global___Phase2bBundle: ...
+    @_builtins.property
+    def recorded(self) -> Global___RecordOutcomeReply: ...
+    @_builtins.property
+    def refused(self) -> Global___Refusal: ...
+    def __init__(
+        self,
+        *,
+        seq: _builtins.int = ...,
+        phase1b: Global___Phase1bReply | None = ...,
+        phase2b: Global___Phase2bReply | None = ...,
+        bundle: Global___Phase2bBundle | None = ...,
+        recorded: Global___RecordOutcomeReply | None = ...,
+        refused: Global___Refusal | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["bundle", b"bundle", "msg", b"msg", "phase1b", b"phase1b", "phase2b", b"phase2b", "recorded", b"recorded", "refused", b"refused"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bundle", b"bundle", "msg", b"msg", "phase1b", b"phase1b", "phase2b", b"phase2b", "recorded", b"recorded", "refused", b"refused", "seq", b"seq"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_msg: _TypeAlias = _typing.Literal["phase1b", "phase2b", "bundle", "recorded", "refused"]  # noqa: Y015
+    _WhichOneofArgType_msg: _TypeAlias = _typing.Literal["msg", b"msg"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_msg) -> _WhichOneofReturnType_msg | None: ...
+
+Global___AcceptorReply: _TypeAlias = AcceptorReply  # noqa: Y015
+
+@_typing.final
+class AcceptorRequestBatch(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUESTS_FIELD_NUMBER: _builtins.int
+    LAMPORT_FIELD_NUMBER: _builtins.int
+    lamport: _builtins.int
+    """The sender's Lamport clock when it wrote the batch (trace validation; 0 if off)."""
+    @_builtins.property
+    def requests(self) -> _containers.RepeatedCompositeFieldContainer[Global___AcceptorRequest]: ...
+    def __init__(
+        self,
+        *,
+        requests: _abc.Iterable[Global___AcceptorRequest] | None = ...,
+        lamport: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["lamport", b"lamport", "requests", b"requests"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AcceptorRequestBatch: _TypeAlias = AcceptorRequestBatch  # noqa: Y015
+
+@_typing.final
+class AcceptorReplyBatch(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REPLIES_FIELD_NUMBER: _builtins.int
+    LAMPORT_FIELD_NUMBER: _builtins.int
+    lamport: _builtins.int
+    """The acceptor's Lamport clock when it wrote the batch (trace validation; 0 if off)."""
+    @_builtins.property
+    def replies(self) -> _containers.RepeatedCompositeFieldContainer[Global___AcceptorReply]: ...
+    def __init__(
+        self,
+        *,
+        replies: _abc.Iterable[Global___AcceptorReply] | None = ...,
+        lamport: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["lamport", b"lamport", "replies", b"replies"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AcceptorReplyBatch: _TypeAlias = AcceptorReplyBatch  # noqa: Y015
+
+@_typing.final
 class BeginRequest(_message.Message):
     """------------------------------------------------------------- coordinator service
 
@@ -652,19 +860,26 @@ class CommitReply(_message.Message):
 
     OUTCOME_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
+    CAUSE_FIELD_NUMBER: _builtins.int
+    RM_ID_FIELD_NUMBER: _builtins.int
     outcome: Global___Outcome.ValueType
     """OUTCOME_COMMITTED or OUTCOME_ABORTED."""
     reason: _builtins.str
     """Why the transaction aborted, e.g. which RM refused; empty when committed."""
+    cause: Global___AbortCause.ValueType
+    """For an abort: its cause, and the RM it names (RM_REFUSED, VOTE_TIMEOUT)."""
+    rm_id: _builtins.str
     def __init__(
         self,
         *,
         outcome: Global___Outcome.ValueType = ...,
         reason: _builtins.str = ...,
+        cause: Global___AbortCause.ValueType = ...,
+        rm_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["outcome", b"outcome", "reason", b"reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cause", b"cause", "outcome", b"outcome", "reason", b"reason", "rm_id", b"rm_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -678,19 +893,25 @@ class AbortRequest(_message.Message):
 
     TXN_ID_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
+    RM_ID_FIELD_NUMBER: _builtins.int
     txn_id: _builtins.str
     """A transaction begun at this coordinator."""
     reason: _builtins.str
     """Free text recorded as the abort reason (at most 1024 bytes)."""
+    rm_id: _builtins.str
+    """Set by a resource manager that joined and refuses before it prepared: the abort's
+    cause is then RM_REFUSED naming it (only a joined RM's id is taken).
+    """
     def __init__(
         self,
         *,
         txn_id: _builtins.str = ...,
         reason: _builtins.str = ...,
+        rm_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["reason", b"reason", "txn_id", b"txn_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reason", b"reason", "rm_id", b"rm_id", "txn_id", b"txn_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -702,19 +923,26 @@ class AbortReply(_message.Message):
 
     OUTCOME_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
+    CAUSE_FIELD_NUMBER: _builtins.int
+    RM_ID_FIELD_NUMBER: _builtins.int
     outcome: Global___Outcome.ValueType
     """OUTCOME_ABORTED, or OUTCOME_COMMITTED when the transaction had already committed."""
     reason: _builtins.str
     """Why the transaction aborted."""
+    cause: Global___AbortCause.ValueType
+    """For an abort: its cause, and the RM it names (RM_REFUSED, VOTE_TIMEOUT)."""
+    rm_id: _builtins.str
     def __init__(
         self,
         *,
         outcome: Global___Outcome.ValueType = ...,
         reason: _builtins.str = ...,
+        cause: Global___AbortCause.ValueType = ...,
+        rm_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["outcome", b"outcome", "reason", b"reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cause", b"cause", "outcome", b"outcome", "reason", b"reason", "rm_id", b"rm_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -752,19 +980,26 @@ class GetOutcomeReply(_message.Message):
 
     OUTCOME_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
+    CAUSE_FIELD_NUMBER: _builtins.int
+    RM_ID_FIELD_NUMBER: _builtins.int
     outcome: Global___Outcome.ValueType
     """OUTCOME_PENDING when still undecided after wait_ms."""
     reason: _builtins.str
     """Why the transaction aborted, when known."""
+    cause: Global___AbortCause.ValueType
+    """For an abort: its cause, and the RM it names (RM_REFUSED, VOTE_TIMEOUT)."""
+    rm_id: _builtins.str
     def __init__(
         self,
         *,
         outcome: Global___Outcome.ValueType = ...,
         reason: _builtins.str = ...,
+        cause: Global___AbortCause.ValueType = ...,
+        rm_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["outcome", b"outcome", "reason", b"reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cause", b"cause", "outcome", b"outcome", "reason", b"reason", "rm_id", b"rm_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -855,21 +1090,28 @@ class AwaitPrepareReply(_message.Message):
     PREPARE_FIELD_NUMBER: _builtins.int
     OUTCOME_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
+    CAUSE_FIELD_NUMBER: _builtins.int
+    RM_ID_FIELD_NUMBER: _builtins.int
     prepare: _builtins.bool
     """True: vote now. False: see outcome (ABORTED: do not prepare; PENDING: ask again)."""
     outcome: Global___Outcome.ValueType
     reason: _builtins.str
     """Why the transaction aborted, when it did."""
+    cause: Global___AbortCause.ValueType
+    """For an abort: its cause, and the RM it names (RM_REFUSED, VOTE_TIMEOUT)."""
+    rm_id: _builtins.str
     def __init__(
         self,
         *,
         prepare: _builtins.bool = ...,
         outcome: Global___Outcome.ValueType = ...,
         reason: _builtins.str = ...,
+        cause: Global___AbortCause.ValueType = ...,
+        rm_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["outcome", b"outcome", "prepare", b"prepare", "reason", b"reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cause", b"cause", "outcome", b"outcome", "prepare", b"prepare", "reason", b"reason", "rm_id", b"rm_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

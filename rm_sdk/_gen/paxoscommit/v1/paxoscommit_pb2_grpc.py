@@ -61,6 +61,11 @@ class AcceptorStub:
                 request_serializer=paxoscommit_dot_v1_dot_paxoscommit__pb2.ListUndecidedRequest.SerializeToString,
                 response_deserializer=paxoscommit_dot_v1_dot_paxoscommit__pb2.ListUndecidedReply.FromString,
                 _registered_method=True)
+        self.Stream = channel.stream_stream(
+                '/paxoscommit.v1.Acceptor/Stream',
+                request_serializer=paxoscommit_dot_v1_dot_paxoscommit__pb2.AcceptorRequestBatch.SerializeToString,
+                response_deserializer=paxoscommit_dot_v1_dot_paxoscommit__pb2.AcceptorReplyBatch.FromString,
+                _registered_method=True)
 
 
 class AcceptorServicer:
@@ -98,6 +103,14 @@ class AcceptorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Stream(self, request_iterator, context):
+        """The same requests, batched on one long-lived stream per peer (what the SDK and the
+        coordinators use); the unary calls above stay for people and other languages.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AcceptorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -125,6 +138,11 @@ def add_AcceptorServicer_to_server(servicer, server):
                     servicer.ListUndecided,
                     request_deserializer=paxoscommit_dot_v1_dot_paxoscommit__pb2.ListUndecidedRequest.FromString,
                     response_serializer=paxoscommit_dot_v1_dot_paxoscommit__pb2.ListUndecidedReply.SerializeToString,
+            ),
+            'Stream': grpc.stream_stream_rpc_method_handler(
+                    servicer.Stream,
+                    request_deserializer=paxoscommit_dot_v1_dot_paxoscommit__pb2.AcceptorRequestBatch.FromString,
+                    response_serializer=paxoscommit_dot_v1_dot_paxoscommit__pb2.AcceptorReplyBatch.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -264,6 +282,33 @@ class Acceptor:
             '/paxoscommit.v1.Acceptor/ListUndecided',
             paxoscommit_dot_v1_dot_paxoscommit__pb2.ListUndecidedRequest.SerializeToString,
             paxoscommit_dot_v1_dot_paxoscommit__pb2.ListUndecidedReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Stream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/paxoscommit.v1.Acceptor/Stream',
+            paxoscommit_dot_v1_dot_paxoscommit__pb2.AcceptorRequestBatch.SerializeToString,
+            paxoscommit_dot_v1_dot_paxoscommit__pb2.AcceptorReplyBatch.FromString,
             options,
             channel_credentials,
             insecure,

@@ -55,6 +55,10 @@ class AcceptorStub:
     AwaitPhase2b: _grpc.UnaryUnaryMultiCallable[_paxoscommit_pb2.AwaitPhase2bRequest, _paxoscommit_pb2.Phase2bBundle]
     RecordOutcome: _grpc.UnaryUnaryMultiCallable[_paxoscommit_pb2.RecordOutcomeRequest, _paxoscommit_pb2.RecordOutcomeReply]
     ListUndecided: _grpc.UnaryUnaryMultiCallable[_paxoscommit_pb2.ListUndecidedRequest, _paxoscommit_pb2.ListUndecidedReply]
+    Stream: _grpc.StreamStreamMultiCallable[_paxoscommit_pb2.AcceptorRequestBatch, _paxoscommit_pb2.AcceptorReplyBatch]
+    """The same requests, batched on one long-lived stream per peer (what the SDK and the
+    coordinators use); the unary calls above stay for people and other languages.
+    """
 
 @_typing.type_check_only
 class AcceptorAsyncStub(AcceptorStub):
@@ -68,6 +72,10 @@ class AcceptorAsyncStub(AcceptorStub):
     AwaitPhase2b: _aio.UnaryUnaryMultiCallable[_paxoscommit_pb2.AwaitPhase2bRequest, _paxoscommit_pb2.Phase2bBundle]  # type: ignore[assignment]
     RecordOutcome: _aio.UnaryUnaryMultiCallable[_paxoscommit_pb2.RecordOutcomeRequest, _paxoscommit_pb2.RecordOutcomeReply]  # type: ignore[assignment]
     ListUndecided: _aio.UnaryUnaryMultiCallable[_paxoscommit_pb2.ListUndecidedRequest, _paxoscommit_pb2.ListUndecidedReply]  # type: ignore[assignment]
+    Stream: _aio.StreamStreamMultiCallable[_paxoscommit_pb2.AcceptorRequestBatch, _paxoscommit_pb2.AcceptorReplyBatch]  # type: ignore[assignment]
+    """The same requests, batched on one long-lived stream per peer (what the SDK and the
+    coordinators use); the unary calls above stay for people and other languages.
+    """
 
 class AcceptorServicer(metaclass=_abc_1.ABCMeta):
     """The acceptors of Paxos Commit. Every reply is sent only after the state it reports is
@@ -108,6 +116,16 @@ class AcceptorServicer(metaclass=_abc_1.ABCMeta):
         request: _paxoscommit_pb2.ListUndecidedRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_paxoscommit_pb2.ListUndecidedReply, _abc.Awaitable[_paxoscommit_pb2.ListUndecidedReply]]: ...
+
+    @_abc_1.abstractmethod
+    def Stream(
+        self,
+        request_iterator: _MaybeAsyncIterator[_paxoscommit_pb2.AcceptorRequestBatch],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_paxoscommit_pb2.AcceptorReplyBatch], _abc.AsyncIterator[_paxoscommit_pb2.AcceptorReplyBatch]]:
+        """The same requests, batched on one long-lived stream per peer (what the SDK and the
+        coordinators use); the unary calls above stay for people and other languages.
+        """
 
 def add_AcceptorServicer_to_server(servicer: AcceptorServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
 

@@ -1,0 +1,252 @@
+"""Acceptor links over batched streams: one long-lived bidi stream per acceptor.
+
+The core's requests are queued per acceptor; a writer sends, in one stream message,
+everything queued while its previous write was in flight (no timer, no fixed delay), and
+replies come back as core messages matched by ``seq``. A broken stream fails its pending
+requests as :class:`~rm_sdk.core.messages.NoAnswer` at once (the core moves on to
+another acceptor) and is re-dialled with back-off; while it is down, requests fail at
+once instead of queueing. Nothing here is trusted for delivery, order or deduplication:
+the protocol needs none of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import grpc
+
+from rm_sdk import tracing
+from rm_sdk._gen.paxoscommit.v1 import paxoscommit_pb2_grpc as pb_grpc
+from rm_sdk.core.messages import (
+    AcceptorReply,
+    AcceptorRequest,
+    BundleRequest,
+    NoAnswer,
+    OutcomeRecorded,
+    Phase1a,
+    Phase2a,
+    Refused,
+)
+from rm_sdk.protocol import ProtocolError
+from rm_sdk.wire import (
+    bundle_from_pb,
+    outcome_to_pb,
+    pb,
+    phase1a_to_pb,
+    phase1b_from_pb,
+    phase2a_to_pb,
+    phase2b_from_pb,
+)
+
+__all__ = ["StreamAcceptors", "LinkStats"]
+
+log = logging.getLogger("paxos_commit.streams")
+
+#: Requests in flight on one link beyond which new ones fail at once (back-pressure).
+MAX_PENDING = 20_000
+
+
+def request_to_pb(seq: int, msg: AcceptorRequest) -> pb.AcceptorRequest:
+    if isinstance(msg, Phase1a):
+        return pb.AcceptorRequest(seq=seq, phase1a=phase1a_to_pb(msg))
+    if isinstance(msg, Phase2a):
+        return pb.AcceptorRequest(seq=seq, phase2a=phase2a_to_pb(msg))
+    if isinstance(msg, BundleRequest):
+        return pb.AcceptorRequest(
+            seq=seq, await_phase2b=pb.AwaitPhase2bRequest(txn_id=msg.txn_id, wait_ms=int(msg.wait * 1000))
+        )
+    return pb.AcceptorRequest(
+        seq=seq, record_outcome=pb.RecordOutcomeRequest(txn_id=msg.txn_id, outcome=outcome_to_pb(msg.outcome))
+    )
+
+
+def reply_from_pb(acceptor: int, r: pb.AcceptorReply, request: AcceptorRequest) -> AcceptorReply:
+    """The core message for one reply (a malformed reply counts as no answer)."""
+    kind = r.WhichOneof("msg")
+    try:
+        if kind == "phase1b":
+            return phase1b_from_pb(acceptor, r.phase1b)
+        if kind == "phase2b":
+            return phase2b_from_pb(acceptor, r.phase2b)
+        if kind == "bundle":
+            return bundle_from_pb(acceptor, r.bundle)
+        if kind == "recorded":
+            return OutcomeRecorded(request.txn_id, acceptor)
+        if kind == "refused":
+            if r.refused.code == "UNAVAILABLE":  # the acceptor's storage failed: no answer
+                return NoAnswer(request.txn_id, acceptor, request)
+            if r.refused.code not in ("FAILED_PRECONDITION",):
+                log.warning("acceptor %d refused: %s: %s", acceptor, r.refused.code, r.refused.detail)
+            return Refused(request.txn_id, acceptor, request, r.refused.detail or r.refused.code)
+    except ProtocolError as exc:
+        log.warning("acceptor %d: malformed reply: %s", acceptor, exc)
+    return NoAnswer(request.txn_id, acceptor, request)
+
+
+class LinkStats:
+    """Counters of one process's acceptor links (for metrics and the benchmark)."""
+
+    def __init__(self) -> None:
+        self.batches = 0
+        self.messages = 0
+
+    @property
+    def mean_batch(self) -> float:
+        return self.messages / self.batches if self.batches else 0.0
+
+
+class _Link:
+    def __init__(self, owner: StreamAcceptors, index: int, channel: grpc.aio.Channel) -> None:
+        self.owner = owner
+        self.index = index
+        self.stub: pb_grpc.AcceptorAsyncStub = pb_grpc.AcceptorStub(channel)
+        self.queue: list[pb.AcceptorRequest] = []
+        self.pending: dict[int, tuple[AcceptorRequest, float]] = {}
+        self.seq = itertools.count(1)
+        self.wake = asyncio.Event()
+        #: Down after a stream broke, until a new one answers; requests then fail at once.
+        self.down = False
+        self.task = asyncio.get_running_loop().create_task(self._run(), name=f"acceptor-link-{index}")
+
+    def send(self, msg: AcceptorRequest, now: float) -> None:
+        if self.down or len(self.pending) >= MAX_PENDING:
+            self.owner.deliver(NoAnswer(msg.txn_id, self.index, msg))
+            return
+        seq = next(self.seq)
+        wait = msg.wait if isinstance(msg, BundleRequest) else 0.0
+        self.pending[seq] = (msg, now + wait + self.owner.rpc_timeout)
+        self.queue.append(request_to_pb(seq, msg))
+        self.wake.set()
+
+    def fail_pending(self, older_than: float | None = None) -> None:
+        """Give up on pending requests (all, or those past their deadline)."""
+        lost = [
+            (seq, msg)
+            for seq, (msg, deadline) in self.pending.items()
+            if older_than is None or deadline <= older_than
+        ]
+        for seq, msg in lost:
+            del self.pending[seq]
+            self.owner.deliver(NoAnswer(msg.txn_id, self.index, msg))
+
+    async def _run(self) -> None:
+        backoff = 0.05
+        while True:
+            call = self.stub.Stream(None)
+            reader = asyncio.get_running_loop().create_task(self._read(call))
+            reader.add_done_callback(lambda _: self.wake.set())  # a broken stream wakes the writer
+            try:
+                # An empty batch opens the stream; the acceptor answers it, which ends `down`.
+                await call.write(pb.AcceptorRequestBatch(lamport=_stamp()))
+                while not reader.done():
+                    if not self.queue:
+                        self.wake.clear()
+                        await self.wake.wait()
+                        continue
+                    batch, self.queue = self.queue, []
+                    self.owner.stats.batches += 1
+                    self.owner.stats.messages += len(batch)
+                    await call.write(pb.AcceptorRequestBatch(requests=batch, lamport=_stamp()))
+                    if self.down is False:
+                        backoff = 0.05
+            except (grpc.aio.AioRpcError, asyncio.InvalidStateError, grpc.aio.UsageError) as exc:
+                log.debug("acceptor %d stream: %s", self.index, exc)
+            finally:
+                reader.cancel()
+                call.cancel()
+                with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError, Exception):
+                    await reader
+            self.down = True
+            self.queue.clear()
+            self.fail_pending()
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 1.0)
+
+    async def _read(self, call: Any) -> None:
+        async for batch in call:
+            _merge(batch.lamport)
+            self.down = False
+            for r in batch.replies:
+                entry = self.pending.pop(r.seq, None)
+                if entry is not None:
+                    self.owner.deliver(reply_from_pb(self.index, r, entry[0]))
+
+
+class StreamAcceptors:
+    """The 2F+1 acceptors, indexed by acceptor id, each over one batched stream; the
+    interface the drivers of the core send acceptor requests through."""
+
+    def __init__(
+        self,
+        addresses: Sequence[str],
+        deliver: Callable[[AcceptorReply], None],
+        *,
+        rpc_timeout: float = 3.0,
+    ) -> None:
+        if not addresses or len(addresses) % 2 == 0:
+            raise ValueError(f"need 2F+1 acceptors (an odd number), got {len(addresses)}")
+        self.addresses = list(addresses)
+        self._deliver = deliver
+        self.rpc_timeout = rpc_timeout
+        self.stats = LinkStats()
+        self.channels = [
+            grpc.aio.insecure_channel(a, interceptors=tracing.client_interceptors()) for a in self.addresses
+        ]
+        #: Unary stubs, for health checks and ListUndecided.
+        self.stubs: list[pb_grpc.AcceptorAsyncStub] = [pb_grpc.AcceptorStub(c) for c in self.channels]
+        self._links: list[_Link] | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+        self._closed = False
+
+    @property
+    def n(self) -> int:
+        return len(self.addresses)
+
+    def deliver(self, msg: AcceptorReply) -> None:
+        if not self._closed:
+            self._deliver(msg)
+
+    def send(self, acceptor: int, msg: AcceptorRequest) -> None:
+        if self._closed:
+            return
+        loop = asyncio.get_running_loop()
+        if self._links is None:  # started lazily: the links need the running loop
+            self._links = [_Link(self, i, c) for i, c in enumerate(self.channels)]
+            self._sweeper = loop.create_task(self._sweep(), name="acceptor-link-sweep")
+        self._links[acceptor].send(msg, loop.time())
+
+    async def _sweep(self) -> None:
+        """Requests an acceptor never answered (it is paused, or lost them) become NoAnswer
+        after their deadline, so nothing waits on them and the pending maps stay bounded."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(0.5)
+            for link in self._links or ():
+                link.fail_pending(older_than=loop.time())
+
+    async def close(self) -> None:
+        self._closed = True
+        tasks = [link.task for link in self._links or ()]
+        if self._sweeper is not None:
+            tasks.append(self._sweeper)
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for c in self.channels:
+            await c.close(None)
+
+
+def _stamp() -> int:
+    trace = tracing.current()
+    return trace.stamp() if trace is not None else 0
+
+
+def _merge(clock: int) -> None:
+    trace = tracing.current()
+    if trace is not None and clock:
+        trace.merge(clock)

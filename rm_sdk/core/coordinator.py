@@ -1,0 +1,241 @@
+"""A coordinator replica as one state machine: the transactions it owns
+(:class:`~rm_sdk.core.owner.Owner`) and those it learns or recovers for others
+(:class:`~rm_sdk.core.learner.Learner`), with one ballot source per incarnation.
+
+Feed it requests (:meth:`CoordinatorNode.request`), acceptor replies
+(:meth:`CoordinatorNode.acceptor_reply`), transactions found undecided on the acceptors
+(:meth:`CoordinatorNode.found_undecided`) and ticks; after each, :meth:`take_ready` says
+what to send. Soft state only: everything durable is on the acceptors.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+from rm_sdk.ballots import BallotSource
+from rm_sdk.core.learner import Learner, LearnerTimeouts
+from rm_sdk.core.messages import (
+    Abort,
+    AcceptorReply,
+    AskOutcome,
+    AwaitPrepare,
+    Begin,
+    Commit,
+    Decided,
+    Decision,
+    Failed,
+    Join,
+    Joined,
+    RecordOutcome,
+    Request,
+)
+from rm_sdk.core.owner import Owner, OwnerTimeouts, RegistrationClosed
+from rm_sdk.core.ready import Deadlines, Ready
+from rm_sdk.protocol import MAX_RMS, ProtocolError, RMSet, validate_id
+
+__all__ = ["CoordinatorNode", "CoordinatorTimeouts", "NotFound"]
+
+
+class NotFound(ProtocolError):
+    """An id this replica does not own (or has forgotten)."""
+
+    status = "NOT_FOUND"
+
+
+@dataclass(frozen=True)
+class CoordinatorTimeouts:
+    owner: OwnerTimeouts = field(default_factory=OwnerTimeouts)
+    learner: LearnerTimeouts = field(default_factory=LearnerTimeouts)
+    #: Decided transactions whose outcome (and participant set) is kept in memory.
+    keep_decided: int = 100_000
+    #: Transactions whose first question is remembered (pitfall 9's clock).
+    keep_asked: int = 100_000
+
+
+class CoordinatorNode:
+    def __init__(self, leader_id: str, n_acceptors: int, timeouts: CoordinatorTimeouts | None = None) -> None:
+        if n_acceptors < 1 or n_acceptors % 2 == 0:
+            raise ValueError(f"need 2F+1 acceptors (an odd number), got {n_acceptors}")
+        self.leader_id = leader_id
+        self.n = n_acceptors
+        self.timeouts = timeouts or CoordinatorTimeouts()
+        self.ballots = BallotSource(leader_id)
+        self.owned: dict[str, Owner] = {}
+        self.learners: dict[str, Learner] = {}
+        #: Recently decided transactions: decision and participant set (None: unknown).
+        self.decided: OrderedDict[str, tuple[Decision, RMSet | None]] = OrderedDict()
+        self._first_asked: OrderedDict[str, float] = OrderedDict()
+        self._deadlines: Deadlines[str] = Deadlines()
+        self.ready = Ready()
+
+    # ------------------------------------------------------------ inputs
+
+    def request(self, token: Any, msg: Request, now: float) -> None:
+        """A request from an application or RM; the answer goes to ``token``."""
+        try:
+            self._request(token, msg, now)
+        except ProtocolError as exc:
+            self.ready.reply(token, Failed(msg.txn_id, exc))
+        self._schedule(msg.txn_id)
+
+    def _request(self, token: Any, msg: Request, now: float) -> None:
+        txn_id = validate_id("transaction id", msg.txn_id)
+        out = self.ready
+        if isinstance(msg, Begin):
+            if txn_id in self.owned or txn_id in self.decided:
+                raise RegistrationClosed(f"transaction {txn_id} exists already")
+            self.owned[txn_id] = Owner(txn_id, self.n, now, self.timeouts.owner, self.ballots)
+            out.reply(token, msg)
+            return
+        if isinstance(msg, AskOutcome):
+            self._ask(token, txn_id, msg.wait, now)
+            return
+        done = self.decided.get(txn_id)
+        owner = self.owned.get(txn_id)
+        if owner is None and done is None:
+            raise NotFound(
+                f"unknown transaction {txn_id!r} at this coordinator: it was begun elsewhere or "
+                "this coordinator restarted (its outcome is still available through GetOutcome)"
+            )
+        if isinstance(msg, Join):
+            validate_id("rm id", msg.rm_id)
+            if owner is not None:
+                if len(owner.registration.joined) >= MAX_RMS and msg.rm_id not in owner.registration.joined:
+                    raise ProtocolError(f"transaction {txn_id} has {MAX_RMS} participants already")
+                owner.join(msg.rm_id, out)
+            elif done is not None and (done[1] is None or msg.rm_id not in done[1].rms):
+                raise RegistrationClosed(f"registration closed; {msg.rm_id!r} cannot join any more")
+            out.reply(token, Joined(txn_id, msg.rm_id))
+        elif isinstance(msg, AwaitPrepare):
+            validate_id("rm id", msg.rm_id)
+            if owner is not None:
+                owner.await_prepare(token, msg.rm_id, msg.wait, now, out)
+            else:
+                assert done is not None
+                out.reply(token, Decided(txn_id, done[0]))
+        elif isinstance(msg, Commit):
+            if owner is not None:
+                owner.commit(token, now, out)
+            else:
+                assert done is not None
+                out.reply(token, Decided(txn_id, done[0]))
+        elif isinstance(msg, Abort):
+            if len(msg.reason.encode()) > 1024:
+                raise ProtocolError("abort reason longer than 1024 bytes")
+            if owner is not None:
+                owner.abort_requested(token, msg.reason, now, out, rm_id=msg.rm_id)
+            else:
+                assert done is not None
+                out.reply(token, Decided(txn_id, done[0]))
+        self._settle(txn_id)
+
+    def _ask(self, token: Any, txn_id: str, wait: float, now: float) -> None:
+        done = self.decided.get(txn_id)
+        if done is not None:
+            self.ready.reply(token, Decided(txn_id, done[0]))
+            return
+        owner = self.owned.get(txn_id)
+        if owner is not None:
+            owner.ask(token, wait, now, self.ready)
+            return
+        learner = self._learner(txn_id, now)
+        learner.ask(token, wait, now, self.ready)
+        self._settle(txn_id)
+
+    def _learner(self, txn_id: str, now: float) -> Learner:
+        learner = self.learners.get(txn_id)
+        if learner is None:
+            first = self._first_asked.setdefault(txn_id, now)
+            self._first_asked.move_to_end(txn_id)
+            while len(self._first_asked) > self.timeouts.keep_asked:
+                self._first_asked.popitem(last=False)
+            learner = self.learners[txn_id] = Learner(
+                txn_id, self.n, now, self.timeouts.learner, self.ballots, first_asked=first
+            )
+        return learner
+
+    def acceptor_reply(self, msg: AcceptorReply, now: float) -> None:
+        """A reply (or the transport's NoAnswer) from an acceptor."""
+        txn_id = msg.txn_id
+        owner = self.owned.get(txn_id)
+        if owner is not None:
+            owner.on_reply(msg, now, self.ready)
+        else:
+            learner = self.learners.get(txn_id)
+            if learner is not None:
+                learner.on_reply(msg, now, self.ready)
+        self._settle(txn_id)
+        self._schedule(txn_id)
+
+    def found_undecided(self, txn_ids: list[str], now: float) -> None:
+        """Transactions the acceptors have known for ``recovery_timeout`` and not decided:
+        recover those nobody here is driving already."""
+        for txn_id in txn_ids:
+            if txn_id in self.owned or txn_id in self.learners or txn_id in self.decided:
+                continue
+            learner = self._learner(txn_id, now)
+            learner.read(now, self.ready)
+            self._schedule(txn_id)
+
+    def tick(self, now: float) -> None:
+        for txn_id in self._deadlines.due(now):
+            owner = self.owned.get(txn_id)
+            if owner is not None:
+                owner.tick(now, self.ready)
+            learner = self.learners.get(txn_id)
+            if learner is not None:
+                learner.tick(now, self.ready)
+            self._settle(txn_id)
+            self._schedule(txn_id)
+
+    # ------------------------------------------------------------ outputs
+
+    def take_ready(self) -> Ready:
+        return self.ready.take()
+
+    def next_deadline(self) -> float | None:
+        return self._deadlines.next()
+
+    @property
+    def undecided_owned(self) -> int:
+        return sum(1 for o in self.owned.values() if o.decision is None)
+
+    def in_doubt_since(self) -> list[float]:
+        """When each transaction being driven to a decision here started that."""
+        times = [o.closed_at for o in self.owned.values() if o.closing and o.decision is None]
+        times += [self._first_asked.get(t, 0.0) for t, lr in self.learners.items() if lr.recovery is not None]
+        return times
+
+    # ------------------------------------------------------------ bookkeeping
+
+    def _schedule(self, txn_id: str) -> None:
+        machine: Owner | Learner | None = self.owned.get(txn_id) or self.learners.get(txn_id)
+        if machine is not None:
+            nd = machine.next_deadline()
+            if nd is not None:
+                self._deadlines.at(nd, txn_id)
+
+    def _settle(self, txn_id: str) -> None:
+        """Move a decided transaction to the bounded cache of outcomes."""
+        owner = self.owned.get(txn_id)
+        if owner is not None and owner.decision is not None and not owner.prepare_waiters:
+            del self.owned[txn_id]
+            self._remember(txn_id, owner.decision, owner.known_set)
+        learner = self.learners.get(txn_id)
+        if learner is not None and learner.finished:
+            del self.learners[txn_id]
+            if learner.decision is not None:
+                self._first_asked.pop(txn_id, None)
+                self._remember(txn_id, learner.decision, learner.tally.known_set())
+                if learner.decided_here:
+                    self.ready.decided.append((txn_id, learner.decision, 0.0))
+                    for i in range(self.n):
+                        self.ready.send(i, RecordOutcome(txn_id, learner.decision.outcome))
+
+    def _remember(self, txn_id: str, d: Decision, s: RMSet | None) -> None:
+        self.decided[txn_id] = (d, s)
+        self.decided.move_to_end(txn_id)
+        while len(self.decided) > self.timeouts.keep_decided:
+            self.decided.popitem(last=False)

@@ -1,0 +1,341 @@
+"""A transaction's owner as a state machine: the registrar (paper section 6.2) and the
+commit sequence that the paper gives the leader in the failure-free case.
+
+Spec actions: ``Join``, ``Close`` (the registrar's ballot-0 2a with the joined set, or
+"no set" to abort), the paper's Prepare, ``Decide`` over the acceptors' 2b bundles, and,
+when votes are missing after the vote timeout, recovery ballots (:mod:`rm_sdk.core.leader`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from rm_sdk.ballots import BallotSource, Tally
+from rm_sdk.core.leader import Recovery, evaluate
+from rm_sdk.core.messages import (
+    AbortCause,
+    AcceptorReply,
+    Bundle,
+    BundleRequest,
+    Decided,
+    Decision,
+    NoAnswer,
+    Pending,
+    Phase2a,
+    Phase2b,
+    Prepare,
+    RecordOutcome,
+    Refused,
+)
+from rm_sdk.core.ready import Ready
+from rm_sdk.protocol import (
+    NO_SET,
+    REGISTRAR,
+    RM_BALLOT,
+    NoSet,
+    Outcome,
+    ProtocolError,
+    RMSet,
+    bundle_complete,
+    majority,
+    validate_id,
+)
+
+__all__ = ["OwnerTimeouts", "Owner", "Registration", "RegistrationClosed"]
+
+
+class RegistrationClosed(ProtocolError):
+    """A join after the registrar closed registration (paper section 6.2)."""
+
+    status = "FAILED_PRECONDITION"
+
+
+@dataclass
+class Registration:
+    """The registrar's soft state of one transaction: who joined, and whether it closed."""
+
+    joined: set[str] = field(default_factory=set)
+    closed: RMSet | None = None
+
+    def join(self, rm: str) -> bool:
+        """Spec ``Join``. Idempotent: a duplicated join changes nothing (returns False)."""
+        validate_id("rm id", rm)
+        if self.closed is not None:
+            if rm in self.closed.rms:
+                return False
+            raise RegistrationClosed(f"registration closed; {rm!r} cannot join any more")
+        if rm in self.joined:
+            return False
+        self.joined.add(rm)
+        return True
+
+    def close(self) -> RMSet:
+        """Spec ``Close``: fix the participant set, the registrar's ballot-0 value."""
+        if self.closed is None:
+            self.closed = RMSet.of(self.joined)
+        return self.closed
+
+
+@dataclass(frozen=True)
+class OwnerTimeouts:
+    #: Votes missing this long after registration closed: run recovery ballots.
+    vote_timeout: float = 5.0
+    #: Commit not asked for this long after begin: abort.
+    txn_timeout: float = 120.0
+    #: An acceptor that has not answered a request this long is passed over for the next.
+    answer_timeout: float = 1.0
+
+
+class Owner:
+    """One transaction owned by this coordinator replica (soft state only).
+
+    The registrar's 2a goes to the first majority of acceptors, like an RM's vote (paper
+    section 4), with a request for their 2b bundles; an acceptor that refuses, fails or
+    stays silent for ``answer_timeout`` is replaced by the next at once, so with F acceptors
+    down nothing waits for the vote timeout (pitfall 6: never trust the network)."""
+
+    def __init__(
+        self, txn_id: str, n_acceptors: int, now: float, timeouts: OwnerTimeouts, ballots: BallotSource
+    ) -> None:
+        self.txn_id = txn_id
+        self.n = n_acceptors
+        self.timeouts = timeouts
+        self.ballots = ballots
+        self.created = now
+        self.registration = Registration()
+        self.tally = Tally(n_acceptors)
+        #: The registrar's ballot-0 value once registration closed (or was aborted).
+        self.value: RMSet | NoSet | None = None
+        self.known_set: RMSet | None = None
+        self.closed_at = 0.0
+        self.abort: Decision | None = None
+        #: Acceptors asked for the registrar's value / that accepted it.
+        self.asked: set[int] = set()
+        self.accepted: set[int] = set()
+        self.answer_deadline = 0.0
+        self.recovery: Recovery | None = None
+        self.decision: Decision | None = None
+        self.commit_waiters: list[Any] = []
+        self.prepare_waiters: dict[Any, tuple[str, float]] = {}
+        self.outcome_waiters: dict[Any, float] = {}
+
+    @property
+    def closing(self) -> bool:
+        return self.value is not None
+
+    # ------------------------------------------------------------ requests
+
+    def join(self, rm_id: str, out: Ready) -> None:
+        if self.registration.join(rm_id):
+            out.event("Join", self.txn_id, rm=rm_id)
+
+    def await_prepare(self, token: Any, rm_id: str, wait: float, now: float, out: Ready) -> None:
+        reg = self.registration
+        if rm_id not in reg.joined and not (reg.closed is not None and rm_id in reg.closed.rms):
+            raise RegistrationClosed(f"resource manager {rm_id!r} has not joined transaction {self.txn_id}")
+        if self.decision is not None:
+            out.reply(token, Decided(self.txn_id, self.decision))
+        elif self.known_set is not None and rm_id in self.known_set.rms:
+            out.reply(token, Prepare(self.txn_id, rm_id))
+        elif self.closing:
+            # Registration closed without this RM (aborted): the outcome will tell it.
+            self.prepare_waiters[token] = (rm_id, now + wait)
+        else:
+            self.prepare_waiters[token] = (rm_id, now + wait)
+
+    def ask(self, token: Any, wait: float, now: float, out: Ready) -> None:
+        """An outcome question: answered at the decision, or PENDING after ``wait``."""
+        if self.decision is not None:
+            out.reply(token, Decided(self.txn_id, self.decision))
+        elif wait <= 0:
+            out.reply(token, Pending(self.txn_id))
+        else:
+            self.outcome_waiters[token] = now + wait
+
+    def commit(self, token: Any, now: float, out: Ready) -> None:
+        self.commit_waiters.append(token)
+        if self.decision is not None:
+            self._answer(out)
+        elif not self.closing:
+            self._close(None, now, out)
+
+    def abort_requested(self, token: Any, reason: str, now: float, out: Ready, rm_id: str = "") -> None:
+        """The application's abort, or (``rm_id``) a joined RM's refusal before it
+        prepared: either may end the transaction while registration is open."""
+        if rm_id and rm_id not in self.registration.joined:
+            raise RegistrationClosed(f"resource manager {rm_id!r} has not joined transaction {self.txn_id}")
+        self.commit_waiters.append(token)
+        if self.decision is not None:
+            self._answer(out)
+        elif not self.closing:
+            if rm_id:
+                why = reason or f"resource manager {rm_id!r} voted to abort"
+                abort = Decision(Outcome.ABORTED, AbortCause.RM_REFUSED, rm_id, why)
+            else:
+                abort = Decision(
+                    Outcome.ABORTED, AbortCause.APPLICATION, reason=reason or "aborted by the application"
+                )
+            self._close(abort, now, out)
+
+    # ------------------------------------------------------------ the commit sequence
+
+    def _close(self, abort: Decision | None, now: float, out: Ready) -> None:
+        """Spec ``Close`` (or the owner's own abort): the registrar's ballot-0 2a."""
+        self.closed_at = now
+        self.abort = abort
+        if abort is None:
+            self.value = self.known_set = self.registration.close()
+            out.event("Close", self.txn_id, set=sorted(self.known_set.rms))
+            # The paper's Prepare: the RMs vote while the registrar's 2a is in flight.
+            for token, (rm, _) in list(self.prepare_waiters.items()):
+                if rm in self.known_set.rms:
+                    out.reply(token, Prepare(self.txn_id, rm))
+                    del self.prepare_waiters[token]
+        else:
+            self.registration.closed = RMSet.of(())  # later joins fail
+            self.value = NO_SET
+            out.event("ApplicationAbort", self.txn_id)
+        self._ask(list(range(majority(self.n))), now, out)
+
+    def _ask(self, targets: list[int], now: float, out: Ready) -> None:
+        assert self.value is not None
+        wait = max(0.0, self.closed_at + self.timeouts.vote_timeout - now)
+        for i in targets:
+            self.asked.add(i)
+            out.send(i, Phase2a(self.txn_id, RM_BALLOT, {REGISTRAR: self.value}))
+            out.send(i, BundleRequest(self.txn_id, wait))
+        self.answer_deadline = now + self.timeouts.answer_timeout
+
+    def _widen(self, now: float, out: Ready) -> None:
+        """Too few acceptors took the registrar's value: ask the ones not asked yet, or,
+        when every one was, ask again those that did not take it."""
+        fresh = [i for i in range(self.n) if i not in self.asked]
+        if not fresh:
+            fresh = [i for i in range(self.n) if i not in self.accepted]
+        self._ask(fresh, now, out)
+
+    def on_reply(self, msg: AcceptorReply, now: float, out: Ready) -> None:
+        if self.decision is not None:
+            return
+        if self.recovery is not None:
+            self.recovery.on_reply(msg, now, out)
+            if self.recovery.decision is not None:
+                self._decide(self.recovery.decision, now, out)
+            return
+        if isinstance(msg, (Phase2b, Bundle)):
+            self.tally.add(msg.acceptor, msg.states)
+        if isinstance(msg, Phase2b):
+            st = msg.states.get(REGISTRAR)
+            if st is not None and st.bal == RM_BALLOT and st.val == self.value:
+                self.accepted.add(msg.acceptor)
+        elif isinstance(msg, Bundle) and msg.outcome is not Outcome.PENDING:
+            self._decide(
+                Decision(msg.outcome, AbortCause.UNKNOWN, reason="recorded at an acceptor"), now, out
+            )
+            return
+        elif isinstance(msg, Refused):
+            out.log.append((self.txn_id, f"acceptor {msg.acceptor} refused: {msg.detail}"))
+        d = evaluate(self.tally, self.known_set)
+        if d is not None:
+            self._decide(d, now, out)
+            return
+        short = len(self.accepted) < majority(self.n)
+        if (isinstance(msg, (NoAnswer, Refused)) and short) or (
+            isinstance(msg, NoAnswer) and isinstance(msg.request, BundleRequest)
+        ):
+            self._widen(now, out)
+        elif (
+            isinstance(msg, Bundle)
+            and not bundle_complete(msg.states)
+            and now < self.closed_at + self.timeouts.vote_timeout
+        ):
+            # The acceptor's wait ended first: ask it again for the rest of the vote timeout.
+            # (A complete bundle is all that acceptor can give: asking again would be
+            # answered at once, again and again, while another acceptor is silent.)
+            wait = self.closed_at + self.timeouts.vote_timeout - now
+            out.send(msg.acceptor, BundleRequest(self.txn_id, wait))
+
+    def tick(self, now: float, out: Ready) -> None:
+        for token, (rm, deadline) in list(self.prepare_waiters.items()):
+            if now >= deadline:
+                out.reply(token, Prepare(self.txn_id, rm, prepare=False))
+                del self.prepare_waiters[token]
+        for token, deadline in list(self.outcome_waiters.items()):
+            if now >= deadline:
+                out.reply(token, Pending(self.txn_id))
+                del self.outcome_waiters[token]
+        if self.decision is not None:
+            return
+        if not self.closing:
+            if now >= self.created + self.timeouts.txn_timeout:
+                out.log.append(
+                    (self.txn_id, f"not committed within {self.timeouts.txn_timeout:.0f}s: aborting")
+                )
+                self._close(
+                    Decision(Outcome.ABORTED, AbortCause.TXN_TIMEOUT, reason="transaction timeout"), now, out
+                )
+            return
+        if self.recovery is not None:
+            self.recovery.tick(now, out)
+            if self.recovery.decision is not None:
+                self._decide(self.recovery.decision, now, out)
+            return
+        if now >= self.closed_at + self.timeouts.vote_timeout:
+            out.log.append(
+                (
+                    self.txn_id,
+                    f"votes missing after {self.timeouts.vote_timeout:.1f}s: running recovery ballots",
+                )
+            )
+            self.recovery = Recovery(
+                self.txn_id,
+                self.ballots,
+                self.tally,
+                self.known_set,
+                answer_timeout=self.timeouts.answer_timeout,
+            )
+            self.recovery.start(now, out)
+            if self.recovery.decision is not None:
+                self._decide(self.recovery.decision, now, out)
+            return
+        if now >= self.answer_deadline and len(self.accepted) < majority(self.n):
+            self._widen(now, out)
+
+    def next_deadline(self) -> float | None:
+        times = [d for _, d in self.prepare_waiters.values()] + list(self.outcome_waiters.values())
+        if self.decision is None:
+            if not self.closing:
+                times.append(self.created + self.timeouts.txn_timeout)
+            elif self.recovery is not None:
+                nd = self.recovery.next_deadline()
+                if nd is not None:
+                    times.append(nd)
+            else:
+                times.append(self.closed_at + self.timeouts.vote_timeout)
+                if len(self.accepted) < majority(self.n):
+                    times.append(self.answer_deadline)
+        return min(times) if times else None
+
+    # ------------------------------------------------------------ the decision
+
+    def _decide(self, d: Decision, now: float, out: Ready) -> None:
+        if self.abort is not None and d.outcome is Outcome.ABORTED:
+            d = self.abort  # the owner's own abort: keep its cause and reason
+        self.decision = d
+        out.event("Decide", self.txn_id, outcome=d.outcome.value)
+        out.decided.append((self.txn_id, d, now - self.closed_at))
+        out.log.append((self.txn_id, f"{d.outcome.value} {d.reason}".rstrip()))
+        self._answer(out)
+        for token in list(self.prepare_waiters):
+            out.reply(token, Decided(self.txn_id, d))
+        self.prepare_waiters.clear()
+        for i in range(self.n):
+            out.send(i, RecordOutcome(self.txn_id, d.outcome))
+
+    def _answer(self, out: Ready) -> None:
+        assert self.decision is not None
+        for token in [*self.commit_waiters, *self.outcome_waiters]:
+            out.reply(token, Decided(self.txn_id, self.decision))
+        self.commit_waiters.clear()
+        self.outcome_waiters.clear()

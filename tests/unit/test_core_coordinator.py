@@ -1,0 +1,494 @@
+"""The coordinator's state machines (``rm_sdk.core``): owner, learner, recovery ballots.
+
+Each test drives the real core with hand-made acceptor replies and checks one condition
+of one rule (paper sections 4 and 6.2; ``spec/PaxosCommit.tla``), so flipping that
+condition in the code fails it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from acceptor.rules import bundle_complete, phase1b, phase2b
+from rm_sdk.ballots import BallotSource, Tally
+from rm_sdk.core.coordinator import CoordinatorNode, CoordinatorTimeouts, NotFound
+from rm_sdk.core.leader import Recovery, RecoveryPhase, backoff
+from rm_sdk.core.learner import LearnerTimeouts
+from rm_sdk.core.messages import (
+    Abort,
+    AbortCause,
+    AskOutcome,
+    AwaitPrepare,
+    Begin,
+    Bundle,
+    BundleRequest,
+    Commit,
+    Decided,
+    Failed,
+    Join,
+    Joined,
+    NoAnswer,
+    Pending,
+    Phase1a,
+    Phase1b,
+    Phase2a,
+    Phase2b,
+    Prepare,
+    RecordOutcome,
+    Refused,
+    Unknown,
+)
+from rm_sdk.core.owner import OwnerTimeouts, RegistrationClosed
+from rm_sdk.core.ready import Ready
+from rm_sdk.protocol import (
+    NO_SET,
+    REGISTRAR,
+    RM_BALLOT,
+    Ballot,
+    InstanceState,
+    Outcome,
+    RMSet,
+    Vote,
+)
+
+N = 3
+TIMEOUTS = CoordinatorTimeouts(
+    owner=OwnerTimeouts(vote_timeout=5.0, txn_timeout=60.0, answer_timeout=1.0),
+    learner=LearnerTimeouts(recovery_timeout=10.0, answer_timeout=1.0, max_attempts=5),
+    keep_decided=3,
+)
+
+
+class Acceptors:
+    """Three in-memory acceptors applying the real rules (acceptor/rules.py)."""
+
+    def __init__(self, n: int = N) -> None:
+        self.state: list[dict[str, dict[str, InstanceState]]] = [{} for _ in range(n)]
+        #: How long the acceptors say they have known a transaction they know.
+        self.age_ms = 1
+
+    def states(self, i: int, txn: str) -> dict[str, InstanceState]:
+        return self.state[i].setdefault(txn, {})
+
+    def vote(self, i: int, txn: str, rm: str, vote: Vote) -> Phase2b:
+        st = self.states(i, txn)
+        st[rm] = phase2b(st.get(rm, InstanceState()), RM_BALLOT, vote)
+        return Phase2b(txn, i, dict(st))
+
+    def handle(self, i: int, msg: Any) -> Any:
+        st = self.states(i, msg.txn_id)
+        if isinstance(msg, Phase1a):
+            for ins in msg.instances:
+                st[ins] = phase1b(st.get(ins, InstanceState()), msg.ballot)
+            return Phase1b(msg.txn_id, i, {ins: st[ins] for ins in msg.instances})
+        if isinstance(msg, Phase2a):
+            for ins, val in msg.proposals.items():
+                st[ins] = phase2b(st.get(ins, InstanceState()), msg.ballot, val)
+            return Phase2b(msg.txn_id, i, {ins: st[ins] for ins in msg.proposals})
+        if isinstance(msg, BundleRequest):
+            done = bundle_complete(st)
+            if msg.wait > 0 and not done:
+                return None  # a long poll: answered when the state changes (by the test)
+            return Bundle(msg.txn_id, i, dict(st), age_ms=self.age_ms if st else 0, complete=done)
+        return None
+
+
+class Harness:
+    def __init__(self) -> None:
+        self.node = CoordinatorNode("L1", N, TIMEOUTS)
+        self.acc = Acceptors()
+        self.now = 0.0
+        self.sent: list[tuple[int, Any]] = []
+        self.replies: list[tuple[Any, Any]] = []
+
+    def take(self) -> Ready:
+        r = self.node.take_ready()
+        self.sent += r.sends
+        self.replies += r.replies
+        return r
+
+    def request(self, token: Any, msg: Any) -> Ready:
+        self.node.request(token, msg, self.now)
+        return self.take()
+
+    def deliver(self, reply: Any) -> Ready:
+        self.node.acceptor_reply(reply, self.now)
+        return self.take()
+
+    def deliver_all(self, sends: list[tuple[int, Any]], only: set[int] | None = None) -> None:
+        """Answer every request (from acceptors in ``only``), and what that triggers."""
+        queue = list(sends)
+        while queue:
+            i, msg = queue.pop(0)
+            if only is not None and i not in only:
+                continue
+            reply = self.acc.handle(i, msg)
+            if reply is not None:
+                queue += self.deliver(reply).sends
+
+    def advance(self, seconds: float) -> Ready:
+        self.now += seconds
+        self.node.tick(self.now)
+        return self.take()
+
+    def answer(self, token: Any) -> Any:
+        got = [m for t, m in self.replies if t == token]
+        assert got, f"no answer to {token}"
+        return got[-1]
+
+    def begin(self, txn: str = "t1", rms: tuple[str, ...] = ("a", "b")) -> None:
+        self.request("begin", Begin(txn))
+        for rm in rms:
+            self.request(f"join-{rm}", Join(txn, rm))
+
+
+def test_begin_join_commit_failure_free_sends_the_registrar_2a_to_the_first_majority_only() -> None:
+    """Paper section 4: 2a's go to F+1 acceptors, the rest only on failure."""
+    h = Harness()
+    h.begin()
+    r = h.request("c", Commit("t1"))
+    reg = [(i, m) for i, m in r.sends if isinstance(m, Phase2a)]
+    assert sorted(i for i, _ in reg) == [0, 1]
+    assert all(m.ballot == RM_BALLOT and m.proposals == {REGISTRAR: RMSet.of({"a", "b"})} for _, m in reg)
+    assert sorted(i for i, m in r.sends if isinstance(m, BundleRequest)) == [0, 1]
+    h.deliver_all(r.sends)
+    for i in (0, 1):
+        h.acc.vote(i, "t1", "a", Vote.PREPARED)
+        h.acc.vote(i, "t1", "b", Vote.PREPARED)
+    h.deliver(h.acc.handle(0, BundleRequest("t1", 5.0)))
+    assert not [m for t, m in h.replies if t == "c"]
+    r = h.deliver(h.acc.handle(1, BundleRequest("t1", 5.0)))
+    d = h.answer("c")
+    assert isinstance(d, Decided) and d.decision.outcome is Outcome.COMMITTED
+    # The outcome is recorded on every acceptor.
+    assert sorted(i for i, m in r.sends if isinstance(m, RecordOutcome)) == [0, 1, 2]
+
+
+def test_a_bundle_from_one_acceptor_does_not_decide() -> None:
+    """Spec ``Decide``: chosen means a majority at one ballot; one acceptor is not one."""
+    h = Harness()
+    h.begin(rms=("a",))
+    h.deliver_all(h.request("c", Commit("t1")).sends, only={0})
+    h.acc.vote(0, "t1", "a", Vote.PREPARED)
+    h.deliver(h.acc.handle(0, BundleRequest("t1")))
+    assert not [m for t, m in h.replies if t == "c"]
+
+
+def test_registration_closes_at_commit_and_prepare_is_sent_to_waiting_members() -> None:
+    h = Harness()
+    h.begin(rms=("a",))
+    h.request("w", AwaitPrepare("t1", "a", 10.0))
+    assert not [m for t, m in h.replies if t == "w"]
+    h.request("c", Commit("t1"))
+    assert h.answer("w") == Prepare("t1", "a")
+    late = h.request("late", Join("t1", "z"))
+    assert isinstance(h.answer("late"), Failed) and isinstance(h.answer("late").error, RegistrationClosed)
+    assert late.sends == []
+
+
+def test_await_prepare_for_an_rm_that_never_joined_is_a_failed_precondition() -> None:
+    h = Harness()
+    h.begin(rms=("a",))
+    h.request("w", AwaitPrepare("t1", "stranger", 1.0))
+    err = h.answer("w")
+    assert isinstance(err, Failed) and getattr(err.error, "status", "") == "FAILED_PRECONDITION"
+
+
+def test_prepare_wait_ends_with_prepare_false() -> None:
+    h = Harness()
+    h.begin(rms=("a",))
+    h.request("w", AwaitPrepare("t1", "a", 2.0))
+    h.advance(1.9)
+    assert not [m for t, m in h.replies if t == "w"]
+    h.advance(0.2)
+    assert h.answer("w") == Prepare("t1", "a", prepare=False)
+
+
+def test_unknown_transaction_is_not_found_for_owner_requests() -> None:
+    h = Harness()
+    h.request("c", Commit("nope"))
+    err = h.answer("c")
+    assert isinstance(err, Failed) and isinstance(err.error, NotFound)
+
+
+def test_malformed_id_changes_nothing_and_fails() -> None:
+    h = Harness()
+    r = h.request("b", Begin("bad id!"))
+    assert isinstance(h.answer("b"), Failed) and r.sends == [] and not h.node.owned
+
+
+def test_silent_acceptor_after_the_registrar_2a_is_replaced_by_the_next_after_answer_timeout() -> None:
+    """Issue 8 item 7: with F acceptors down, the owner asks the next acceptor at once,
+    never waiting a vote timeout for a message another acceptor can give."""
+    h = Harness()
+    h.begin(rms=("a",))
+    r = h.request("c", Commit("t1"))
+    h.deliver_all(r.sends, only={0})  # acceptor 1 is silent
+    r = h.advance(0.5)
+    assert not any(i == 2 for i, _ in r.sends)
+    r = h.advance(0.6)  # past answer_timeout
+    assert {i for i, m in r.sends if isinstance(m, Phase2a)} == {2}
+    h.deliver_all(r.sends, only={0, 2})
+    h.acc.vote(0, "t1", "a", Vote.PREPARED)
+    h.acc.vote(2, "t1", "a", Vote.PREPARED)
+    h.deliver(h.acc.handle(0, BundleRequest("t1")))
+    h.deliver(h.acc.handle(2, BundleRequest("t1")))
+    d = h.answer("c")
+    assert isinstance(d, Decided) and d.decision.outcome is Outcome.COMMITTED
+    assert h.now < TIMEOUTS.owner.vote_timeout
+
+
+@pytest.mark.parametrize("failure", ["no_answer", "refused"])
+def test_a_failed_or_refused_registrar_2a_moves_on_at_once(failure: str) -> None:
+    h = Harness()
+    h.begin(rms=("a",))
+    r = h.request("c", Commit("t1"))
+    req = next(m for i, m in r.sends if i == 1 and isinstance(m, Phase2a))
+    msg = NoAnswer("t1", 1, req) if failure == "no_answer" else Refused("t1", 1, req, "no")
+    r = h.deliver(msg)
+    assert {i for i, m in r.sends if isinstance(m, Phase2a)} == {2}
+
+
+def test_votes_missing_after_the_vote_timeout_start_recovery_that_aborts_the_silent_rm() -> None:
+    h = Harness()
+    h.begin(rms=("a", "b"))
+    h.deliver_all(h.request("c", Commit("t1")).sends)
+    for i in (0, 1):
+        h.acc.vote(i, "t1", "a", Vote.PREPARED)
+    r = h.advance(4.9)
+    assert not any(isinstance(m, Phase1a) for _, m in r.sends)
+    r = h.advance(0.2)
+    ones = [m for _, m in r.sends if isinstance(m, Phase1a)]
+    assert len(ones) == N and ones[0].ballot.is_leader_ballot
+    h.deliver_all(r.sends)
+    d = h.answer("c")
+    assert isinstance(d, Decided)
+    assert d.decision.outcome is Outcome.ABORTED and d.decision.cause is AbortCause.VOTE_TIMEOUT
+    assert d.decision.rm_id == "b"
+
+
+def test_an_rm_that_voted_aborted_is_named_as_refusing() -> None:
+    h = Harness()
+    h.begin(rms=("a", "b"))
+    h.deliver_all(h.request("c", Commit("t1")).sends)
+    for i in (0, 1):
+        h.acc.vote(i, "t1", "b", Vote.ABORTED)
+    h.deliver(h.acc.handle(0, BundleRequest("t1")))
+    h.deliver(h.acc.handle(1, BundleRequest("t1")))
+    d = h.answer("c").decision
+    assert (d.outcome, d.cause, d.rm_id) == (Outcome.ABORTED, AbortCause.RM_REFUSED, "b")
+
+
+def test_transaction_timeout_aborts_with_no_set_and_its_cause() -> None:
+    h = Harness()
+    h.begin(rms=("a",))
+    r = h.advance(59.0)
+    assert r.sends == []
+    r = h.advance(1.5)
+    regs = [m for _, m in r.sends if isinstance(m, Phase2a)]
+    assert regs and all(m.proposals == {REGISTRAR: NO_SET} for m in regs)
+    h.deliver_all(r.sends)
+    h.request("q", AskOutcome("t1", 0.0))
+    d = h.answer("q").decision
+    assert (d.outcome, d.cause) == (Outcome.ABORTED, AbortCause.TXN_TIMEOUT)
+
+
+def test_application_abort_keeps_its_reason() -> None:
+    h = Harness()
+    h.begin(rms=("a",))
+    h.deliver_all(h.request("x", Abort("t1", "changed my mind")).sends)
+    d = h.answer("x").decision
+    assert (d.outcome, d.cause, d.reason) == (Outcome.ABORTED, AbortCause.APPLICATION, "changed my mind")
+
+
+def test_a_recorded_outcome_in_a_bundle_decides() -> None:
+    h = Harness()
+    h.begin(rms=("a",))
+    h.request("c", Commit("t1"))
+    h.deliver(Bundle("t1", 0, {}, Outcome.ABORTED, 5))
+    assert h.answer("c").decision.outcome is Outcome.ABORTED
+
+
+def test_decided_outcomes_are_kept_in_a_bounded_cache() -> None:
+    h = Harness()
+    for k in range(5):
+        txn = f"t{k}"
+        h.request("b", Begin(txn))
+        h.deliver_all(h.request("x", Abort(txn)).sends)
+    assert len(h.node.decided) == TIMEOUTS.keep_decided and not h.node.owned
+    assert "t0" not in h.node.decided and "t4" in h.node.decided
+
+
+def test_begin_of_an_existing_id_is_refused() -> None:
+    h = Harness()
+    h.request("b1", Begin("t1"))
+    h.request("b2", Begin("t1"))
+    assert isinstance(h.answer("b2"), Failed)
+
+
+def test_owned_outcome_question_with_no_wait_is_pending() -> None:
+    h = Harness()
+    h.begin(rms=("a",))
+    h.request("q", AskOutcome("t1", 0.0))
+    assert isinstance(h.answer("q"), Pending)
+
+
+# ---------------------------------------------------------------- learner (other replicas)
+
+
+def test_learner_says_unknown_when_a_majority_never_heard_of_it_whatever_the_wait() -> None:
+    """Issue 9: an unknown id is NOT_FOUND with wait 0 and with a wait; nothing created."""
+    for wait in (0.0, 3.0):
+        h = Harness()
+        r = h.request("q", AskOutcome("ghost", wait))
+        assert {i for i, m in r.sends if isinstance(m, BundleRequest)} == {0, 1, 2}
+        h.advance(0.0)
+        assert not [m for t, m in h.replies if t == "q"], "answered before the read came back"
+        h.deliver_all(r.sends)
+        assert isinstance(h.answer("q"), Unknown)
+        assert all(not s for s in h.acc.state[0].values())
+
+
+def test_learner_waits_the_recovery_timeout_before_running_ballots() -> None:
+    """Pitfall 9: a leader waits before starting ballots on someone else's instance."""
+    h = Harness()
+    h.acc.vote(0, "t9", "a", Vote.PREPARED)  # the owner died after one vote
+    r = h.request("q", AskOutcome("t9", 30.0))
+    h.deliver_all(r.sends)
+    for _ in range(9):
+        r = h.advance(1.0)
+        assert not any(isinstance(m, Phase1a) for _, m in r.sends)
+        h.deliver_all(r.sends)
+    r = h.advance(1.5)
+    h.deliver_all(r.sends)
+    assert any(isinstance(m, Phase1a) for _, m in h.sent)
+    d = h.answer("q").decision
+    # The registrar instance was free: "no set" (pitfall 4) -> the owner failed.
+    assert (d.outcome, d.cause) == (Outcome.ABORTED, AbortCause.COORDINATOR_FAILED)
+
+
+def test_found_undecided_transactions_are_recovered_and_recorded() -> None:
+    h = Harness()
+    h.acc.vote(0, "old", "a", Vote.PREPARED)
+    h.acc.age_ms = 60_000  # what ListUndecided finds is older than the recovery timeout
+    h.node.found_undecided(["old"], h.now)
+    r = h.take()
+    h.deliver_all(r.sends)
+    assert "old" in h.node.decided
+    assert sum(1 for _, m in h.sent if isinstance(m, RecordOutcome)) == N
+
+
+# ---------------------------------------------------------------- recovery ballots
+
+
+def test_recovery_proposes_the_highest_accepted_value_not_the_free_one() -> None:
+    """Spec ``Phase2a``: the value of the highest bal among the majority's 1b's."""
+    h = Harness()
+    s = RMSet.of({"a"})
+    for i in (0, 1):
+        st = h.acc.states(i, "t2")
+        st[REGISTRAR] = phase2b(InstanceState(), RM_BALLOT, s)
+    h.acc.vote(0, "t2", "a", Vote.PREPARED)
+    h.acc.vote(1, "t2", "a", Vote.PREPARED)
+    h.acc.age_ms = 60_000
+    h.node.found_undecided(["t2"], 0.0)
+    h.deliver_all(h.take().sends)
+    assert h.node.decided["t2"][0].outcome is Outcome.COMMITTED
+    assert not any(isinstance(m, Phase2a) and m.ballot.is_leader_ballot for _, m in h.sent)
+
+
+def test_only_promises_at_the_current_ballot_count() -> None:
+    """Pitfall 4: use only 1b's whose mbal equals the ballot; count each acceptor once."""
+    out = Ready()
+    rec = Recovery("t3", BallotSource("L1"), Tally(N), None, answer_timeout=1.0)
+    rec.start(0.0, out)
+    first = next(m for _, m in out.sends if isinstance(m, Phase1a))
+    promise = {ins: InstanceState(mbal=first.ballot) for ins in first.instances}
+    stale = {ins: InstanceState(mbal=Ballot(0, "")) for ins in first.instances}
+    out = Ready()
+    rec.on_reply(Phase1b("t3", 0, promise), 0.1, out)
+    rec.on_reply(Phase1b("t3", 0, promise), 0.1, out)  # duplicated: still one acceptor
+    rec.on_reply(Phase1b("t3", 1, stale), 0.1, out)  # not a promise of this ballot
+    assert not any(isinstance(m, Phase2a) for _, m in out.sends)
+    rec.on_reply(Phase1b("t3", 2, promise), 0.1, out)
+    twos = [m for _, m in out.sends if isinstance(m, Phase2a)]
+    assert len(twos) == N and twos[0].ballot == first.ballot
+    # Nothing accepted anywhere: the free values (pitfall 4).
+    assert twos[0].proposals == {REGISTRAR: NO_SET}
+
+
+def test_preempted_ballot_backs_off_and_the_next_is_higher_than_the_preempting_one() -> None:
+    """Pitfall 5: a NACK names the ballot to beat."""
+    out = Ready()
+    rec = Recovery("t4", BallotSource("L1"), Tally(N), None, answer_timeout=1.0)
+    rec.start(0.0, out)
+    first = next(m for _, m in out.sends if isinstance(m, Phase1a))
+    high = Ballot(first.ballot.round + 5, "other")
+    nack = {ins: InstanceState(mbal=high) for ins in first.instances}
+    out = Ready()
+    rec.on_reply(Phase1b("t4", 0, nack), 0.1, out)
+    assert rec.phase is RecoveryPhase.BACKOFF and out.sends == []
+    rec.tick(0.1 + backoff("L1", "t4", 0) - 0.001, out)
+    assert out.sends == []
+    rec.tick(5.0, out)
+    nxt = next(m for _, m in out.sends if isinstance(m, Phase1a))
+    assert nxt.ballot > high
+
+
+def test_a_ballot_without_a_majority_in_time_is_abandoned_for_a_higher_one() -> None:
+    out = Ready()
+    rec = Recovery("t5", BallotSource("L1"), Tally(N), None, answer_timeout=1.0, max_attempts=2)
+    rec.start(0.0, out)
+    b1 = next(m for _, m in out.sends if isinstance(m, Phase1a)).ballot
+    rec.tick(0.99, out)
+    assert rec.phase is RecoveryPhase.PHASE1
+    rec.tick(1.0, out)
+    assert rec.phase is RecoveryPhase.BACKOFF
+    out = Ready()
+    rec.tick(10.0, out)
+    b2 = next(m for _, m in out.sends if isinstance(m, Phase1a)).ballot
+    assert b2 > b1
+    rec.tick(11.0, out)
+    rec.tick(20.0, out)
+    assert rec.phase is RecoveryPhase.GAVE_UP and rec.next_deadline() is None
+
+
+def test_one_leader_never_sends_two_different_2as_at_one_ballot() -> None:
+    """Pitfall 2, over many ballots of one incarnation."""
+    h = Harness()
+    seen: dict[tuple[str, Ballot, str], object] = {}
+    for k in range(4):
+        txn = f"d{k}"
+        h.acc.vote(k % N, txn, "a", Vote.PREPARED)
+        h.node.found_undecided([txn], h.now)
+        h.deliver_all(h.take().sends)
+        h.deliver_all(h.advance(3.0).sends)
+    for _, m in h.sent:
+        if isinstance(m, Phase2a) and m.ballot.is_leader_ballot:
+            for ins, v in m.proposals.items():
+                assert seen.setdefault((m.txn_id, m.ballot, ins), v) == v
+
+
+def test_backoff_is_deterministic_capped_and_differs_between_leaders() -> None:
+    assert backoff("L1", "t", 3) == backoff("L1", "t", 3)
+    assert backoff("L1", "t", 3) != backoff("L2", "t", 3)
+    assert all(backoff("L", "t", a) <= 2.0 * 1.5 for a in range(40))
+    assert backoff("L", "t", 0) < backoff("L", "t", 6)
+
+
+def test_ballot_source_is_shared_by_every_transaction_of_an_incarnation() -> None:
+    node = CoordinatorNode("L1", N, TIMEOUTS)
+    assert isinstance(node.ballots, BallotSource) and node.ballots.leader == "L1"
+    with pytest.raises(ValueError):
+        CoordinatorNode("L1", 2, TIMEOUTS)
+
+
+def test_join_is_idempotent_and_traced_once() -> None:
+    h = Harness()
+    h.request("b", Begin("t1"))
+    r1 = h.request("j1", Join("t1", "a"))
+    r2 = h.request("j2", Join("t1", "a"))
+    assert h.answer("j1") == h.answer("j2") == Joined("t1", "a")
+    assert [e.name for e in r1.trace] == ["Join"] and r2.trace == []
