@@ -66,6 +66,8 @@ class Report:
     unresolved: list[dict[str, str]] = field(default_factory=list)
     unnecessary_aborts: list[str] = field(default_factory=list)
     uncaused_aborts: list[str] = field(default_factory=list)
+    #: Clients left without an outcome (an error, a timeout) while only tolerated faults ran.
+    untold_under_tolerated_faults: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -85,6 +87,8 @@ class Report:
             "unnecessary_examples": self.unnecessary_aborts[:limit],
             "uncaused_aborts": len(self.uncaused_aborts),
             "uncaused_examples": self.uncaused_aborts[:limit],
+            "untold_under_tolerated_faults": len(self.untold_under_tolerated_faults),
+            "untold_examples": self.untold_under_tolerated_faults[:limit],
         }
 
 
@@ -183,6 +187,8 @@ def check(h: History, *, settle: float = 4.0, txn_timeout: float = 10.0) -> Repo
         final = t.told if t.told in ("committed", "aborted") else (applied.pop() if len(applied) == 1 else "")
         if t.told not in ("committed", "aborted"):
             outcomes["unknown_to_client"] += 1
+            if t.told == "unknown" and _cause(t, h, settle, txn_timeout) in ("unnecessary", "uncaused"):
+                r.untold_under_tolerated_faults.append(f"{txn_id} ({t.cause})")
         if final == "committed":
             outcomes["committed"] += 1
         elif final == "aborted":

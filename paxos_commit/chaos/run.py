@@ -154,6 +154,8 @@ def run_chaos(cfg: ChaosConfig) -> dict[str, object]:
             ),
             "tolerated_faults": sum(1 for f in nemesis.applied if f["tolerated"]),
             "unplanned_exits": {n: node.crashes for n, node in cluster.nodes.items() if node.crashes},
+            # Not a verdict (a full disk is expected to raise), but a crashing handler shows here.
+            "tracebacks_in_logs": _tracebacks(cluster),
             "unresolved_10s_after_heal": unresolved_at_10s,
             "resolved_seconds_after_heal": None if resolved_after is None else round(resolved_after, 1),
             **report.summary(),
@@ -167,6 +169,26 @@ def run_chaos(cfg: ChaosConfig) -> dict[str, object]:
         net.teardown()
         if not cfg.keep:
             shutil.rmtree(root, ignore_errors=True)
+
+
+def _tracebacks(cluster: ChaosCluster) -> dict[str, dict[str, int]]:
+    """Per process: how many tracebacks its log holds, by the exception's last line."""
+    out: dict[str, dict[str, int]] = {}
+    for name, node in cluster.nodes.items():
+        if not node.log_file.exists():
+            continue
+        lines = node.log_file.read_text(errors="replace").splitlines()
+        kinds: Counter[str] = Counter()
+        for i, line in enumerate(lines):
+            if line.startswith("Traceback"):
+                j = i + 1
+                while j < len(lines) and (lines[j].startswith(" ") or not lines[j].strip()):
+                    j += 1
+                if j < len(lines):
+                    kinds[lines[j].split(":")[0][:80]] += 1
+        if kinds:
+            out[name] = dict(kinds.most_common(5))
+    return out
 
 
 def describe_fault(rec: dict[str, object]) -> str:
@@ -188,7 +210,8 @@ def print_summary(summary: dict[str, object], as_json: bool) -> None:
         "mode", "seconds", "faults", "faults_by_kind", "partitions_by_shape", "owner_kills_mid_commit", "outcomes",
         "aborts_by_cause",
         "violations", "unresolved", "unresolved_10s_after_heal", "unnecessary_aborts", "uncaused_aborts",
-        "unplanned_exits", "notes",
+        "untold_under_tolerated_faults",
+        "unplanned_exits", "tracebacks_in_logs", "notes",
     ):  # fmt: skip
         print(f"{key}: {summary[key]}")
     for key in ("violation_examples", "unresolved_examples", "uncaused_examples", "unnecessary_examples"):
