@@ -11,9 +11,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -39,18 +41,37 @@ class NullRM:
         return None
 
 
-async def _measure(f: int, args: argparse.Namespace, root: Path) -> dict[str, Any]:
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _stream_counts(port: int | None) -> tuple[float, float]:
+    """(stream messages served, incoming stream batches) from a process's /metrics."""
+    if not port:
+        return 0.0, 0.0
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    messages = batches = 0.0
+    for line in text.splitlines():
+        if line.startswith("paxos_commit_stream_messages_total{"):
+            messages += float(line.rpartition(" ")[2])
+        elif line.startswith("paxos_commit_stream_batch_size_count"):
+            batches += float(line.rpartition(" ")[2])
+    return messages, batches
+
+
+async def _measure(f: int, args: argparse.Namespace, root: Path, levels: list[int]) -> list[dict[str, Any]]:
+    """Every concurrency level on one fresh cluster of 2F+1 acceptors and one coordinator."""
     cluster = LocalCluster(root / f"f{f}", n_acceptors=2 * f + 1, n_coordinators=1, recovery_interval=0)
     cluster.start()
     try:
         coords = cluster.coordinator_addresses
         client = Client(coords)
         rms = [Participant(NullRM(f"rm-{i}"), coords) for i in range(args.rms)]
-        latencies: list[float] = []
-        failures = 0
+        procs = {p.name: p for p in [*cluster.acceptors, *cluster.coordinators]}
 
-        async def one(record: bool) -> None:
-            nonlocal failures
+        async def one(latencies: list[float] | None, failures: list[int]) -> None:
             t0 = time.perf_counter()
             txn = await client.begin()
             ctx: TransactionContext = txn.context
@@ -58,62 +79,96 @@ async def _measure(f: int, args: argparse.Namespace, root: Path) -> dict[str, An
             try:
                 await txn.commit()
             except Exception:
-                failures += 1
+                failures.append(1)
                 return
-            if record:
+            if latencies is not None:
                 latencies.append(time.perf_counter() - t0)
 
-        async def run(n: int, record: bool) -> float:
+        async def run(n: int, concurrency: int, latencies: list[float] | None, failures: list[int]) -> float:
             queue = iter(range(n))
 
             async def worker() -> None:
                 for _ in queue:
-                    await one(record)
+                    await one(latencies, failures)
 
             t0 = time.perf_counter()
-            await asyncio.gather(*(worker() for _ in range(args.concurrency)))
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
             return time.perf_counter() - t0
 
-        await run(max(50, args.transactions // 10), record=False)  # warm up channels and caches
-        elapsed = await run(args.transactions, record=True)
+        results = []
+        for concurrency in levels:
+            n = args.transactions if concurrency > 1 else max(100, args.transactions // 4)
+            await run(max(50, n // 10), concurrency, None, [])  # warm up channels and caches
+            cpu0 = {name: _cpu_seconds(p.pid) for name, p in procs.items()}
+            cpu0["application+rms"] = time.process_time()
+            streams0 = {name: _stream_counts(p.metrics_port) for name, p in procs.items()}
+            latencies: list[float] = []
+            failures: list[int] = []
+            elapsed = await run(n, concurrency, latencies, failures)
+            cpu1 = {name: _cpu_seconds(p.pid) for name, p in procs.items()}
+            cpu1["application+rms"] = time.process_time()
+            streams1 = {name: _stream_counts(p.metrics_port) for name, p in procs.items()}
+            latencies.sort()
+            done = max(1, len(latencies))
+            msgs = sum(streams1[k][0] - streams0[k][0] for k in streams1)
+            batches = sum(streams1[k][1] - streams0[k][1] for k in streams1)
+            results.append(
+                {
+                    "f": f,
+                    "acceptors": 2 * f + 1,
+                    "concurrency": concurrency,
+                    "transactions": n,
+                    "failures": len(failures),
+                    "rms": args.rms,
+                    "commits_per_s": round(len(latencies) / elapsed, 1),
+                    "latency_ms_p50": round(statistics.median(latencies) * 1000, 2) if latencies else None,
+                    "latency_ms_p99": round(latencies[max(0, int(len(latencies) * 0.99) - 1)] * 1000, 2)
+                    if latencies
+                    else None,
+                    # Messages served in stream batches by the coordinator and acceptors.
+                    "stream_messages_per_txn": round(msgs / done, 2),
+                    "stream_messages_per_batch": round(msgs / batches, 2) if batches else None,
+                    "cpu_ms_per_txn": {k: round((cpu1[k] - cpu0[k]) * 1000 / done, 3) for k in cpu1},
+                }
+            )
         for rm in rms:
             await rm.close()
         await client.close()
-        latencies.sort()
-        return {
-            "f": f,
-            "acceptors": 2 * f + 1,
-            "transactions": args.transactions,
-            "failures": failures,
-            "concurrency": args.concurrency,
-            "rms": args.rms,
-            "commits_per_s": round(len(latencies) / elapsed, 1),
-            "latency_ms_p50": round(statistics.median(latencies) * 1000, 2),
-            "latency_ms_p99": round(latencies[int(len(latencies) * 0.99) - 1] * 1000, 2),
-        }
+        return results
     finally:
         cluster.stop()
 
 
 async def run_bench(args: argparse.Namespace) -> int:
-    with tempfile.TemporaryDirectory(prefix="paxos-commit-bench-") as tmp:
-        results = [await _measure(f, args, Path(tmp)) for f in (0, 1)]
-    f0, f1 = results
-    report = {
-        "f0": f0,
-        "f1": f1,
-        "f1_over_f0_throughput": round(f1["commits_per_s"] / f0["commits_per_s"], 3),
-        "f1_over_f0_latency_p50": round(f1["latency_ms_p50"] / f0["latency_ms_p50"], 3),
-    }
-    if args.json:
-        print(json.dumps(report, indent=2))
+    if args.concurrency:
+        levels = [args.concurrency]
     else:
-        for r in results:
-            print(
-                f"F={r['f']} ({r['acceptors']} acceptors): {r['commits_per_s']} commits/s, "
-                f"p50 {r['latency_ms_p50']} ms, p99 {r['latency_ms_p99']} ms"
-            )
-        print(
-            f"F=1 / F=0: throughput x{report['f1_over_f0_throughput']}, p50 latency x{report['f1_over_f0_latency_p50']}"
+        levels = [int(x) for x in (args.levels or "1,16,64").split(",") if x]
+    with tempfile.TemporaryDirectory(prefix="paxos-commit-bench-") as tmp:
+        f0s = await _measure(0, args, Path(tmp), levels)
+        f1s = await _measure(1, args, Path(tmp), levels)
+    runs = []
+    for f0, f1 in zip(f0s, f1s, strict=True):
+        runs.append(
+            {
+                "concurrency": f0["concurrency"],
+                "f0": f0,
+                "f1": f1,
+                "f1_over_f0_throughput": round(f1["commits_per_s"] / f0["commits_per_s"], 3),
+            }
         )
-    return 1 if f0["failures"] or f1["failures"] else 0
+    if args.json:
+        print(json.dumps({"levels": runs}, indent=2))
+    else:
+        for run in runs:
+            for key in ("f0", "f1"):
+                r = run[key]
+                cpu = ", ".join(f"{k} {v}" for k, v in r["cpu_ms_per_txn"].items())
+                print(
+                    f"c={r['concurrency']} F={r['f']}: {r['commits_per_s']} commits/s, p50 {r['latency_ms_p50']} ms, "
+                    f"p99 {r['latency_ms_p99']} ms, {r['stream_messages_per_txn']} stream msgs/txn "
+                    f"({r['stream_messages_per_batch']}/batch); CPU ms/txn: {cpu}"
+                )
+            print(f"c={run['concurrency']} F=1 / F=0 throughput x{run['f1_over_f0_throughput']}")
+    failed = any(r[k]["failures"] for r in runs for k in ("f0", "f1"))
+    return 1 if failed else 0

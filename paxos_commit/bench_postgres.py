@@ -233,7 +233,7 @@ def _ratio(x: float | None, y: float | None) -> float | None:
 
 
 async def run_postgres_bench(args: argparse.Namespace) -> int:
-    levels = [int(x) for x in str(args.levels).split(",") if x]
+    levels = [int(x) for x in str(args.levels or "1,8,32").split(",") if x]
     tag = uuid.uuid4().hex[:8]
     names = [f"pc_bench_{tag}_a", f"pc_bench_{tag}_b"]
     runs: list[dict[str, Any]] = []

@@ -344,7 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="commits/s and latency for F=0 and F=1, in one run")
     b.add_argument("--json", action="store_true", help="print one JSON document")
     b.add_argument("--transactions", type=int, default=1000)
-    b.add_argument("--concurrency", type=int, default=16)
+    b.add_argument("--concurrency", type=int, default=None, help="one concurrency level (default: --levels)")
     b.add_argument("--rms", type=int, default=2)
     b.add_argument(
         "--postgres",
@@ -352,7 +352,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="instead: a transfer between two Postgres databases (made on this server), "
         "hand-rolled 2PC vs F=0 vs F=1 with PostgresRM; --transactions per measurement",
     )
-    b.add_argument("--levels", default="1,8,32", help="with --postgres: concurrency levels")
+    b.add_argument(
+        "--levels", default=None, help="concurrency levels (default 1,16,64; with --postgres 1,8,32)"
+    )
     b.add_argument("--runs", type=int, default=3, help="with --postgres: runs of every configuration")
     b.add_argument("--accounts", type=int, default=1000, help="with --postgres: accounts per bank")
     b.add_argument("--warmup", type=int, default=50, help="with --postgres: unrecorded transfers first")
