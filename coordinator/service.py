@@ -13,7 +13,7 @@ import contextlib
 import itertools
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -121,12 +121,11 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         self._timer_at: float | None = None
         self._background: asyncio.Task[None] | None = None
         self._health: asyncio.Task[None] | None = None
-        self._in_flight = 0
-        self._in_doubt: list[float] = []
         m = self.metrics
         m.acceptors.set(self.acceptors.n)
-        m.in_flight.set_function(lambda: self._in_flight)
-        m.in_doubt.set_function(lambda: len(self._in_doubt))
+        # Computed when scraped (not on the hot path); scrapes come from another thread.
+        m.in_flight.set_function(lambda: _retry(lambda: self.node.undecided_owned))
+        m.in_doubt.set_function(lambda: len(_retry(self.node.in_doubt_since)))
         m.oldest_in_doubt.set_function(self._oldest_in_doubt)
 
     # ---------------------------------------------------------------- the core's driver
@@ -143,8 +142,6 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         if ready.ballots:
             self.metrics.recovery_ballots.inc(ready.ballots)
         run_ready(ready, self.acceptors, self._answer, log)
-        self._in_flight = self.node.undecided_owned
-        self._in_doubt = self.node.in_doubt_since()
         self._arm()
 
     def _arm(self) -> None:
@@ -195,7 +192,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
             self.metrics.aborted.labels(d.cause.value if d.cause else "unknown").inc()
 
     def _oldest_in_doubt(self) -> float:
-        started = list(self._in_doubt)  # a copy: scrapes come from another thread
+        started = _retry(self.node.in_doubt_since)
         return max(0.0, self._now_threadsafe() - min(started)) if started else 0.0
 
     def _now_threadsafe(self) -> float:
@@ -397,6 +394,20 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         self, request: pb.AwaitPrepareRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.AwaitPrepareReply:
         return await _unary(context, self._await_prepare(request))
+
+
+R = TypeVar("R")
+
+
+def _retry(read: Callable[[], R]) -> R:
+    """Read the core's state from the metrics thread: a read that met the event loop
+    changing a dict is tried again."""
+    for _ in range(10):
+        try:
+            return read()
+        except RuntimeError:
+            continue
+    return read()
 
 
 class _Refusal(Exception):
