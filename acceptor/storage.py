@@ -136,6 +136,7 @@ class AcceptorStore:
         self._waiters: dict[str, set[asyncio.Future[None]]] = {}
         self._writer: asyncio.Task[None] | None = None
         self._engine: Engine | None = None
+        self._upserts: dict[str, Any] = {}
         #: Observers of each committed batch: (batch size, seconds spent writing).
         self.on_batch: list[Callable[[int, float], None]] = []
 
@@ -301,6 +302,8 @@ class AcceptorStore:
         engine = self._require_engine()
         started = time.perf_counter()
         working: dict[str, TxnRecord | None] = {}
+        #: Each dirty transaction's record as it was before this batch (None: new).
+        original: dict[str, TxnRecord | None] = {}
         dirty: set[str] = set()
         results: list[_Outcome[Any]] = []
         with engine.connect() as conn:
@@ -319,13 +322,15 @@ class AcceptorStore:
                     results.append(_Outcome(error=exc))
                     continue
                 if new is not None and new is not before:
+                    if step.txn_id not in dirty:
+                        original[step.txn_id] = before
                     working[step.txn_id] = new
                     dirty.add(step.txn_id)
                 results.append(_Outcome(value=value))
             if dirty:
                 if trans is None:
                     trans = conn.begin()
-                self._write(conn, {t: working[t] for t in dirty})
+                self._write(conn, {t: working[t] for t in dirty}, original)
                 trans.commit()
             elif trans is not None:
                 trans.rollback()
@@ -354,15 +359,27 @@ class AcceptorStore:
             )
         return TxnRecord(first_seen_ms=row.first_seen_ms, instances=instances, outcome=Outcome(row.outcome))
 
-    def _write(self, conn: Connection, records: Mapping[str, TxnRecord | None]) -> None:
+    def _write(
+        self,
+        conn: Connection,
+        records: Mapping[str, TxnRecord | None],
+        original: Mapping[str, TxnRecord | None],
+    ) -> None:
+        """Write the changed rows only: a transaction row whose outcome or first-seen time
+        changed, and the instance rows whose state changed."""
         txn_rows = []
         ins_rows = []
         for txn_id, rec in records.items():
             assert rec is not None
-            txn_rows.append(
-                {"txn_id": txn_id, "first_seen_ms": rec.first_seen_ms, "outcome": rec.outcome.value}
-            )
+            old = original.get(txn_id)
+            if old is None or old.outcome is not rec.outcome or old.first_seen_ms != rec.first_seen_ms:
+                txn_rows.append(
+                    {"txn_id": txn_id, "first_seen_ms": rec.first_seen_ms, "outcome": rec.outcome.value}
+                )
+            before = old.instances if old is not None else {}
             for ins, st in rec.instances.items():
+                if before.get(ins) == st:
+                    continue
                 ins_rows.append(
                     {
                         "txn_id": txn_id,
@@ -374,9 +391,18 @@ class AcceptorStore:
                         "val": encode_value(st.val),
                     }
                 )
-        conn.execute(_upsert(conn, txn_table, ["txn_id"]), txn_rows)
+        if txn_rows:
+            conn.execute(self._upsert(conn, txn_table, ("txn_id",)), txn_rows)
         if ins_rows:
-            conn.execute(_upsert(conn, instance_table, ["txn_id", "instance"]), ins_rows)
+            conn.execute(self._upsert(conn, instance_table, ("txn_id", "instance")), ins_rows)
+
+    def _upsert(self, conn: Connection, table: sa.Table, keys: tuple[str, ...]) -> Any:
+        """The upsert statement of ``table``, built once (SQLAlchemy then reuses its
+        compiled form from its cache)."""
+        stmt = self._upserts.get(table.name)
+        if stmt is None:
+            stmt = self._upserts[table.name] = _upsert(conn, table, list(keys))
+        return stmt
 
 
 def _upsert(conn: Connection, table: sa.Table, keys: list[str]) -> Any:
