@@ -99,12 +99,12 @@ def value_from_pb(m: pb.Value) -> Value:
 
 
 def _state_to_pb(ins: Instance, st: InstanceState) -> pb.InstanceState:
-    m = pb.InstanceState(instance=ins, mbal=ballot_to_pb(st.mbal))
-    if st.bal != NO_BALLOT:
-        m.bal.CopyFrom(ballot_to_pb(st.bal))
-    if not isinstance(st.val, NoValue):
-        m.val.CopyFrom(value_to_pb(st.val))
-    return m
+    # Sub-messages passed to the constructor: no CopyFrom (this runs for every state of
+    # every reply, and showed in the acceptor's profile).
+    mbal = pb.Ballot(round=st.mbal.round, leader=st.mbal.leader)
+    bal = None if st.bal == NO_BALLOT else pb.Ballot(round=st.bal.round, leader=st.bal.leader)
+    val = None if isinstance(st.val, NoValue) else value_to_pb(st.val)
+    return pb.InstanceState(instance=ins, mbal=mbal, bal=bal, val=val)
 
 
 def states_to_pb(states: Mapping[Instance, InstanceState]) -> list[pb.InstanceState]:
