@@ -147,17 +147,6 @@ Batch = TypeVar("Batch")
 MAX_IN_FLIGHT = 10_000
 
 
-def _stamp() -> int:
-    trace = tracing.current()
-    return trace.stamp() if trace is not None else 0
-
-
-def _merge(clock: int) -> None:
-    trace = tracing.current()
-    if trace is not None and clock:
-        trace.merge(clock)
-
-
 async def serve_batches(
     request_batches: AsyncIterator[Any],
     handle: Callable[[Req], Awaitable[Rep]],
@@ -182,7 +171,7 @@ async def serve_batches(
     async def read() -> None:
         try:
             async for batch in request_batches:
-                _merge(batch.lamport)
+                tracing.merge(batch.lamport)
                 if on_batch is not None:
                     on_batch(len(batch.requests))
                 if not batch.requests:
@@ -212,7 +201,7 @@ async def serve_batches(
                     break
                 if r is not _HELLO:
                     replies.append(r)
-            yield make_batch(replies, _stamp())
+            yield make_batch(replies, tracing.stamp())
             if done:
                 return
     finally:

@@ -144,7 +144,7 @@ class _Link:
             reader.add_done_callback(lambda _: self.wake.set())  # a broken stream wakes the writer
             try:
                 # An empty batch opens the stream; the acceptor answers it, which ends `down`.
-                await call.write(pb.AcceptorRequestBatch(lamport=_stamp()))
+                await call.write(pb.AcceptorRequestBatch(lamport=tracing.stamp()))
                 while not reader.done():
                     if not self.queue:
                         self.wake.clear()
@@ -153,7 +153,7 @@ class _Link:
                     batch, self.queue = self.queue, []
                     self.owner.stats.batches += 1
                     self.owner.stats.messages += len(batch)
-                    await call.write(pb.AcceptorRequestBatch(requests=batch, lamport=_stamp()))
+                    await call.write(pb.AcceptorRequestBatch(requests=batch, lamport=tracing.stamp()))
                     if self.down is False:
                         backoff = 0.05
             except (grpc.aio.AioRpcError, asyncio.InvalidStateError, grpc.aio.UsageError) as exc:
@@ -171,7 +171,7 @@ class _Link:
 
     async def _read(self, call: Any) -> None:
         async for batch in call:
-            _merge(batch.lamport)
+            tracing.merge(batch.lamport)
             self.down = False
             for r in batch.replies:
                 entry = self.pending.pop(r.seq, None)
@@ -244,17 +244,6 @@ class StreamAcceptors:
         await asyncio.gather(*tasks, return_exceptions=True)
         for c in self.channels:
             await c.close(None)
-
-
-def _stamp() -> int:
-    trace = tracing.current()
-    return trace.stamp() if trace is not None else 0
-
-
-def _merge(clock: int) -> None:
-    trace = tracing.current()
-    if trace is not None and clock:
-        trace.merge(clock)
 
 
 # ---------------------------------------------------------------- coordinator calls
@@ -346,7 +335,7 @@ class StreamCoordinator:
 
         async def read() -> None:
             async for batch in call:
-                _merge(batch.lamport)
+                tracing.merge(batch.lamport)
                 for r in batch.replies:
                     fut = self._pending.get(r.seq)
                     if fut is not None and not fut.done():
@@ -364,7 +353,7 @@ class StreamCoordinator:
                 batch, self._queue = self._queue, []
                 self.stats.batches += 1
                 self.stats.messages += len(batch)
-                await call.write(pb.CoordinatorRequestBatch(requests=batch, lamport=_stamp()))
+                await call.write(pb.CoordinatorRequestBatch(requests=batch, lamport=tracing.stamp()))
             if not reader.cancelled() and isinstance(reader.exception(), grpc.aio.AioRpcError):
                 err = reader.exception()
                 assert isinstance(err, grpc.aio.AioRpcError)

@@ -19,7 +19,17 @@ import grpc
 
 from rm_sdk.core.ready import trace_ballot, trace_value
 
-__all__ = ["TraceLog", "current", "disable", "enable", "event", "trace_ballot", "trace_value"]
+__all__ = [
+    "TraceLog",
+    "current",
+    "disable",
+    "enable",
+    "event",
+    "merge",
+    "stamp",
+    "trace_ballot",
+    "trace_value",
+]
 
 METADATA_KEY = "paxos-lamport"
 
@@ -88,6 +98,19 @@ def disable() -> None:
 
 def current() -> TraceLog | None:
     return _current
+
+
+def stamp() -> int:
+    """This process's clock, for a message it sends (0 when tracing is off)."""
+    log = _current
+    return log.stamp() if log is not None else 0
+
+
+def merge(clock: int) -> None:
+    """Take in the clock a received message carries (0: the sender does not trace)."""
+    log = _current
+    if log is not None and clock:
+        log.merge(clock)
 
 
 def event(event_name: str, txn: str, proc: str | None = None, **fields: Any) -> None:
