@@ -45,7 +45,7 @@ async def test_traces_of_a_run_with_kills_and_restarts_are_behaviours_of_the_spe
     from rm_sdk._channels import Channels
 
     cluster = LocalCluster(
-        tmp_path / "c", trace_dir=traced, vote_timeout=1.5, recovery_timeout=1.5, recovery_interval=0.3
+        tmp_path / "c", trace_dir=traced, vote_timeout=3.0, recovery_timeout=1.5, recovery_interval=0.3
     )
     with cluster:
         coords = cluster.coordinator_addresses
@@ -82,10 +82,16 @@ async def test_traces_of_a_run_with_kills_and_restarts_are_behaviours_of_the_spe
                     await rms[-1].preparing.wait()
 
                     async def first_vote_in() -> bool:
-                        states = [
-                            await acceptor_states(channels, a, txn.txn_id) for a in cluster.acceptor_addresses
-                        ]
-                        return sum(rms[0].rm_id in s for s in states) >= 2
+                        # All at once, a slow one ignored: an acceptor restarted earlier may
+                        # still be reconnecting, and the owner must die before its vote timeout.
+                        states = await asyncio.gather(
+                            *(
+                                asyncio.wait_for(acceptor_states(channels, a, txn.txn_id), 0.5)
+                                for a in cluster.acceptor_addresses
+                            ),
+                            return_exceptions=True,
+                        )
+                        return sum(isinstance(s, dict) and rms[0].rm_id in s for s in states) >= 2
 
                     await wait_until(first_vote_in)
                     owner = next(c for c in cluster.coordinators if c.address == txn.context.coordinator)
