@@ -43,7 +43,7 @@ from rm_sdk.wire import (
     phase2b_from_pb,
 )
 
-__all__ = ["LinkStats", "StreamAcceptors", "StreamCoordinator"]
+__all__ = ["StreamAcceptors", "StreamCoordinator"]
 
 log = logging.getLogger("paxos_commit.streams")
 
@@ -86,18 +86,6 @@ def reply_from_pb(acceptor: int, r: pb.AcceptorReply, request: AcceptorRequest) 
     except ProtocolError as exc:
         log.warning("acceptor %d: malformed reply: %s", acceptor, exc)
     return NoAnswer(request.txn_id, acceptor, request)
-
-
-class LinkStats:
-    """Counters of one process's acceptor links (for metrics and the benchmark)."""
-
-    def __init__(self) -> None:
-        self.batches = 0
-        self.messages = 0
-
-    @property
-    def mean_batch(self) -> float:
-        return self.messages / self.batches if self.batches else 0.0
 
 
 class _Link:
@@ -151,8 +139,6 @@ class _Link:
                         await self.wake.wait()
                         continue
                     batch, self.queue = self.queue, []
-                    self.owner.stats.batches += 1
-                    self.owner.stats.messages += len(batch)
                     await call.write(pb.AcceptorRequestBatch(requests=batch, lamport=tracing.stamp()))
                     if self.down is False:
                         backoff = 0.05
@@ -195,7 +181,6 @@ class StreamAcceptors:
         self.addresses = list(addresses)
         self._deliver = deliver
         self.rpc_timeout = rpc_timeout
-        self.stats = LinkStats()
         self.channels = [
             grpc.aio.insecure_channel(a, interceptors=tracing.client_interceptors()) for a in self.addresses
         ]
@@ -266,7 +251,6 @@ class StreamCoordinator:
         self._seq = itertools.count(1)
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
-        self.stats = LinkStats()
 
     async def Begin(self, request: pb.BeginRequest, timeout: float | None = None) -> pb.BeginReply:
         r = await self._call(pb.CoordinatorRequest(begin=request), timeout)
@@ -351,8 +335,6 @@ class StreamCoordinator:
                     await wake.wait()
                     continue
                 batch, self._queue = self._queue, []
-                self.stats.batches += 1
-                self.stats.messages += len(batch)
                 await call.write(pb.CoordinatorRequestBatch(requests=batch, lamport=tracing.stamp()))
             if not reader.cancelled() and isinstance(reader.exception(), grpc.aio.AioRpcError):
                 err = reader.exception()

@@ -185,7 +185,7 @@ def phase2b_from_pb(acceptor: int, r: pb.Phase2bReply) -> Phase2b:
 
 
 def bundle_from_pb(acceptor: int, r: pb.Phase2bBundle) -> Bundle:
-    return Bundle(r.txn_id, acceptor, states_from_pb(r.states), _recorded(r.outcome), r.age_ms, r.complete)
+    return Bundle(r.txn_id, acceptor, states_from_pb(r.states), _recorded(r.outcome), r.age_ms)
 
 
 def _recorded(o: pb.Outcome.ValueType) -> Outcome:

@@ -154,8 +154,6 @@ class Bundle:
     states: Mapping[Instance, InstanceState]
     outcome: Outcome = Outcome.PENDING
     age_ms: int = 0
-    #: These 2b's, if a majority agrees, let a leader decide (else the wait ended first).
-    complete: bool = False
 
 
 @dataclass(frozen=True, slots=True)

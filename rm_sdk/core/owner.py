@@ -138,10 +138,9 @@ class Owner:
             out.reply(token, Decided(self.txn_id, self.decision))
         elif self.known_set is not None and rm_id in self.known_set.rms:
             out.reply(token, Prepare(self.txn_id, rm_id))
-        elif self.closing:
-            # Registration closed without this RM (aborted): the outcome will tell it.
-            self.prepare_waiters[token] = (rm_id, now + wait)
         else:
+            # Not closed yet, or closed without this RM (aborted): Prepare or the outcome
+            # answers it, or the wait ends.
             self.prepare_waiters[token] = (rm_id, now + wait)
 
     def ask(self, token: Any, wait: float, now: float, out: Ready) -> None:

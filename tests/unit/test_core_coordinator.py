@@ -91,7 +91,7 @@ class Acceptors:
             done = bundle_complete(st)
             if msg.wait > 0 and not done:
                 return None  # a long poll: answered when the state changes (by the test)
-            return Bundle(msg.txn_id, i, dict(st), age_ms=self.age_ms if st else 0, complete=done)
+            return Bundle(msg.txn_id, i, dict(st), age_ms=self.age_ms if st else 0)
         return None
 
 
