@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -14,11 +15,22 @@ from acceptor import core
 from acceptor.core import TxnRecord
 from acceptor.rules import bundle_complete, check_phase1a, check_phase2a
 from acceptor.storage import AcceptorStore
-from paxos_commit.metrics import AcceptorMetrics, RequestCounter, serve_metrics
-from paxos_commit.serving import ServerHandle, abort_on_error, clamp_wait_ms, serve_batches, start_server
+from paxos_commit import authz
+from paxos_commit.certs import TlsFiles, server_credentials
+from paxos_commit.guard import InputGuard, Undecodable
+from paxos_commit.metrics import AcceptorMetrics, RequestCounter, metrics_host, serve_metrics
+from paxos_commit.serving import (
+    ServerHandle,
+    abort_on_error,
+    bounded,
+    clamp_wait_ms,
+    serve_batches,
+    start_server,
+)
 from rm_sdk import tracing
 from rm_sdk._gen.paxoscommit.v1 import paxoscommit_pb2_grpc as pb_grpc
 from rm_sdk.core.messages import BundleRequest, Phase1a, Phase1b, Phase2a, Phase2b, RecordOutcome
+from rm_sdk.identity import Identity
 from rm_sdk.protocol import Instance, Outcome, ProtocolError, Value, validate_id
 from rm_sdk.wire import (
     ballot_from_pb,
@@ -33,15 +45,52 @@ __all__ = ["AcceptorServicer", "serve_acceptor"]
 
 log = logging.getLogger("paxos_commit.acceptor")
 
+#: Ages beyond a century are not ages (and overflow the storage's integers).
+MAX_AGE_MS = 100 * 365 * 24 * 3600 * 1000
+
 
 class AcceptorServicer(pb_grpc.AcceptorServicer):
     """Translates each RPC into a core message, runs its pure handler (:mod:`acceptor.core`)
     as one durable store step, and translates the reply back."""
 
-    def __init__(self, store: AcceptorStore, metrics: AcceptorMetrics | None = None) -> None:
+    def __init__(
+        self, store: AcceptorStore, metrics: AcceptorMetrics | None = None, *, secure: bool = False
+    ) -> None:
         self.store = store
         self.id = store.acceptor_id
         self.metrics = metrics or AcceptorMetrics()
+        #: TLS on: peers are who their certificates say, and the policy applies.
+        self.secure = secure
+
+    # ---------------------------------------------------------------- who may ask
+
+    def _identity(self, context: grpc.aio.ServicerContext[Any, Any]) -> Identity | None:
+        return authz.peer_identity(context.auth_context()) if self.secure else authz.INSECURE
+
+    def _authorize(self, ident: Identity | None, request: Any) -> None:
+        refusal = authz.check(ident, request)
+        if refusal is not None:
+            self._refused(refusal, ident)
+
+    def _refused(self, refusal: authz.Refusal, ident: Identity | None) -> None:
+        self.metrics.on_refusal(refusal.rule, ident.role if ident else "none")
+        raise authz.Denied(refusal)
+
+    def _leader_handler(
+        self, ident: Identity | None, txn_id: str, handler: Callable[[TxnRecord | None, int], core.Step]
+    ) -> Callable[[TxnRecord | None, int], core.Step]:
+        """An RM's recovery ballot is checked against this acceptor's state, inside the
+        storage step and before anything is written."""
+        if ident is None or ident.role != "rm":
+            return handler
+
+        def checked(rec: TxnRecord | None, now: int) -> core.Step:
+            refusal = authz.check_rm_ballot(ident, txn_id, rec.instances if rec else {})
+            if refusal is not None:
+                self._refused(refusal, ident)
+            return handler(rec, now)
+
+        return checked
 
     async def _run(self, txn_id: str, handler: Callable[[TxnRecord | None, int], core.Step]) -> core.Step:
         """One handler as one durable step; its trace events after the step is durable."""
@@ -59,15 +108,18 @@ class AcceptorServicer(pb_grpc.AcceptorServicer):
     async def Phase1a(
         self, request: pb.Phase1aRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.Phase1bReply:
-        return await abort_on_error(context, self._phase1a(request))
+        return await abort_on_error(context, self._phase1a(request, self._identity(context)))
 
-    async def _phase1a(self, request: pb.Phase1aRequest) -> pb.Phase1bReply:
+    async def _phase1a(self, request: pb.Phase1aRequest, ident: Identity | None) -> pb.Phase1bReply:
+        self._authorize(ident, request)
         txn_id = validate_id("transaction id", request.txn_id)
         if not request.HasField("ballot"):
             raise ProtocolError("phase1a needs a ballot")
         msg = Phase1a(txn_id, ballot_from_pb(request.ballot), tuple(request.instances))
         check_phase1a(msg.ballot, msg.instances)  # before the store: a bad request waits for nothing
-        out = await self._run(txn_id, lambda rec, now: core.phase1a(self.id, rec, msg, now))
+        out = await self._run(
+            txn_id, self._leader_handler(ident, txn_id, lambda rec, now: core.phase1a(self.id, rec, msg, now))
+        )
         reply = out.reply
         assert isinstance(reply, Phase1b)
         return pb.Phase1bReply(
@@ -80,9 +132,10 @@ class AcceptorServicer(pb_grpc.AcceptorServicer):
     async def Phase2a(
         self, request: pb.Phase2aRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.Phase2bReply:
-        return await abort_on_error(context, self._phase2a(request))
+        return await abort_on_error(context, self._phase2a(request, self._identity(context)))
 
-    async def _phase2a(self, request: pb.Phase2aRequest) -> pb.Phase2bReply:
+    async def _phase2a(self, request: pb.Phase2aRequest, ident: Identity | None) -> pb.Phase2bReply:
+        self._authorize(ident, request)
         txn_id = validate_id("transaction id", request.txn_id)
         if not request.HasField("ballot"):
             raise ProtocolError("phase2a needs a ballot")
@@ -90,12 +143,15 @@ class AcceptorServicer(pb_grpc.AcceptorServicer):
         proposals: dict[Instance, Value] = {}
         for p in request.proposals:
             if not p.HasField("value"):
-                raise ProtocolError(f"proposal for {p.instance!r} has no value")
+                raise ProtocolError(f"proposal for {p.instance[:40]!r} has no value")
             proposals[p.instance] = value_from_pb(p.value)
         # The wire may name an instance twice; the core message (a mapping) cannot.
         check_phase2a(bal, proposals, len(request.proposals))
         msg = Phase2a(txn_id, bal, proposals)
-        out = await self._run(txn_id, lambda rec, now: core.phase2a(self.id, rec, msg, now))
+        handler = lambda rec, now: core.phase2a(self.id, rec, msg, now)  # noqa: E731
+        if bal.is_leader_ballot:
+            handler = self._leader_handler(ident, txn_id, handler)
+        out = await self._run(txn_id, handler)
         reply = out.reply
         assert isinstance(reply, Phase2b)
         return pb.Phase2bReply(
@@ -108,9 +164,12 @@ class AcceptorServicer(pb_grpc.AcceptorServicer):
     async def AwaitPhase2b(
         self, request: pb.AwaitPhase2bRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.Phase2bBundle:
-        return await abort_on_error(context, self._await_phase2b(request))
+        return await abort_on_error(context, self._await_phase2b(request, self._identity(context)))
 
-    async def _await_phase2b(self, request: pb.AwaitPhase2bRequest) -> pb.Phase2bBundle:
+    async def _await_phase2b(
+        self, request: pb.AwaitPhase2bRequest, ident: Identity | None
+    ) -> pb.Phase2bBundle:
+        self._authorize(ident, request)
         txn_id = validate_id("transaction id", request.txn_id)
         msg = BundleRequest(txn_id)
         loop = asyncio.get_running_loop()
@@ -136,9 +195,12 @@ class AcceptorServicer(pb_grpc.AcceptorServicer):
     async def RecordOutcome(
         self, request: pb.RecordOutcomeRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.RecordOutcomeReply:
-        return await abort_on_error(context, self._record_outcome(request))
+        return await abort_on_error(context, self._record_outcome(request, self._identity(context)))
 
-    async def _record_outcome(self, request: pb.RecordOutcomeRequest) -> pb.RecordOutcomeReply:
+    async def _record_outcome(
+        self, request: pb.RecordOutcomeRequest, ident: Identity | None
+    ) -> pb.RecordOutcomeReply:
+        self._authorize(ident, request)
         txn_id = validate_id("transaction id", request.txn_id)
         outcome = outcome_from_pb(request.outcome)
         if outcome is Outcome.PENDING:
@@ -155,39 +217,56 @@ class AcceptorServicer(pb_grpc.AcceptorServicer):
         """Batched requests from one peer. Each runs as its own durable step, so the store
         commits what arrives together in one storage transaction; a refused request is
         answered alone."""
+        # Who the peer is: once per stream (its certificate); each message is checked below.
+        ident = self._identity(context)
+        if ident is None:
+            self.metrics.on_refusal("authenticated", "none")
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, authz.UNAUTHENTICATED.detail)
         # An async generator itself: grpc.aio tells streaming handlers by that.
         async for batch in serve_batches(
             request_iterator,
-            self._one,
+            functools.partial(self._one, ident=ident),
             lambda replies, clock: pb.AcceptorReplyBatch(replies=replies, lamport=clock),
             self.metrics.on_stream_batch,
         ):
             yield batch
 
-    async def _one(self, req: pb.AcceptorRequest) -> pb.AcceptorReply:
+    async def _one(self, req: pb.AcceptorRequest | Undecodable, ident: Identity | None) -> pb.AcceptorReply:
         """One request of a batch, as its unary twin would run it; a refusal is a reply."""
-        reply = await self._one_reply(req)
+        if isinstance(req, Undecodable):
+            self.metrics.stream_messages.labels("undecodable", "INVALID_ARGUMENT").inc()
+            return pb.AcceptorReply(
+                seq=req.seq,
+                refused=pb.Refusal(
+                    code="INVALID_ARGUMENT", detail=bounded(f"undecodable request: {req.error}")
+                ),
+            )
+        reply = await self._one_reply(req, ident)
         code = reply.refused.code if reply.WhichOneof("msg") == "refused" else "OK"
         self.metrics.stream_messages.labels(req.WhichOneof("msg") or "empty", code).inc()
         return reply
 
-    async def _one_reply(self, req: pb.AcceptorRequest) -> pb.AcceptorReply:
+    async def _one_reply(self, req: pb.AcceptorRequest, ident: Identity | None) -> pb.AcceptorReply:
         kind = req.WhichOneof("msg")
         try:
             if kind == "phase1a":
-                return pb.AcceptorReply(seq=req.seq, phase1b=await self._phase1a(req.phase1a))
+                return pb.AcceptorReply(seq=req.seq, phase1b=await self._phase1a(req.phase1a, ident))
             if kind == "phase2a":
-                return pb.AcceptorReply(seq=req.seq, phase2b=await self._phase2a(req.phase2a))
+                return pb.AcceptorReply(seq=req.seq, phase2b=await self._phase2a(req.phase2a, ident))
             if kind == "await_phase2b":
-                return pb.AcceptorReply(seq=req.seq, bundle=await self._await_phase2b(req.await_phase2b))
+                return pb.AcceptorReply(
+                    seq=req.seq, bundle=await self._await_phase2b(req.await_phase2b, ident)
+                )
             if kind == "record_outcome":
-                return pb.AcceptorReply(seq=req.seq, recorded=await self._record_outcome(req.record_outcome))
+                return pb.AcceptorReply(
+                    seq=req.seq, recorded=await self._record_outcome(req.record_outcome, ident)
+                )
             raise ProtocolError("empty request: set phase1a, phase2a, await_phase2b or record_outcome")
         except ProtocolError as exc:
-            detail = str(exc).encode()[:1024].decode(errors="ignore")
+            detail = bounded(str(exc))
             return pb.AcceptorReply(seq=req.seq, refused=pb.Refusal(code=exc.status, detail=detail))
         except Exception as exc:  # storage failed: no reply may claim durability
-            log.warning("acceptor %d: request failed: %r", self.id, exc)
+            log.warning("acceptor %d: request failed: %s", self.id, bounded(repr(exc)))
             return pb.AcceptorReply(
                 seq=req.seq, refused=pb.Refusal(code="UNAVAILABLE", detail="storage failed")
             )
@@ -195,6 +274,14 @@ class AcceptorServicer(pb_grpc.AcceptorServicer):
     async def ListUndecided(
         self, request: pb.ListUndecidedRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ListUndecidedReply:
+        return await abort_on_error(context, self._list_undecided(request, self._identity(context)))
+
+    async def _list_undecided(
+        self, request: pb.ListUndecidedRequest, ident: Identity | None
+    ) -> pb.ListUndecidedReply:
+        self._authorize(ident, request)
+        if request.older_than_ms > MAX_AGE_MS:
+            raise ProtocolError(f"older_than_ms {request.older_than_ms} out of range (at most {MAX_AGE_MS})")
         limit = min(request.limit or 1000, 10_000)
         ids = await self.store.list_undecided(request.older_than_ms, limit)
         return pb.ListUndecidedReply(acceptor_id=self.id, txn_ids=ids)
@@ -208,25 +295,39 @@ async def serve_acceptor(
     *,
     init: bool = False,
     metrics_port: int | None = None,
+    tls: TlsFiles | None = None,
+    health_listen: str | None = None,
 ) -> AsyncIterator[ServerHandle]:
     """Run one acceptor until the context exits; stops gracefully, then closes storage.
 
-    ``metrics_port``: serve Prometheus metrics over HTTP there (0: any free port)."""
+    ``metrics_port``: serve Prometheus metrics over HTTP there (0: any free port), on the
+    host of ``listen``. ``tls``: serve mTLS with these files (reloaded when they change)
+    and authorize every request by the peer's certificate; None: plain text, no checks
+    (said loudly: a WARNING and the ``paxos_commit_insecure`` gauge)."""
     metrics = AcceptorMetrics()
+    metrics.insecure.set(0 if tls else 1)
+    if tls is None:
+        log.warning(
+            "acceptor %d: INSECURE: no TLS, no authentication; anyone who reaches %s can forge votes and outcomes",
+            acceptor_id,
+            listen,
+        )
     store = AcceptorStore(url, acceptor_id, init=init)
     store.on_batch.append(metrics.on_batch)
     await store.start()
     tracing.event("AcceptorRestart", "*", acc=acceptor_id)
     try:
-        servicer = AcceptorServicer(store, metrics)
+        servicer = AcceptorServicer(store, metrics, secure=tls is not None)
         handle = await start_server(
             listen,
             lambda s: pb_grpc.add_AcceptorServicer_to_server(servicer, s),
             ["paxoscommit.v1.Acceptor"],
-            interceptors=[RequestCounter(metrics.grpc_requests)],
+            interceptors=[RequestCounter(metrics.grpc_requests), InputGuard(metrics.on_undecodable)],
+            credentials=server_credentials(tls) if tls else None,
+            health_listen=health_listen,
         )
         if metrics_port is not None:
-            handle.metrics_port = serve_metrics(metrics_port, metrics.registry)
+            handle.metrics_port = serve_metrics(metrics_port, metrics.registry, metrics_host(listen))
         watchdog = asyncio.create_task(_watch_storage(store, handle), name="storage-health")
         log.info("acceptor %d serving on %s (%s)", acceptor_id, handle.address, store.url)
         try:

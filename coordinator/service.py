@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import logging
 import uuid
@@ -20,8 +21,11 @@ from typing import Any, TypeVar
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from paxos_commit.metrics import CoordinatorMetrics, RequestCounter, serve_metrics
-from paxos_commit.serving import ServerHandle, clamp_wait_ms, serve_batches, start_server
+from paxos_commit import authz
+from paxos_commit.certs import TlsFiles, server_credentials
+from paxos_commit.guard import InputGuard, Undecodable
+from paxos_commit.metrics import CoordinatorMetrics, RequestCounter, metrics_host, serve_metrics
+from paxos_commit.serving import ServerHandle, bounded, clamp_wait_ms, serve_batches, start_server
 from rm_sdk import tracing
 from rm_sdk._gen.paxoscommit.v1 import paxoscommit_pb2_grpc as pb_grpc
 from rm_sdk._streams import StreamAcceptors
@@ -46,6 +50,7 @@ from rm_sdk.core.messages import (
 )
 from rm_sdk.core.owner import OwnerTimeouts
 from rm_sdk.core.ready import Ready
+from rm_sdk.identity import Identity
 from rm_sdk.protocol import Outcome
 from rm_sdk.wire import cause_to_pb, outcome_to_pb, pb
 
@@ -71,6 +76,9 @@ class CoordinatorConfig:
     keep_decided: int = 100_000
     #: An acceptor silent this long on a request is passed over for the next.
     answer_timeout: float = 1.0
+    #: mTLS: this replica's certificate (``coordinator/<name>``), key and CA, for its own
+    #: port and its streams to the acceptors; None: plain text both ways (--insecure).
+    tls: TlsFiles | None = None
 
     def timeouts(self) -> CoordinatorTimeouts:
         return CoordinatorTimeouts(
@@ -113,7 +121,11 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         self.address = address
         self.leader_id = f"{config.name}.{uuid.uuid4().hex[:12]}"
         self.node = CoordinatorNode(self.leader_id, len(config.acceptors), config.timeouts())
-        self.acceptors = StreamAcceptors(config.acceptors, self._on_acceptor_reply)
+        self.acceptors = StreamAcceptors(
+            config.acceptors,
+            self._on_acceptor_reply,
+            credentials=config.tls.channel_credentials() if config.tls else None,
+        )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._waiting: dict[int, asyncio.Future[Any]] = {}
         self._tokens = itertools.count(1)
@@ -127,6 +139,26 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         m.in_flight.set_function(lambda: _retry(lambda: self.node.undecided_owned))
         m.in_doubt.set_function(lambda: len(_retry(self.node.in_doubt_since)))
         m.oldest_in_doubt.set_function(self._oldest_in_doubt)
+
+    # ---------------------------------------------------------------- who may ask
+
+    def _identity(self, context: grpc.aio.ServicerContext[Any, Any]) -> Identity | None:
+        return authz.peer_identity(context.auth_context()) if self.config.tls else authz.INSECURE
+
+    def _authorize(self, ident: Identity | None, request: Any) -> None:
+        refusal = authz.check(ident, request)
+        if refusal is not None:
+            self.metrics.on_refusal(refusal.rule, ident.role if ident else "none")
+            raise _Refusal(refusal.code, refusal.detail)
+
+    async def _checked(
+        self,
+        context: grpc.aio.ServicerContext[Any, Any],
+        request: R,
+        call: Callable[[R], Awaitable[T]],
+    ) -> T:
+        self._authorize(self._identity(context), request)
+        return await call(request)
 
     # ---------------------------------------------------------------- the core's driver
 
@@ -322,16 +354,28 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
             rm_id=d.rm_id,
         )
 
-    async def _one(self, req: pb.CoordinatorRequest) -> pb.CoordinatorReply:
+    async def _one(
+        self, req: pb.CoordinatorRequest | Undecodable, ident: Identity | None
+    ) -> pb.CoordinatorReply:
         """One request of a batch, as its unary twin would run it; a refusal is a reply."""
-        reply = await self._one_reply(req)
+        if isinstance(req, Undecodable):
+            self.metrics.stream_messages.labels("undecodable", "INVALID_ARGUMENT").inc()
+            return pb.CoordinatorReply(
+                seq=req.seq,
+                refused=pb.Refusal(
+                    code="INVALID_ARGUMENT", detail=bounded(f"undecodable request: {req.error}")
+                ),
+            )
+        reply = await self._one_reply(req, ident)
         code = reply.refused.code if reply.WhichOneof("msg") == "refused" else "OK"
         self.metrics.stream_messages.labels(req.WhichOneof("msg") or "empty", code).inc()
         return reply
 
-    async def _one_reply(self, req: pb.CoordinatorRequest) -> pb.CoordinatorReply:
+    async def _one_reply(self, req: pb.CoordinatorRequest, ident: Identity | None) -> pb.CoordinatorReply:
         kind = req.WhichOneof("msg")
         try:
+            if kind is not None:
+                self._authorize(ident, getattr(req, kind))
             if kind == "begin":
                 return pb.CoordinatorReply(seq=req.seq, begin=await self._begin(req.begin))
             if kind == "join":
@@ -356,10 +400,15 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> AsyncIterator[pb.CoordinatorReplyBatch]:
         """Batched calls from one client process (the SDK's way in)."""
+        # Who the peer is: once per stream (its certificate); each message is checked.
+        ident = self._identity(context)
+        if ident is None:
+            self.metrics.on_refusal("authenticated", "none")
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, authz.UNAUTHENTICATED.detail)
         # An async generator itself: grpc.aio tells streaming handlers by that.
         async for batch in serve_batches(
             request_iterator,
-            self._one,
+            functools.partial(self._one, ident=ident),
             lambda replies, clock: pb.CoordinatorReplyBatch(replies=replies, lamport=clock),
             self.metrics.on_stream_batch,
         ):
@@ -368,32 +417,32 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
     async def Begin(
         self, request: pb.BeginRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.BeginReply:
-        return await _unary(context, self._begin(request))
+        return await _unary(context, self._checked(context, request, self._begin))
 
     async def Commit(
         self, request: pb.CommitRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.CommitReply:
-        return await _unary(context, self._commit(request))
+        return await _unary(context, self._checked(context, request, self._commit))
 
     async def Abort(
         self, request: pb.AbortRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.AbortReply:
-        return await _unary(context, self._abort(request))
+        return await _unary(context, self._checked(context, request, self._abort))
 
     async def GetOutcome(
         self, request: pb.GetOutcomeRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.GetOutcomeReply:
-        return await _unary(context, self._get_outcome(request))
+        return await _unary(context, self._checked(context, request, self._get_outcome))
 
     async def Join(
         self, request: pb.JoinRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.JoinReply:
-        return await _unary(context, self._join(request))
+        return await _unary(context, self._checked(context, request, self._join))
 
     async def AwaitPrepare(
         self, request: pb.AwaitPrepareRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.AwaitPrepareReply:
-        return await _unary(context, self._await_prepare(request))
+        return await _unary(context, self._checked(context, request, self._await_prepare))
 
 
 R = TypeVar("R")
@@ -416,7 +465,7 @@ class _Refusal(Exception):
     def __init__(self, code: str, detail: str) -> None:
         super().__init__(detail)
         self.code = code
-        self.detail = detail.encode()[:1024].decode(errors="ignore")
+        self.detail = bounded(detail)
 
 
 def _decision(reply: Any) -> Decision:
@@ -432,6 +481,11 @@ async def _unary(context: grpc.aio.ServicerContext[Any, Any], call: Awaitable[T]
         return await call
     except _Refusal as exc:
         await context.abort(grpc.StatusCode[exc.code], exc.detail)
+    except (asyncio.CancelledError, grpc.aio.AbortError):
+        raise
+    except Exception as exc:
+        log.warning("request failed: %s", bounded(repr(exc)))
+        await context.abort(grpc.StatusCode.UNAVAILABLE, "the coordinator could not answer; try again")
     raise AssertionError("unreachable")
 
 
@@ -442,21 +496,32 @@ async def serve_coordinator(
     advertise_host: str | None = None,
     *,
     metrics_port: int | None = None,
+    health_listen: str | None = None,
 ) -> AsyncIterator[ServerHandle]:
-    """Run one coordinator replica until the context exits.
+    """Run one coordinator replica until the context exits (TLS per ``config.tls``).
 
     ``metrics_port``: serve Prometheus metrics over HTTP there (0: any free port)."""
     metrics = CoordinatorMetrics()
+    metrics.insecure.set(0 if config.tls else 1)
+    if config.tls is None:
+        log.warning(
+            "coordinator %s: INSECURE: no TLS, no authentication; anyone who reaches %s can begin, "
+            "commit, join and learn any transaction",
+            config.name,
+            listen,
+        )
     servicer = CoordinatorServicer(config, metrics=metrics)
     handle = await start_server(
         listen,
         lambda s: pb_grpc.add_CoordinatorServicer_to_server(servicer, s),
         ["paxoscommit.v1.Coordinator"],
         advertise_host,
-        interceptors=[RequestCounter(metrics.grpc_requests)],
+        interceptors=[RequestCounter(metrics.grpc_requests), InputGuard(metrics.on_undecodable)],
+        credentials=server_credentials(config.tls) if config.tls else None,
+        health_listen=health_listen,
     )
     if metrics_port is not None:
-        handle.metrics_port = serve_metrics(metrics_port, metrics.registry)
+        handle.metrics_port = serve_metrics(metrics_port, metrics.registry, metrics_host(listen))
     servicer.address = handle.address
     servicer.start(handle)
     log.info("coordinator %s serving on %s", servicer.leader_id, handle.address)

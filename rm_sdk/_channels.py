@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import grpc
 
-from rm_sdk import tracing
 from rm_sdk._gen.paxoscommit.v1 import paxoscommit_pb2_grpc as pb_grpc
-from rm_sdk._streams import StreamCoordinator
+from rm_sdk._streams import StreamCoordinator, open_channel
 
 #: Status codes that mean "this server did not answer", not "the request was wrong".
 TRANSIENT = frozenset(
@@ -15,7 +14,11 @@ TRANSIENT = frozenset(
 
 
 class Channels:
-    def __init__(self) -> None:
+    """``credentials``: mTLS to every service (:func:`rm_sdk.tls.credentials`); None:
+    plain text (a cluster run with --insecure)."""
+
+    def __init__(self, credentials: grpc.ChannelCredentials | None = None) -> None:
+        self.credentials = credentials
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._coordinators: dict[str, StreamCoordinator] = {}
         # Stubs are cached too: building one registers every method (a profile showed
@@ -25,9 +28,7 @@ class Channels:
     def channel(self, address: str) -> grpc.aio.Channel:
         ch = self._channels.get(address)
         if ch is None:
-            ch = self._channels[address] = grpc.aio.insecure_channel(
-                address, interceptors=tracing.client_interceptors()
-            )
+            ch = self._channels[address] = open_channel(address, self.credentials)
         return ch
 
     def coordinator(self, address: str) -> StreamCoordinator:

@@ -43,12 +43,19 @@ from rm_sdk.wire import (
     phase2b_from_pb,
 )
 
-__all__ = ["StreamAcceptors", "StreamCoordinator"]
+__all__ = ["StreamAcceptors", "StreamCoordinator", "open_channel"]
 
 log = logging.getLogger("paxos_commit.streams")
 
 #: Requests in flight on one link beyond which new ones fail at once (back-pressure).
 MAX_PENDING = 20_000
+
+
+def open_channel(address: str, credentials: grpc.ChannelCredentials | None = None) -> grpc.aio.Channel:
+    """A channel to one service: TLS with ``credentials``, else plain text."""
+    if credentials is None:
+        return grpc.aio.insecure_channel(address, interceptors=tracing.client_interceptors())
+    return grpc.aio.secure_channel(address, credentials, interceptors=tracing.client_interceptors())
 
 
 def request_to_pb(seq: int, msg: AcceptorRequest) -> pb.AcceptorRequest:
@@ -175,15 +182,15 @@ class StreamAcceptors:
         deliver: Callable[[AcceptorReply], None],
         *,
         rpc_timeout: float = 3.0,
+        credentials: grpc.ChannelCredentials | None = None,
     ) -> None:
         if not addresses or len(addresses) % 2 == 0:
             raise ValueError(f"need 2F+1 acceptors (an odd number), got {len(addresses)}")
         self.addresses = list(addresses)
         self._deliver = deliver
         self.rpc_timeout = rpc_timeout
-        self.channels = [
-            grpc.aio.insecure_channel(a, interceptors=tracing.client_interceptors()) for a in self.addresses
-        ]
+        # credentials: mTLS (this process's certificate, the CA); None: plain text.
+        self.channels = [open_channel(a, credentials) for a in self.addresses]
         #: Unary stubs, for health checks and ListUndecided.
         self.stubs: list[pb_grpc.AcceptorAsyncStub] = [pb_grpc.AcceptorStub(c) for c in self.channels]
         self._links: list[_Link] | None = None

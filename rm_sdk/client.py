@@ -202,13 +202,15 @@ class Client:
         rpc_timeout: float = 10.0,
         outcome_timeout: float = 120.0,
         channels: Channels | None = None,
+        credentials: grpc.ChannelCredentials | None = None,
     ) -> None:
         if not coordinators:
             raise ValueError("need at least one coordinator address")
         self.coordinators = list(coordinators)
         self.rpc_timeout = rpc_timeout
         self.outcome_timeout = outcome_timeout
-        self._channels = channels or Channels()
+        # credentials: mTLS (rm_sdk.tls.credentials, an app/<name> certificate); None: plain text.
+        self._channels = channels or Channels(credentials)
         self._own_channels = channels is None
         self._next = 0
 
