@@ -515,6 +515,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--concurrency", type=int, default=None, help="one concurrency level (default: --levels)")
     b.add_argument("--rms", type=int, default=2)
     b.add_argument(
+        "--insecure",
+        action="store_true",
+        help="also measure every configuration without TLS, in the same run, and report TLS's cost",
+    )
+    b.add_argument(
         "--postgres",
         metavar="DSN",
         help="instead: a transfer between two Postgres databases (made on this server), "

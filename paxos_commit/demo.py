@@ -252,10 +252,18 @@ async def _transfers(cluster: LocalCluster, root: Path, rng: random.Random, args
     return await _with_banks(
         # Each bank is its own identity (rm/bank-a, rm/bank-b): it may vote only for itself.
         SlowLedger(
-            root / "bank-a.db", "bank-a", coords, owner_timeout=5.0, credentials=cluster.credentials("rm", "bank-a")
+            root / "bank-a.db",
+            "bank-a",
+            coords,
+            owner_timeout=5.0,
+            credentials=cluster.credentials("rm", "bank-a"),
         ),
         SlowLedger(
-            root / "bank-b.db", "bank-b", coords, owner_timeout=5.0, credentials=cluster.credentials("rm", "bank-b")
+            root / "bank-b.db",
+            "bank-b",
+            coords,
+            owner_timeout=5.0,
+            credentials=cluster.credentials("rm", "bank-b"),
         ),
         cluster,
         rng,
