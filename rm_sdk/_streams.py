@@ -51,11 +51,17 @@ log = logging.getLogger("paxos_commit.streams")
 MAX_PENDING = 20_000
 
 
-def open_channel(address: str, credentials: grpc.ChannelCredentials | None = None) -> grpc.aio.Channel:
-    """A channel to one service: TLS with ``credentials``, else plain text."""
+def open_channel(
+    address: str, credentials: grpc.ChannelCredentials | None = None, server_name: str | None = None
+) -> grpc.aio.Channel:
+    """A channel to one service: TLS with ``credentials``, else plain text. ``server_name``:
+    the name the server's certificate must carry, if not the dialled host."""
     if credentials is None:
         return grpc.aio.insecure_channel(address, interceptors=tracing.client_interceptors())
-    return grpc.aio.secure_channel(address, credentials, interceptors=tracing.client_interceptors())
+    options = [("grpc.ssl_target_name_override", server_name)] if server_name else []
+    return grpc.aio.secure_channel(
+        address, credentials, options=options, interceptors=tracing.client_interceptors()
+    )
 
 
 def request_to_pb(seq: int, msg: AcceptorRequest) -> pb.AcceptorRequest:

@@ -212,6 +212,8 @@ class Client:
         # credentials: mTLS (rm_sdk.tls.credentials, an app/<name> certificate); None: plain text.
         self._channels = channels or Channels(credentials)
         self._own_channels = channels is None
+        if self._channels.coordinator_name is None:
+            self._channels.use_coordinator_name(self.coordinators)
         self._next = 0
 
     async def __aenter__(self) -> Client:
