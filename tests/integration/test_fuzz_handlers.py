@@ -6,6 +6,7 @@ and a refused request changes nothing."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -57,3 +58,64 @@ async def _run_acceptor(batch: list[tuple[pb.AcceptorRequest, Identity | None]],
 def test_acceptor_handlers_answer_everything_with_a_meant_code(batch: list[Any]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         asyncio.run(_run_acceptor(batch, Path(tmp)))
+
+
+class _Aborted(Exception):
+    pass
+
+
+class _Context:
+    """The little of a grpc.aio servicer context the unary handlers use."""
+
+    def __init__(self) -> None:
+        self.code: Any = None
+
+    def auth_context(self) -> dict[str, Any]:
+        return {"peer_uri": [b"spiffe://paxos-commit/coordinator/c0"]}
+
+    async def abort(self, code: Any, details: str) -> None:
+        self.code = code
+        raise _Aborted(details)
+
+
+class _BrokenStore:
+    """A store whose database does not answer."""
+
+    acceptor_id = 0
+
+    def now_ms(self) -> int:
+        return 0
+
+    async def apply(self, *_: Any) -> Any:
+        raise OSError("disk I/O error")
+
+    async def read(self, *_: Any) -> Any:
+        raise OSError("disk I/O error")
+
+    async def list_undecided(self, *_: Any) -> Any:
+        raise OSError("disk I/O error")
+
+
+async def test_storage_errors_on_unary_calls_are_unavailable() -> None:
+    import grpc
+
+    from acceptor.service import AcceptorServicer
+
+    servicer = AcceptorServicer(_BrokenStore(), secure=True)  # type: ignore[arg-type]
+    ctxs = [_Context() for _ in range(3)]
+    calls = [
+        servicer.Phase2a(
+            pb.Phase2aRequest(
+                txn_id="t",
+                ballot=pb.Ballot(round=0),
+                proposals=[pb.Proposal(instance="@registrar", value=pb.Value(no_set=pb.NoSet()))],
+            ),
+            ctxs[0],  # type: ignore[arg-type]
+        ),
+        servicer.RecordOutcome(pb.RecordOutcomeRequest(txn_id="t", outcome=pb.OUTCOME_ABORTED), ctxs[1]),  # type: ignore[arg-type]
+        servicer.ListUndecided(pb.ListUndecidedRequest(), ctxs[2]),  # type: ignore[arg-type]
+    ]
+    for call, ctx in zip(calls, ctxs, strict=True):
+        with contextlib.suppress(_Aborted):
+            await call
+        assert ctx.code == grpc.StatusCode.UNAVAILABLE
