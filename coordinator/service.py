@@ -133,6 +133,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         self._timer_at: float | None = None
         self._background: asyncio.Task[None] | None = None
         self._health: asyncio.Task[None] | None = None
+        self._certs: asyncio.Task[None] | None = None
         m = self.metrics
         m.acceptors.set(self.acceptors.n)
         # Computed when scraped (not on the hot path); scrapes come from another thread.
@@ -238,12 +239,33 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
             self._background = asyncio.create_task(self._recovery_loop(), name="recovery-scan")
         if handle is not None:
             self._health = asyncio.create_task(self._watch_acceptors(handle), name="acceptor-health")
+        if self.config.tls is not None:
+            self._certs = asyncio.create_task(self._watch_certificates(self.config.tls), name="certificates")
+
+    async def _watch_certificates(self, files: TlsFiles, every: float = 10.0) -> None:
+        """Rotated certificate files (cert-manager renews them in place): the streams to the
+        acceptors dialled from then on present the new certificate. (The server side reloads
+        at each handshake by itself: paxos_commit.certs.server_credentials.)"""
+        seen = files.stamp()
+        while True:
+            await asyncio.sleep(every)
+            stamp = files.stamp()
+            if stamp == seen:
+                continue
+            try:
+                creds = files.channel_credentials()
+            except Exception as exc:
+                log.warning("certificate files changed but cannot be loaded (%s); keeping the old ones", exc)
+                continue
+            seen = stamp
+            self.acceptors.set_credentials(creds)
+            log.info("certificates reloaded for the streams to the acceptors")
 
     async def _watch_acceptors(self, handle: ServerHandle, every: float = 2.0) -> None:
         """Readiness follows the acceptors: NOT_SERVING while no majority answers."""
         serving = True
-        stubs = [health_pb2_grpc.HealthStub(c) for c in self.acceptors.channels]
         while True:
+            stubs = [health_pb2_grpc.HealthStub(c) for c in self.acceptors.channels]
             answers = await asyncio.gather(
                 *(
                     s.Check(health_pb2.HealthCheckRequest(service="paxoscommit.v1.Acceptor"), timeout=every)
@@ -270,7 +292,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
             await asyncio.sleep(every)
 
     async def close(self) -> None:
-        for t in (self._background, self._health):
+        for t in (self._background, self._health, self._certs):
             if t is not None:
                 t.cancel()
         # Finish in-flight commits (their callers wait), then drop the rest.

@@ -202,6 +202,18 @@ class StreamAcceptors:
         self._links: list[_Link] | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._closed = False
+        #: Channels replaced by set_credentials, closed with this object (their streams
+        #: run on until they break; new ones use the new channels).
+        self._retired: list[grpc.aio.Channel] = []
+
+    def set_credentials(self, credentials: grpc.ChannelCredentials | None) -> None:
+        """Rotated certificates: new channels with ``credentials``, used by every stream
+        dialled from now on (a stream that is up keeps its connection)."""
+        self._retired += self.channels
+        self.channels = [open_channel(a, credentials) for a in self.addresses]
+        self.stubs = [pb_grpc.AcceptorStub(c) for c in self.channels]
+        for link, c in zip(self._links or (), self.channels, strict=False):
+            link.stub = pb_grpc.AcceptorStub(c)
 
     @property
     def n(self) -> int:
@@ -240,7 +252,7 @@ class StreamAcceptors:
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        for c in self.channels:
+        for c in [*self.channels, *self._retired]:
             await c.close(None)
 
 

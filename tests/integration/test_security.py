@@ -513,3 +513,54 @@ async def test_certificates_are_reloaded_when_their_files_change(tmp_path: Path)
         code, _ = await _status(c.acceptor(handle.address).ListUndecided(req, timeout=3))
         assert code == grpc.StatusCode.UNAVAILABLE  # the old CA is no longer trusted
         await c.close()
+
+
+async def test_a_coordinator_presents_rotated_certificates_to_the_acceptors(tmp_path: Path) -> None:
+    """The client side of rotation: after the files change, a coordinator's new
+    connections to the acceptors present the new certificate (here: of a new CA, which is
+    all the rotated acceptor trusts)."""
+    from acceptor.service import serve_acceptor
+    from acceptor.storage import sqlite_url
+    from coordinator.service import CoordinatorConfig, CoordinatorServicer
+    from paxos_commit.certs import TlsFiles, issue, local_certs, make_ca
+
+    old, new = tmp_path / "old", tmp_path / "new"
+    local_certs(old, 1, ["c"])
+    make_ca(new)
+    issue(new, "acceptor", "0")
+    issue(new, "coordinator", "c")
+    acc_files, co_files = TlsFiles.mounted(tmp_path / "acc"), TlsFiles.mounted(tmp_path / "co")
+
+    def install(src: Path, role: str, name: str, files: TlsFiles) -> None:
+        files.cert.parent.mkdir(exist_ok=True)
+        for f, dst in (
+            (f"{role}-{name}.pem", files.cert),
+            (f"{role}-{name}-key.pem", files.key),
+            ("ca.pem", files.ca),
+        ):
+            tmp = dst.with_name(dst.name + ".tmp")
+            tmp.write_bytes((src / f).read_bytes())
+            tmp.replace(dst)
+
+    install(old, "acceptor", "0", acc_files)
+    install(old, "coordinator", "c", co_files)
+    async with serve_acceptor(0, sqlite_url(tmp_path / "a.db"), init=True, tls=acc_files) as handle:
+        servicer = CoordinatorServicer(
+            CoordinatorConfig(acceptors=[handle.address], name="c", recovery_interval=0, tls=co_files)
+        )
+        watcher = asyncio.create_task(servicer._watch_certificates(co_files, every=0.05))
+        req = pb.ListUndecidedRequest()
+        await servicer.acceptors.stubs[0].ListUndecided(req, timeout=5)
+        before = servicer.acceptors.channels[0]
+        install(new, "acceptor", "0", acc_files)
+        install(new, "coordinator", "c", co_files)
+        for _ in range(100):
+            await asyncio.sleep(0.05)
+            if servicer.acceptors.channels[0] is not before:
+                break
+        else:
+            raise AssertionError("the coordinator never reloaded its certificate")
+        # A new channel, so a new handshake: it succeeds only with the new certificate.
+        await servicer.acceptors.stubs[0].ListUndecided(req, timeout=5)
+        watcher.cancel()
+        await servicer.close()
