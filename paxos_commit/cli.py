@@ -78,7 +78,7 @@ def _acceptor_id(value: str) -> int:
 def _acceptor(args: argparse.Namespace) -> int:
     from acceptor.service import serve_acceptor
     from acceptor.storage import StorageError, sqlite_url
-    from paxos_commit.serving import wait_for_signal, write_port_file
+    from paxos_commit.serving import tune_gc, wait_for_signal, write_port_file
 
     if args.id is None:
         print("paxos-commit acceptor: --id (or PAXOS_COMMIT_ACCEPTOR_ID) is required", file=sys.stderr)
@@ -97,6 +97,7 @@ def _acceptor(args: argparse.Namespace) -> int:
         async with serve_acceptor(
             args.id, url, args.listen, init=init, metrics_port=args.metrics_port
         ) as handle:
+            tune_gc()
             write_port_file(
                 args.port_file,
                 {"address": handle.address, "pid": os.getpid(), "metrics_port": handle.metrics_port},
@@ -114,7 +115,7 @@ def _acceptor(args: argparse.Namespace) -> int:
 
 def _coordinator(args: argparse.Namespace) -> int:
     from coordinator.service import CoordinatorConfig, serve_coordinator
-    from paxos_commit.serving import wait_for_signal, write_port_file
+    from paxos_commit.serving import tune_gc, wait_for_signal, write_port_file
 
     acceptors = [a for a in (args.acceptors or "").split(",") if a]
     if not acceptors or len(acceptors) % 2 == 0:
@@ -139,6 +140,7 @@ def _coordinator(args: argparse.Namespace) -> int:
         async with serve_coordinator(
             config, args.listen, args.advertise_host, metrics_port=args.metrics_port
         ) as handle:
+            tune_gc()
             write_port_file(
                 args.port_file,
                 {"address": handle.address, "pid": os.getpid(), "metrics_port": handle.metrics_port},

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import os
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -24,6 +25,9 @@ __all__ = [
     "abort_on_error",
     "clamp_wait_ms",
     "serve_batches",
+    "serve_stream",
+    "StreamReplies",
+    "tune_gc",
     "wait_for_signal",
     "write_port_file",
     "start_server",
@@ -115,6 +119,16 @@ async def start_server(
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     await handle.set_serving(True)
     return handle
+
+
+def tune_gc() -> None:
+    """A server allocates and frees many short-lived objects per message; CPython's default
+    cyclic GC (a young collection every 700 allocations) then spends 8-15% of the CPU on
+    them. Our protocol state is freed by reference counting, so collect far less often,
+    and keep what startup built (modules, servers) out of every collection."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 50, 100)
 
 
 def write_port_file(path: str | None, info: dict[str, Any]) -> None:
@@ -211,3 +225,93 @@ async def serve_batches(
 
 
 _HELLO: Any = object()
+
+
+class StreamReplies:
+    """Where a batch handler puts the replies of one stream, now or later (from a
+    storage completion or a timer). Each request gets exactly one reply; replies after the
+    stream ended are dropped, and ``on_close`` callbacks run then (cancel timers)."""
+
+    __slots__ = ("_out", "_wake", "closed", "on_close", "open")
+
+    def __init__(self) -> None:
+        self._out: list[Any] = []
+        self._wake = asyncio.Event()
+        self.closed = False
+        self.on_close: list[Callable[[], None]] = []
+        #: Requests read and not answered yet.
+        self.open = 0
+
+    def emit(self, reply: Any) -> None:
+        if self.closed:
+            return
+        self._out.append(reply)
+        self.open -= 1
+        self._wake.set()
+
+    def emit_all(self, replies: Iterable[Any]) -> None:
+        if self.closed:
+            return
+        n = len(self._out)
+        self._out.extend(replies)
+        self.open -= len(self._out) - n
+        self._wake.set()
+
+
+async def serve_stream(
+    request_batches: AsyncIterator[Any],
+    on_requests: Callable[[Sequence[Any], StreamReplies], None],
+    make_batch: Callable[[list[Any], int], Batch],
+    on_batch: Callable[[int], None] | None = None,
+) -> AsyncIterator[Batch]:
+    """The server side of a batched stream whose handler takes a whole incoming batch at
+    once (``on_requests``: synchronous; it answers through :class:`StreamReplies`, at once
+    or later). Replies are written in batches of everything ready while the previous write
+    was in flight (no timer). An empty incoming batch is answered with an empty one (the
+    peer's way to learn the stream is up). Reading stops while MAX_IN_FLIGHT requests are
+    open."""
+    replies = StreamReplies()
+    hello = False
+    ended = False
+    room = asyncio.Event()
+    room.set()
+
+    async def read() -> None:
+        nonlocal hello, ended
+        try:
+            async for batch in request_batches:
+                tracing.merge(batch.lamport)
+                if on_batch is not None:
+                    on_batch(len(batch.requests))
+                if not batch.requests:
+                    hello = True
+                    replies._wake.set()
+                    continue
+                replies.open += len(batch.requests)
+                on_requests(batch.requests, replies)
+                while replies.open >= MAX_IN_FLIGHT:
+                    room.clear()
+                    await room.wait()
+        finally:
+            ended = True
+            replies._wake.set()
+
+    reader = asyncio.get_running_loop().create_task(read())
+    try:
+        while True:
+            if not replies._out and not hello:
+                if ended and replies.open <= 0:
+                    return
+                replies._wake.clear()
+                await replies._wake.wait()
+                continue
+            out, replies._out = replies._out, []
+            hello = False
+            if replies.open < MAX_IN_FLIGHT:
+                room.set()
+            yield make_batch(out, tracing.stamp())
+    finally:
+        replies.closed = True
+        reader.cancel()
+        for cb in replies.on_close:
+            cb()
