@@ -13,7 +13,7 @@ import contextlib
 import itertools
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -21,7 +21,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from paxos_commit.metrics import CoordinatorMetrics, RequestCounter, serve_metrics
-from paxos_commit.serving import ServerHandle, clamp_wait_ms, serve_batches, start_server
+from paxos_commit.serving import ServerHandle, StreamReplies, clamp_wait_ms, serve_stream, start_server
 from rm_sdk import tracing
 from rm_sdk._gen.paxoscommit.v1 import paxoscommit_pb2_grpc as pb_grpc
 from rm_sdk._streams import StreamAcceptors
@@ -113,10 +113,13 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         self.address = address
         self.leader_id = f"{config.name}.{uuid.uuid4().hex[:12]}"
         self.node = CoordinatorNode(self.leader_id, len(config.acceptors), config.timeouts())
-        self.acceptors = StreamAcceptors(config.acceptors, self._on_acceptor_reply)
+        self.acceptors = StreamAcceptors(
+            config.acceptors, self._on_acceptor_reply, deliver_many=self._on_acceptor_replies
+        )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._waiting: dict[int, asyncio.Future[Any]] = {}
         self._tokens = itertools.count(1)
+        self._counters: dict[tuple[str, str], Any] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._background: asyncio.Task[None] | None = None
@@ -163,7 +166,22 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         self.node.acceptor_reply(msg, self._now())
         self._pump()
 
+    def _on_acceptor_replies(self, msgs: list[AcceptorReply]) -> None:
+        now = self._now()
+        for m in msgs:
+            self.node.acceptor_reply(m, now)
+        self._pump()
+
     def _answer(self, token: Any, msg: Any) -> None:
+        if isinstance(token, _StreamCall):
+            try:
+                if isinstance(msg, Failed):
+                    raise _Refusal(getattr(msg.error, "status", "INVALID_ARGUMENT"), str(msg.error))
+                body = token.build(msg)
+            except _Refusal as exc:
+                body = exc
+            self._emit(token.replies, token.seq, token.kind, body)
+            return
         fut = self._waiting.pop(token, None)
         if fut is not None and not fut.done():
             fut.set_result(msg)
@@ -275,91 +293,82 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
 
     # ---------------------------------------------------------------- the calls, unary or batched
 
-    async def _begin(self, request: pb.BeginRequest) -> pb.BeginReply:
+    def _decode(self, kind: str, req: pb.CoordinatorRequest) -> tuple[Request, Callable[[Any], Any]]:
+        """The core request of one stream message and how to turn the core's answer into
+        that message's reply."""
+        if kind == "begin":
+            return self._begin_msg(req.begin)
+        if kind == "join":
+            return Join(req.join.txn_id, req.join.rm_id), self._joined_pb
+        if kind == "await_prepare":
+            r = req.await_prepare
+            return AwaitPrepare(r.txn_id, r.rm_id, clamp_wait_ms(r.wait_ms)), _prepare_pb
+        if kind == "commit":
+            return Commit(req.commit.txn_id), _commit_pb
+        if kind == "abort":
+            r2 = req.abort
+            return Abort(r2.txn_id, r2.reason, r2.rm_id), _abort_pb
+        if kind == "get_outcome":
+            r3 = req.get_outcome
+            return AskOutcome(r3.txn_id, clamp_wait_ms(r3.wait_ms)), _outcome_pb
+        raise _Refusal("INVALID_ARGUMENT", "empty request: set one of begin, join, ..., get_outcome")
+
+    def _begin_msg(self, request: pb.BeginRequest) -> tuple[Request, Callable[[Any], Any]]:
         txn_id = request.txn_id or uuid.uuid4().hex
-        await self._ask(Begin(txn_id))
-        self.metrics.begun.inc()
-        return pb.BeginReply(txn_id=txn_id, coordinator=self.address)
 
-    async def _commit(self, request: pb.CommitRequest) -> pb.CommitReply:
-        d = _decision(await self._ask(Commit(request.txn_id)))
-        return pb.CommitReply(
-            outcome=outcome_to_pb(d.outcome), reason=d.reason, cause=cause_to_pb(d.cause), rm_id=d.rm_id
-        )
+        def built(_reply: Any) -> pb.BeginReply:
+            self.metrics.begun.inc()
+            return pb.BeginReply(txn_id=txn_id, coordinator=self.address)
 
-    async def _abort(self, request: pb.AbortRequest) -> pb.AbortReply:
-        d = _decision(await self._ask(Abort(request.txn_id, request.reason, request.rm_id)))
-        return pb.AbortReply(
-            outcome=outcome_to_pb(d.outcome), reason=d.reason, cause=cause_to_pb(d.cause), rm_id=d.rm_id
-        )
+        return Begin(txn_id), built
 
-    async def _get_outcome(self, request: pb.GetOutcomeRequest) -> pb.GetOutcomeReply:
-        r = await self._ask(AskOutcome(request.txn_id, clamp_wait_ms(request.wait_ms)))
-        if isinstance(r, Unknown):
-            raise _Refusal("NOT_FOUND", f"unknown transaction {request.txn_id!r}: {r.detail}")
-        if isinstance(r, Pending):
-            return pb.GetOutcomeReply(outcome=pb.OUTCOME_PENDING)
-        d = _decision(r)
-        return pb.GetOutcomeReply(
-            outcome=outcome_to_pb(d.outcome), reason=d.reason, cause=cause_to_pb(d.cause), rm_id=d.rm_id
-        )
-
-    async def _join(self, request: pb.JoinRequest) -> pb.JoinReply:
-        r = await self._ask(Join(request.txn_id, request.rm_id))
+    def _joined_pb(self, r: Any) -> pb.JoinReply:
         assert isinstance(r, Joined)
         return pb.JoinReply(acceptors=self.acceptors.addresses)
 
-    async def _await_prepare(self, request: pb.AwaitPrepareRequest) -> pb.AwaitPrepareReply:
-        r = await self._ask(AwaitPrepare(request.txn_id, request.rm_id, clamp_wait_ms(request.wait_ms)))
-        if isinstance(r, Prepare):
-            return pb.AwaitPrepareReply(prepare=r.prepare, outcome=pb.OUTCOME_PENDING)
-        d = _decision(r)
-        return pb.AwaitPrepareReply(
-            prepare=False,
-            outcome=outcome_to_pb(d.outcome),
-            reason=d.reason,
-            cause=cause_to_pb(d.cause),
-            rm_id=d.rm_id,
-        )
+    async def _call(self, msg: Request, build: Callable[[Any], T]) -> T:
+        return build(await self._ask(msg))
 
-    async def _one(self, req: pb.CoordinatorRequest) -> pb.CoordinatorReply:
-        """One request of a batch, as its unary twin would run it; a refusal is a reply."""
-        reply = await self._one_reply(req)
-        code = reply.refused.code if reply.WhichOneof("msg") == "refused" else "OK"
-        self.metrics.stream_messages.labels(req.WhichOneof("msg") or "empty", code).inc()
-        return reply
+    async def _begin(self, request: pb.BeginRequest) -> pb.BeginReply:
+        return await self._call(*self._begin_msg(request))
 
-    async def _one_reply(self, req: pb.CoordinatorRequest) -> pb.CoordinatorReply:
-        kind = req.WhichOneof("msg")
-        try:
-            if kind == "begin":
-                return pb.CoordinatorReply(seq=req.seq, begin=await self._begin(req.begin))
-            if kind == "join":
-                return pb.CoordinatorReply(seq=req.seq, join=await self._join(req.join))
-            if kind == "await_prepare":
-                return pb.CoordinatorReply(
-                    seq=req.seq, await_prepare=await self._await_prepare(req.await_prepare)
-                )
-            if kind == "commit":
-                return pb.CoordinatorReply(seq=req.seq, commit=await self._commit(req.commit))
-            if kind == "abort":
-                return pb.CoordinatorReply(seq=req.seq, abort=await self._abort(req.abort))
-            if kind == "get_outcome":
-                return pb.CoordinatorReply(seq=req.seq, get_outcome=await self._get_outcome(req.get_outcome))
-            raise _Refusal("INVALID_ARGUMENT", "empty request: set one of begin, join, ..., get_outcome")
-        except _Refusal as exc:
-            return pb.CoordinatorReply(seq=req.seq, refused=pb.Refusal(code=exc.code, detail=exc.detail))
+    def _on_requests(self, requests: Sequence[pb.CoordinatorRequest], replies: StreamReplies) -> None:
+        """A whole incoming batch fed to the core, then one step's Ready carried out."""
+        now = self._now()
+        for req in requests:
+            kind = req.WhichOneof("msg") or "empty"
+            try:
+                msg, build = self._decode(kind, req)
+            except _Refusal as exc:
+                self._emit(replies, req.seq, kind, exc)
+                continue
+            self.node.request(_StreamCall(replies, req.seq, kind, build), msg, now)
+        self._pump()
+
+    def _emit(self, replies: StreamReplies, seq: int, kind: str, body: Any) -> None:
+        if isinstance(body, _Refusal):
+            code = body.code
+            reply = pb.CoordinatorReply(seq=seq, refused=pb.Refusal(code=code, detail=body.detail))
+        else:
+            code = "OK"
+            reply = pb.CoordinatorReply(seq=seq, **{kind: body})
+        child = self._counters.get((kind, code))
+        if child is None:
+            child = self._counters[(kind, code)] = self.metrics.stream_messages.labels(kind, code)
+        child.inc()
+        replies.emit(reply)
 
     async def Stream(
         self,
         request_iterator: AsyncIterator[pb.CoordinatorRequestBatch],
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> AsyncIterator[pb.CoordinatorReplyBatch]:
-        """Batched calls from one client process (the SDK's way in)."""
+        """Batched calls from one client process (the SDK's way in): each incoming batch
+        is fed to the core in one step; answers leave as the core gives them."""
         # An async generator itself: grpc.aio tells streaming handlers by that.
-        async for batch in serve_batches(
+        async for batch in serve_stream(
             request_iterator,
-            self._one,
+            self._on_requests,
             lambda replies, clock: pb.CoordinatorReplyBatch(replies=replies, lamport=clock),
             self.metrics.on_stream_batch,
         ):
@@ -373,27 +382,36 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
     async def Commit(
         self, request: pb.CommitRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.CommitReply:
-        return await _unary(context, self._commit(request))
+        return await _unary(context, self._call(Commit(request.txn_id), _commit_pb))
 
     async def Abort(
         self, request: pb.AbortRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.AbortReply:
-        return await _unary(context, self._abort(request))
+        return await _unary(
+            context, self._call(Abort(request.txn_id, request.reason, request.rm_id), _abort_pb)
+        )
 
     async def GetOutcome(
         self, request: pb.GetOutcomeRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.GetOutcomeReply:
-        return await _unary(context, self._get_outcome(request))
+        return await _unary(
+            context, self._call(AskOutcome(request.txn_id, clamp_wait_ms(request.wait_ms)), _outcome_pb)
+        )
 
     async def Join(
         self, request: pb.JoinRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.JoinReply:
-        return await _unary(context, self._join(request))
+        return await _unary(context, self._call(Join(request.txn_id, request.rm_id), self._joined_pb))
 
     async def AwaitPrepare(
         self, request: pb.AwaitPrepareRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.AwaitPrepareReply:
-        return await _unary(context, self._await_prepare(request))
+        return await _unary(
+            context,
+            self._call(
+                AwaitPrepare(request.txn_id, request.rm_id, clamp_wait_ms(request.wait_ms)), _prepare_pb
+            ),
+        )
 
 
 R = TypeVar("R")
@@ -422,6 +440,56 @@ class _Refusal(Exception):
 def _decision(reply: Any) -> Decision:
     assert isinstance(reply, Decided), reply
     return reply.decision
+
+
+class _StreamCall:
+    """The token of a stream message in the core: where and how its answer goes."""
+
+    __slots__ = ("build", "kind", "replies", "seq")
+
+    def __init__(self, replies: StreamReplies, seq: int, kind: str, build: Callable[[Any], Any]) -> None:
+        self.replies = replies
+        self.seq = seq
+        self.kind = kind
+        self.build = build
+
+
+def _commit_pb(r: Any) -> pb.CommitReply:
+    d = _decision(r)
+    return pb.CommitReply(
+        outcome=outcome_to_pb(d.outcome), reason=d.reason, cause=cause_to_pb(d.cause), rm_id=d.rm_id
+    )
+
+
+def _abort_pb(r: Any) -> pb.AbortReply:
+    d = _decision(r)
+    return pb.AbortReply(
+        outcome=outcome_to_pb(d.outcome), reason=d.reason, cause=cause_to_pb(d.cause), rm_id=d.rm_id
+    )
+
+
+def _outcome_pb(r: Any) -> pb.GetOutcomeReply:
+    if isinstance(r, Unknown):
+        raise _Refusal("NOT_FOUND", f"unknown transaction {r.txn_id!r}: {r.detail}")
+    if isinstance(r, Pending):
+        return pb.GetOutcomeReply(outcome=pb.OUTCOME_PENDING)
+    d = _decision(r)
+    return pb.GetOutcomeReply(
+        outcome=outcome_to_pb(d.outcome), reason=d.reason, cause=cause_to_pb(d.cause), rm_id=d.rm_id
+    )
+
+
+def _prepare_pb(r: Any) -> pb.AwaitPrepareReply:
+    if isinstance(r, Prepare):
+        return pb.AwaitPrepareReply(prepare=r.prepare, outcome=pb.OUTCOME_PENDING)
+    d = _decision(r)
+    return pb.AwaitPrepareReply(
+        prepare=False,
+        outcome=outcome_to_pb(d.outcome),
+        reason=d.reason,
+        cause=cause_to_pb(d.cause),
+        rm_id=d.rm_id,
+    )
 
 
 T = TypeVar("T")

@@ -24,7 +24,6 @@ __all__ = [
     "ServerHandle",
     "abort_on_error",
     "clamp_wait_ms",
-    "serve_batches",
     "serve_stream",
     "StreamReplies",
     "tune_gc",
@@ -153,78 +152,10 @@ async def wait_for_signal() -> None:
 
 # ---------------------------------------------------------------- batched streams
 
-Req = TypeVar("Req")
-Rep = TypeVar("Rep")
 Batch = TypeVar("Batch")
 
 #: Requests of one stream being worked on at once; beyond, the stream is not read.
 MAX_IN_FLIGHT = 10_000
-
-
-async def serve_batches(
-    request_batches: AsyncIterator[Any],
-    handle: Callable[[Req], Awaitable[Rep]],
-    make_batch: Callable[[list[Rep], int], Batch],
-    on_batch: Callable[[int], None] | None = None,
-) -> AsyncIterator[Batch]:
-    """The server side of a batched stream, shared by every service: each request of each
-    incoming batch is handled concurrently (``handle`` answers it; it must not raise), and
-    the replies are written in batches of everything ready while the previous write was in
-    flight (no timer). An empty incoming batch is answered with an empty one (the peer's
-    way to learn the stream is up). Reading stops while MAX_IN_FLIGHT requests are open."""
-    out: asyncio.Queue[Rep | None] = asyncio.Queue()
-    tasks: set[asyncio.Task[None]] = set()
-    room = asyncio.Semaphore(MAX_IN_FLIGHT)
-
-    async def one(req: Req) -> None:
-        try:
-            out.put_nowait(await handle(req))
-        finally:
-            room.release()
-
-    async def read() -> None:
-        try:
-            async for batch in request_batches:
-                tracing.merge(batch.lamport)
-                if on_batch is not None:
-                    on_batch(len(batch.requests))
-                if not batch.requests:
-                    out.put_nowait(_HELLO)
-                for req in batch.requests:
-                    await room.acquire()
-                    t = asyncio.get_running_loop().create_task(one(req))
-                    tasks.add(t)
-                    t.add_done_callback(tasks.discard)
-            if tasks:
-                await asyncio.gather(*tasks, return_exceptions=True)
-        finally:
-            out.put_nowait(None)
-
-    reader = asyncio.get_running_loop().create_task(read())
-    try:
-        while True:
-            first = await out.get()
-            if first is None:
-                return
-            replies: list[Rep] = [] if first is _HELLO else [first]
-            done = False
-            while not out.empty():
-                r = out.get_nowait()
-                if r is None:
-                    done = True
-                    break
-                if r is not _HELLO:
-                    replies.append(r)
-            yield make_batch(replies, tracing.stamp())
-            if done:
-                return
-    finally:
-        reader.cancel()
-        for t in list(tasks):
-            t.cancel()
-
-
-_HELLO: Any = object()
 
 
 class StreamReplies:

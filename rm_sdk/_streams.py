@@ -159,10 +159,13 @@ class _Link:
         async for batch in call:
             tracing.merge(batch.lamport)
             self.down = False
+            got = []
             for r in batch.replies:
                 entry = self.pending.pop(r.seq, None)
                 if entry is not None:
-                    self.owner.deliver(reply_from_pb(self.index, r, entry[0]))
+                    got.append(reply_from_pb(self.index, r, entry[0]))
+            if got:
+                self.owner.deliver_many(got)
 
 
 class StreamAcceptors:
@@ -175,11 +178,15 @@ class StreamAcceptors:
         deliver: Callable[[AcceptorReply], None],
         *,
         rpc_timeout: float = 3.0,
+        deliver_many: Callable[[list[AcceptorReply]], None] | None = None,
     ) -> None:
+        """``deliver`` gets each reply (or NoAnswer); ``deliver_many``, if given, gets the
+        replies of one incoming batch at once (the driver then runs one core step)."""
         if not addresses or len(addresses) % 2 == 0:
             raise ValueError(f"need 2F+1 acceptors (an odd number), got {len(addresses)}")
         self.addresses = list(addresses)
         self._deliver = deliver
+        self._deliver_many = deliver_many
         self.rpc_timeout = rpc_timeout
         self.channels = [
             grpc.aio.insecure_channel(a, interceptors=tracing.client_interceptors()) for a in self.addresses
@@ -197,6 +204,15 @@ class StreamAcceptors:
     def deliver(self, msg: AcceptorReply) -> None:
         if not self._closed:
             self._deliver(msg)
+
+    def deliver_many(self, msgs: list[AcceptorReply]) -> None:
+        if self._closed:
+            return
+        if self._deliver_many is not None:
+            self._deliver_many(msgs)
+            return
+        for m in msgs:
+            self._deliver(m)
 
     def deliver_soon(self, msg: AcceptorReply) -> None:
         asyncio.get_running_loop().call_soon(self.deliver, msg)
@@ -237,6 +253,11 @@ class StreamAcceptors:
 def _rpc_error(code: grpc.StatusCode, details: str) -> grpc.aio.AioRpcError:
     """The error the unary call would have raised, so callers handle both alike."""
     return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details, None)
+
+
+def _expire(fut: asyncio.Future[Any]) -> None:
+    if not fut.done():
+        fut.set_exception(_rpc_error(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded"))
 
 
 class StreamCoordinator:
@@ -292,12 +313,14 @@ class StreamCoordinator:
         self._queue.append(req)
         assert self._wake is not None
         self._wake.set()
+        # A timer, not wait_for: no extra task or future per call.
+        timer = None if timeout is None else loop.call_later(timeout, _expire, fut)
         try:
-            r = await asyncio.wait_for(asyncio.shield(fut), timeout)
-        except TimeoutError:
-            raise _rpc_error(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded") from None
+            r = await fut
         finally:
             self._pending.pop(seq, None)
+            if timer is not None:
+                timer.cancel()
         if r.WhichOneof("msg") == "refused":
             code = grpc.StatusCode[r.refused.code] if r.refused.code in grpc.StatusCode.__members__ else None
             raise _rpc_error(code or grpc.StatusCode.UNKNOWN, r.refused.detail)

@@ -310,7 +310,9 @@ class Participant:
             return 0
         key = tuple(addrs)
         if key not in self._links:
-            self._links[key] = StreamAcceptors(addrs, self._on_acceptor, rpc_timeout=self.rpc_timeout)
+            self._links[key] = StreamAcceptors(
+                addrs, self._on_acceptor, rpc_timeout=self.rpc_timeout, deliver_many=self._on_acceptors
+            )
         return len(addrs)
 
     def _link_for(self, txn_id: str) -> StreamAcceptors | None:
@@ -383,6 +385,15 @@ class Participant:
 
     def _on_acceptor(self, reply: AcceptorReply) -> None:
         self._step(lambda now, out: self._core.on_acceptor(reply, now, out))
+
+    def _on_acceptors(self, replies: list[AcceptorReply]) -> None:
+        """One incoming batch, one core step."""
+
+        def step(now: float, out: Ready) -> None:
+            for r in replies:
+                self._core.on_acceptor(r, now, out)
+
+        self._step(step)
 
     async def _call_resource(self, eff: CallResource) -> None:
         txn_id = eff.txn_id
