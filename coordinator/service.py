@@ -120,6 +120,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         self._waiting: dict[int, asyncio.Future[Any]] = {}
         self._tokens = itertools.count(1)
         self._counters: dict[tuple[str, str], Any] = {}
+        self._next: list[tuple[Any, Request]] = []
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._background: asyncio.Task[None] | None = None
@@ -139,12 +140,20 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         return self._loop.time()
 
     def _pump(self) -> None:
-        ready = self.node.take_ready()
-        for _txn, d, took in ready.decided:
-            self._count(d, took)
-        if ready.ballots:
-            self.metrics.recovery_ballots.inc(ready.ballots)
-        run_ready(ready, self.acceptors, self._answer, log)
+        while True:
+            ready = self.node.take_ready()
+            for _txn, d, took in ready.decided:
+                self._count(d, took)
+            if ready.ballots:
+                self.metrics.recovery_ballots.inc(ready.ballots)
+            run_ready(ready, self.acceptors, self._answer, log)
+            if not self._next:
+                break
+            # The next steps of following joins, answered in the loop's next turn.
+            now = self._now()
+            nxt, self._next = self._next, []
+            for token, msg in nxt:
+                self.node.request(token, msg, now)
         self._arm()
 
     def _arm(self) -> None:
@@ -174,13 +183,18 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
 
     def _answer(self, token: Any, msg: Any) -> None:
         if isinstance(token, _StreamCall):
+            nxt = None
             try:
                 if isinstance(msg, Failed):
                     raise _Refusal(getattr(msg.error, "status", "INVALID_ARGUMENT"), str(msg.error))
                 body = token.build(msg)
+                if token.then is not None and not token.replies.closed:
+                    nxt = token.then(msg)
             except _Refusal as exc:
                 body = exc
-            self._emit(token.replies, token.seq, token.kind, body)
+            if nxt is not None:
+                self._next.append(nxt)  # fed to the core once this Ready is carried out
+            self._emit(token.replies, token.seq, token.kind, body, more=nxt is not None)
             return
         fut = self._waiting.pop(token, None)
         if fut is not None and not fut.done():
@@ -342,20 +356,25 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
             except _Refusal as exc:
                 self._emit(replies, req.seq, kind, exc)
                 continue
-            self.node.request(_StreamCall(replies, req.seq, kind, build), msg, now)
+            call = _StreamCall(replies, req.seq, kind, build)
+            if kind == "join" and req.join.follow:
+                call.then = _follow_prepare(call, req.join.txn_id, req.join.rm_id, req.join.follow_wait_ms)
+            self.node.request(call, msg, now)
         self._pump()
 
-    def _emit(self, replies: StreamReplies, seq: int, kind: str, body: Any) -> None:
+    def _emit(self, replies: StreamReplies, seq: int, kind: str, body: Any, more: bool = False) -> None:
         if isinstance(body, _Refusal):
             code = body.code
             reply = pb.CoordinatorReply(seq=seq, refused=pb.Refusal(code=code, detail=body.detail))
         else:
             code = "OK"
-            reply = pb.CoordinatorReply(seq=seq, **{kind: body})
+            reply = pb.CoordinatorReply(seq=seq, more=more, **{kind: body})
         child = self._counters.get((kind, code))
         if child is None:
             child = self._counters[(kind, code)] = self.metrics.stream_messages.labels(kind, code)
         child.inc()
+        if more:
+            replies.open += 1  # the request stays open for its next reply
         replies.emit(reply)
 
     async def Stream(
@@ -443,15 +462,39 @@ def _decision(reply: Any) -> Decision:
 
 
 class _StreamCall:
-    """The token of a stream message in the core: where and how its answer goes."""
+    """The token of a stream message in the core: where and how its answer goes, and
+    (``then``) the request that continues it after this answer, if any."""
 
-    __slots__ = ("build", "kind", "replies", "seq")
+    __slots__ = ("build", "kind", "replies", "seq", "then")
 
     def __init__(self, replies: StreamReplies, seq: int, kind: str, build: Callable[[Any], Any]) -> None:
         self.replies = replies
         self.seq = seq
         self.kind = kind
         self.build = build
+        self.then: Callable[[Any], tuple[_StreamCall, Request] | None] | None = None
+
+
+def _follow_prepare(
+    call: _StreamCall, txn_id: str, rm_id: str, wait_ms: int
+) -> Callable[[Any], tuple[_StreamCall, Request] | None]:
+    """A following join: once joined, wait for Prepare; once asked to prepare, wait for
+    the outcome. Any other answer ends the request."""
+    wait = clamp_wait_ms(wait_ms)
+
+    def after_join(r: Any) -> tuple[_StreamCall, Request] | None:
+        if not isinstance(r, Joined):
+            return None
+        nxt = _StreamCall(call.replies, call.seq, "await_prepare", _prepare_pb)
+        nxt.then = after_prepare
+        return nxt, AwaitPrepare(txn_id, rm_id, wait)
+
+    def after_prepare(r: Any) -> tuple[_StreamCall, Request] | None:
+        if not (isinstance(r, Prepare) and r.prepare):
+            return None
+        return _StreamCall(call.replies, call.seq, "get_outcome", _outcome_pb), AskOutcome(txn_id, wait)
+
+    return after_join
 
 
 def _commit_pb(r: Any) -> pb.CommitReply:

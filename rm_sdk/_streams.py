@@ -269,6 +269,8 @@ class StreamCoordinator:
         self._stub: pb_grpc.CoordinatorAsyncStub = pb_grpc.CoordinatorStub(channel)
         self._queue: list[pb.CoordinatorRequest] = []
         self._pending: dict[int, asyncio.Future[pb.CoordinatorReply]] = {}
+        #: Requests answered more than once (a following join): seq -> callback.
+        self._follows: dict[int, Callable[[pb.CoordinatorReply | grpc.aio.AioRpcError], None]] = {}
         self._seq = itertools.count(1)
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
@@ -301,11 +303,35 @@ class StreamCoordinator:
         r = await self._call(pb.CoordinatorRequest(get_outcome=request), timeout)
         return r.get_outcome
 
-    async def _call(self, req: pb.CoordinatorRequest, timeout: float | None) -> pb.CoordinatorReply:
-        loop = asyncio.get_running_loop()
+    def follow(
+        self,
+        req: pb.CoordinatorRequest,
+        on_reply: Callable[[pb.CoordinatorReply | grpc.aio.AioRpcError], None],
+    ) -> int:
+        """Send a request that may be answered several times (a JoinRequest with follow):
+        ``on_reply`` gets each reply as it arrives, or the error that ends the stream
+        (once; no reply follows it). Returns its seq, for :meth:`unfollow`."""
+        self._ensure_running()
+        seq = next(self._seq)
+        req.seq = seq
+        self._follows[seq] = on_reply
+        self._queue.append(req)
+        assert self._wake is not None
+        self._wake.set()
+        return seq
+
+    def unfollow(self, seq: int) -> None:
+        """Stop delivering replies to ``seq`` (its caller gave up on it)."""
+        self._follows.pop(seq, None)
+
+    def _ensure_running(self) -> None:
         if self._task is None or self._task.done():
             self._wake = asyncio.Event()
-            self._task = loop.create_task(self._run(), name="coordinator-link")
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="coordinator-link")
+
+    async def _call(self, req: pb.CoordinatorRequest, timeout: float | None) -> pb.CoordinatorReply:
+        loop = asyncio.get_running_loop()
+        self._ensure_running()
         seq = next(self._seq)
         req.seq = seq
         fut: asyncio.Future[pb.CoordinatorReply] = loop.create_future()
@@ -328,10 +354,13 @@ class StreamCoordinator:
 
     def _fail_all(self, details: str) -> None:
         pending, self._pending = self._pending, {}
+        follows, self._follows = self._follows, {}
         self._queue.clear()
         for fut in pending.values():
             if not fut.done():
                 fut.set_exception(_rpc_error(grpc.StatusCode.UNAVAILABLE, details))
+        for cb in follows.values():
+            cb(_rpc_error(grpc.StatusCode.UNAVAILABLE, details))
 
     async def _run(self) -> None:
         """One long-lived stream; a broken one fails its calls as UNAVAILABLE (the
@@ -345,8 +374,13 @@ class StreamCoordinator:
                 tracing.merge(batch.lamport)
                 for r in batch.replies:
                     fut = self._pending.get(r.seq)
-                    if fut is not None and not fut.done():
-                        fut.set_result(r)
+                    if fut is not None:
+                        if not fut.done():
+                            fut.set_result(r)
+                        continue
+                    cb = self._follows.get(r.seq) if r.more else self._follows.pop(r.seq, None)
+                    if cb is not None:
+                        cb(r)
 
         reader = asyncio.get_running_loop().create_task(read())
         reader.add_done_callback(lambda _: wake.set())
