@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import grpc
@@ -14,23 +14,24 @@ import grpc
 from acceptor import core
 from acceptor.core import TxnRecord
 from acceptor.rules import bundle_complete, check_phase1a, check_phase2a
-from acceptor.storage import AcceptorStore
+from acceptor.storage import AcceptorStore, StepFn
 from paxos_commit import authz
 from paxos_commit.certs import TlsFiles, server_credentials
 from paxos_commit.guard import InputGuard, Undecodable
 from paxos_commit.metrics import AcceptorMetrics, RequestCounter, metrics_host, serve_metrics
 from paxos_commit.serving import (
     ServerHandle,
+    StreamReplies,
     abort_on_error,
     bounded,
     clamp_wait_ms,
-    serve_batches,
+    serve_stream,
     start_server,
 )
 from rm_sdk import tracing
 from rm_sdk._gen.paxoscommit.v1 import paxoscommit_pb2_grpc as pb_grpc
 from rm_sdk.core.messages import BundleRequest, Phase1a, Phase1b, Phase2a, Phase2b, RecordOutcome
-from rm_sdk.identity import Identity
+from rm_sdk.identity import RM, Identity
 from rm_sdk.protocol import Instance, Outcome, ProtocolError, Value, validate_id
 from rm_sdk.wire import (
     ballot_from_pb,
@@ -59,6 +60,7 @@ class AcceptorServicer(pb_grpc.AcceptorServicer):
         self.store = store
         self.id = store.acceptor_id
         self.metrics = metrics or AcceptorMetrics()
+        self._counters: dict[tuple[str, str], Any] = {}
         #: TLS on: peers are who their certificates say, and the policy applies.
         self.secure = secure
 
@@ -76,31 +78,35 @@ class AcceptorServicer(pb_grpc.AcceptorServicer):
         self.metrics.on_refusal(refusal.rule, ident.role if ident else "none")
         raise authz.Denied(refusal)
 
-    def _leader_handler(
-        self, ident: Identity | None, txn_id: str, handler: Callable[[TxnRecord | None, int], core.Step]
-    ) -> Callable[[TxnRecord | None, int], core.Step]:
+    def _rm_ballot(self, ident: Identity | None, txn_id: str, fn: StepFn) -> StepFn:
         """An RM's recovery ballot is checked against this acceptor's state, inside the
-        storage step and before anything is written."""
-        if ident is None or ident.role != "rm":
-            return handler
+        storage step and before anything is written (other senders: ``fn`` itself)."""
+        if ident is None or ident.role != RM:
+            return fn
 
-        def checked(rec: TxnRecord | None, now: int) -> core.Step:
+        def checked(rec: TxnRecord | None) -> tuple[TxnRecord | None, Any]:
             refusal = authz.check_rm_ballot(ident, txn_id, rec.instances if rec else {})
             if refusal is not None:
                 self._refused(refusal, ident)
-            return handler(rec, now)
+            return fn(rec)
 
         return checked
 
-    async def _run(self, txn_id: str, handler: Callable[[TxnRecord | None, int], core.Step]) -> core.Step:
-        """One handler as one durable step; its trace events after the step is durable."""
+    async def _run(
+        self,
+        txn_id: str,
+        handler: Callable[[TxnRecord | None, int], core.Step],
+        ident: Identity | None = None,
+    ) -> core.Step:
+        """One handler as one durable step; its trace events after the step is durable.
+        ``ident``: the sender of a leader ballot (an RM's is checked against the state)."""
         now = self.store.now_ms()
 
         def step(rec: TxnRecord | None) -> tuple[TxnRecord | None, core.Step]:
             out = handler(rec, now)
             return out.record, out
 
-        out = await self.store.apply(txn_id, step)
+        out: core.Step = await self.store.apply(txn_id, self._rm_ballot(ident, txn_id, step))
         for ev in out.trace:
             tracing.event(ev.name, ev.txn_id, **ev.fields)
         return out
@@ -112,22 +118,10 @@ class AcceptorServicer(pb_grpc.AcceptorServicer):
 
     async def _phase1a(self, request: pb.Phase1aRequest, ident: Identity | None) -> pb.Phase1bReply:
         self._authorize(ident, request)
-        txn_id = validate_id("transaction id", request.txn_id)
-        if not request.HasField("ballot"):
-            raise ProtocolError("phase1a needs a ballot")
-        msg = Phase1a(txn_id, ballot_from_pb(request.ballot), tuple(request.instances))
-        check_phase1a(msg.ballot, msg.instances)  # before the store: a bad request waits for nothing
-        out = await self._run(
-            txn_id, self._leader_handler(ident, txn_id, lambda rec, now: core.phase1a(self.id, rec, msg, now))
-        )
-        reply = out.reply
-        assert isinstance(reply, Phase1b)
-        return pb.Phase1bReply(
-            acceptor_id=self.id,
-            txn_id=txn_id,
-            states=states_to_pb(reply.states),
-            outcome=outcome_to_pb(reply.outcome),
-        )
+        msg = _decode_phase1a(request)
+        out = await self._run(msg.txn_id, lambda rec, now: core.phase1a(self.id, rec, msg, now), ident)
+        reply: pb.Phase1bReply = self._reply_pb(out.reply)
+        return reply
 
     async def Phase2a(
         self, request: pb.Phase2aRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -136,30 +130,11 @@ class AcceptorServicer(pb_grpc.AcceptorServicer):
 
     async def _phase2a(self, request: pb.Phase2aRequest, ident: Identity | None) -> pb.Phase2bReply:
         self._authorize(ident, request)
-        txn_id = validate_id("transaction id", request.txn_id)
-        if not request.HasField("ballot"):
-            raise ProtocolError("phase2a needs a ballot")
-        bal = ballot_from_pb(request.ballot)
-        proposals: dict[Instance, Value] = {}
-        for p in request.proposals:
-            if not p.HasField("value"):
-                raise ProtocolError(f"proposal for {p.instance[:40]!r} has no value")
-            proposals[p.instance] = value_from_pb(p.value)
-        # The wire may name an instance twice; the core message (a mapping) cannot.
-        check_phase2a(bal, proposals, len(request.proposals))
-        msg = Phase2a(txn_id, bal, proposals)
-        handler = lambda rec, now: core.phase2a(self.id, rec, msg, now)  # noqa: E731
-        if bal.is_leader_ballot:
-            handler = self._leader_handler(ident, txn_id, handler)
-        out = await self._run(txn_id, handler)
-        reply = out.reply
-        assert isinstance(reply, Phase2b)
-        return pb.Phase2bReply(
-            acceptor_id=self.id,
-            txn_id=txn_id,
-            states=states_to_pb(reply.states),
-            outcome=outcome_to_pb(reply.outcome),
-        )
+        msg = _decode_phase2a(request)
+        leader = ident if msg.ballot.is_leader_ballot else None
+        out = await self._run(msg.txn_id, lambda rec, now: core.phase2a(self.id, rec, msg, now), leader)
+        reply: pb.Phase2bReply = self._reply_pb(out.reply)
+        return reply
 
     async def AwaitPhase2b(
         self, request: pb.AwaitPhase2bRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -180,15 +155,7 @@ class AcceptorServicer(pb_grpc.AcceptorServicer):
                 rec = await self.store.read(txn_id)
                 remaining = deadline - loop.time()
                 if core.bundle_ready(rec) or remaining <= 0:
-                    b = core.bundle(self.id, rec, msg, self.store.now_ms())
-                    return pb.Phase2bBundle(
-                        acceptor_id=self.id,
-                        txn_id=txn_id,
-                        states=states_to_pb(b.states),
-                        complete=bundle_complete(b.states),
-                        outcome=outcome_to_pb(b.outcome),
-                        age_ms=b.age_ms,
-                    )
+                    return self._bundle_pb(rec, msg)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(changed, remaining)
 
@@ -201,75 +168,215 @@ class AcceptorServicer(pb_grpc.AcceptorServicer):
         self, request: pb.RecordOutcomeRequest, ident: Identity | None
     ) -> pb.RecordOutcomeReply:
         self._authorize(ident, request)
-        txn_id = validate_id("transaction id", request.txn_id)
-        outcome = outcome_from_pb(request.outcome)
-        if outcome is Outcome.PENDING:
-            raise ProtocolError("record_outcome needs OUTCOME_COMMITTED or OUTCOME_ABORTED")
-        msg = RecordOutcome(txn_id, outcome)
-        await self._run(txn_id, lambda rec, now: core.record_outcome(self.id, rec, msg, now))
+        msg = _decode_record(request)
+        await self._run(msg.txn_id, lambda rec, now: core.record_outcome(self.id, rec, msg, now))
         return pb.RecordOutcomeReply(acceptor_id=self.id)
+
+    # ---------------------------------------------------------------- pb replies
+
+    def _reply_pb(self, reply: Any) -> Any:
+        if isinstance(reply, Phase1b):
+            return pb.Phase1bReply(
+                acceptor_id=self.id,
+                txn_id=reply.txn_id,
+                states=states_to_pb(reply.states),
+                outcome=outcome_to_pb(reply.outcome),
+            )
+        if isinstance(reply, Phase2b):
+            return pb.Phase2bReply(
+                acceptor_id=self.id,
+                txn_id=reply.txn_id,
+                states=states_to_pb(reply.states),
+                outcome=outcome_to_pb(reply.outcome),
+            )
+        return pb.RecordOutcomeReply(acceptor_id=self.id)
+
+    def _bundle_pb(self, rec: TxnRecord | None, msg: BundleRequest) -> pb.Phase2bBundle:
+        b = core.bundle(self.id, rec, msg, self.store.now_ms())
+        return pb.Phase2bBundle(
+            acceptor_id=self.id,
+            txn_id=b.txn_id,
+            states=states_to_pb(b.states),
+            complete=bundle_complete(b.states),
+            outcome=outcome_to_pb(b.outcome),
+            age_ms=b.age_ms,
+        )
+
+    # ---------------------------------------------------------------- batched stream
 
     async def Stream(
         self,
         request_iterator: AsyncIterator[pb.AcceptorRequestBatch],
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> AsyncIterator[pb.AcceptorReplyBatch]:
-        """Batched requests from one peer. Each runs as its own durable step, so the store
-        commits what arrives together in one storage transaction; a refused request is
-        answered alone."""
-        # Who the peer is: once per stream (its certificate); each message is checked below.
+        """Batched requests from one peer. A whole incoming batch is one group of durable
+        steps (committed in one storage transaction with whatever else is queued); its
+        replies leave once that transaction commits. A refused request is answered alone,
+        at once; a bundle request waits on a callback, not a task."""
+        # Who the peer is: once per stream (its certificate); each message is checked.
         ident = self._identity(context)
         if ident is None:
             self.metrics.on_refusal("authenticated", "none")
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, authz.UNAUTHENTICATED.detail)
         # An async generator itself: grpc.aio tells streaming handlers by that.
-        async for batch in serve_batches(
+        async for batch in serve_stream(
             request_iterator,
-            functools.partial(self._one, ident=ident),
+            functools.partial(self._on_requests, ident=ident),
             lambda replies, clock: pb.AcceptorReplyBatch(replies=replies, lamport=clock),
             self.metrics.on_stream_batch,
         ):
             yield batch
 
-    async def _one(self, req: pb.AcceptorRequest | Undecodable, ident: Identity | None) -> pb.AcceptorReply:
-        """One request of a batch, as its unary twin would run it; a refusal is a reply."""
-        if isinstance(req, Undecodable):
-            self.metrics.stream_messages.labels("undecodable", "INVALID_ARGUMENT").inc()
-            return pb.AcceptorReply(
-                seq=req.seq,
-                refused=pb.Refusal(
-                    code="INVALID_ARGUMENT", detail=bounded(f"undecodable request: {req.error}")
-                ),
-            )
-        reply = await self._one_reply(req, ident)
-        code = reply.refused.code if reply.WhichOneof("msg") == "refused" else "OK"
-        self.metrics.stream_messages.labels(req.WhichOneof("msg") or "empty", code).inc()
-        return reply
+    def _count(self, kind: str, code: str) -> None:
+        child = self._counters.get((kind, code))
+        if child is None:
+            child = self._counters[(kind, code)] = self.metrics.stream_messages.labels(kind, code)
+        child.inc()
 
-    async def _one_reply(self, req: pb.AcceptorRequest, ident: Identity | None) -> pb.AcceptorReply:
-        kind = req.WhichOneof("msg")
-        try:
-            if kind == "phase1a":
-                return pb.AcceptorReply(seq=req.seq, phase1b=await self._phase1a(req.phase1a, ident))
-            if kind == "phase2a":
-                return pb.AcceptorReply(seq=req.seq, phase2b=await self._phase2a(req.phase2a, ident))
-            if kind == "await_phase2b":
-                return pb.AcceptorReply(
-                    seq=req.seq, bundle=await self._await_phase2b(req.await_phase2b, ident)
-                )
-            if kind == "record_outcome":
-                return pb.AcceptorReply(
-                    seq=req.seq, recorded=await self._record_outcome(req.record_outcome, ident)
-                )
-            raise ProtocolError("empty request: set phase1a, phase2a, await_phase2b or record_outcome")
-        except ProtocolError as exc:
-            detail = bounded(str(exc))
-            return pb.AcceptorReply(seq=req.seq, refused=pb.Refusal(code=exc.status, detail=detail))
-        except Exception as exc:  # storage failed: no reply may claim durability
-            log.warning("acceptor %d: request failed: %s", self.id, bounded(repr(exc)))
-            return pb.AcceptorReply(
-                seq=req.seq, refused=pb.Refusal(code="UNAVAILABLE", detail="storage failed")
-            )
+    def _on_requests(
+        self,
+        requests: Sequence[pb.AcceptorRequest | Undecodable],
+        replies: StreamReplies,
+        ident: Identity | None = authz.INSECURE,
+    ) -> None:
+        now = self.store.now_ms()
+        steps: list[tuple[str, StepFn]] = []
+        #: Per step: the request's seq, kind, and (for a bundle request) it and its wait.
+        asks: list[tuple[int, str, BundleRequest | None, float]] = []
+        for req in requests:
+            if isinstance(req, Undecodable):  # refused alone; the rest of the batch runs
+                self._count("undecodable", "INVALID_ARGUMENT")
+                replies.emit(_refusal(req.seq, "INVALID_ARGUMENT", f"undecodable request: {req.error}"))
+                continue
+            kind = req.WhichOneof("msg") or "empty"
+            try:
+                if kind == "phase2a":
+                    self._authorize(ident, req.phase2a)
+                    m2 = _decode_phase2a(req.phase2a)
+                    fn = _step(core.phase2a, self.id, m2, now)
+                    steps.append(
+                        (
+                            m2.txn_id,
+                            self._rm_ballot(ident, m2.txn_id, fn) if m2.ballot.is_leader_ballot else fn,
+                        )
+                    )
+                elif kind == "await_phase2b":
+                    r = req.await_phase2b
+                    self._authorize(ident, r)
+                    mb = BundleRequest(validate_id("transaction id", r.txn_id))
+                    # A read in order with the batch's writes: a 2a just before it counts.
+                    steps.append((mb.txn_id, _read))
+                    asks.append((req.seq, kind, mb, clamp_wait_ms(r.wait_ms)))
+                    continue
+                elif kind == "phase1a":
+                    self._authorize(ident, req.phase1a)
+                    m1 = _decode_phase1a(req.phase1a)
+                    steps.append(
+                        (m1.txn_id, self._rm_ballot(ident, m1.txn_id, _step(core.phase1a, self.id, m1, now)))
+                    )
+                elif kind == "record_outcome":
+                    self._authorize(ident, req.record_outcome)
+                    mr = _decode_record(req.record_outcome)
+                    steps.append((mr.txn_id, _step(core.record_outcome, self.id, mr, now)))
+                else:
+                    raise ProtocolError(
+                        "empty request: set phase1a, phase2a, await_phase2b or record_outcome"
+                    )
+            except ProtocolError as exc:
+                self._count(kind, exc.status)
+                replies.emit(_refusal(req.seq, exc.status, str(exc)))
+                continue
+            asks.append((req.seq, kind, None, 0.0))
+        if not steps:
+            return
+        fut = self.store.apply_many(steps)
+        fut.add_done_callback(lambda f: self._on_durable(f, asks, replies))
+
+    def _on_durable(
+        self,
+        fut: asyncio.Future[Any],
+        asks: list[tuple[int, str, BundleRequest | None, float]],
+        replies: StreamReplies,
+    ) -> None:
+        """A group's steps are durable (or storage failed): trace, then reply."""
+        if fut.cancelled() or fut.exception() is not None:
+            exc = None if fut.cancelled() else fut.exception()
+            log.warning("acceptor %d: storage failed: %r", self.id, exc)
+            for seq, kind, _, _ in asks:
+                self._count(kind, "UNAVAILABLE")
+                replies.emit(_refusal(seq, "UNAVAILABLE", "storage failed"))
+            return
+        out: list[pb.AcceptorReply] = []
+        for (seq, kind, bundle_req, wait), res in zip(asks, fut.result(), strict=True):
+            if res.error is not None:
+                err = res.error
+                if isinstance(err, ProtocolError):
+                    code, detail = err.status, str(err)
+                else:  # no reply may claim durability
+                    log.warning("acceptor %d: request failed: %s", self.id, bounded(repr(err)))
+                    code, detail = "UNAVAILABLE", "storage failed"
+                self._count(kind, code)
+                out.append(_refusal(seq, code, detail))
+                continue
+            if bundle_req is not None:
+                self._watch_bundle(seq, bundle_req, res.value, wait, replies)
+                continue
+            step: core.Step = res.value
+            for ev in step.trace:
+                tracing.event(ev.name, ev.txn_id, **ev.fields)
+            self._count(kind, "OK")
+            reply = step.reply
+            if isinstance(reply, Phase2b):
+                out.append(pb.AcceptorReply(seq=seq, phase2b=self._reply_pb(reply)))
+            elif isinstance(reply, Phase1b):
+                out.append(pb.AcceptorReply(seq=seq, phase1b=self._reply_pb(reply)))
+            else:
+                out.append(pb.AcceptorReply(seq=seq, recorded=pb.RecordOutcomeReply(acceptor_id=self.id)))
+        if out:
+            replies.emit_all(out)
+
+    def _watch_bundle(
+        self, seq: int, msg: BundleRequest, rec: TxnRecord | None, wait: float, replies: StreamReplies
+    ) -> None:
+        """Answer a bundle request when this acceptor's record lets a leader decide, or
+        when its wait ends: a callback on the store's commits and one timer, no task."""
+        txn_id = msg.txn_id
+        # The read ran in order within its storage batch, but steps of other groups in
+        # that batch may have changed the record after it: start from the committed one.
+        last = [self.store.cached(txn_id) or rec]
+        timer: asyncio.TimerHandle | None = None
+
+        def answer() -> None:
+            nonlocal timer
+            if timer is not None:
+                timer.cancel()
+                timer = None
+            self.store.unsubscribe(txn_id, changed)
+            with contextlib.suppress(ValueError):
+                replies.on_close.remove(cancel)
+            self._count("await_phase2b", "OK")
+            replies.emit(pb.AcceptorReply(seq=seq, bundle=self._bundle_pb(last[0], msg)))
+
+        def changed() -> None:
+            cached = self.store.cached(txn_id)
+            if cached is not None:
+                last[0] = cached
+            if core.bundle_ready(last[0]):
+                answer()
+            elif not replies.closed:
+                self.store.subscribe(txn_id, changed)
+
+        def cancel() -> None:
+            if timer is not None:
+                timer.cancel()
+            self.store.unsubscribe(txn_id, changed)
+
+        if core.bundle_ready(last[0]) or wait <= 0:
+            answer()
+            return
+        self.store.subscribe(txn_id, changed)
+        timer = asyncio.get_running_loop().call_later(wait, answer)
+        replies.on_close.append(cancel)
 
     async def ListUndecided(
         self, request: pb.ListUndecidedRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -285,6 +392,58 @@ class AcceptorServicer(pb_grpc.AcceptorServicer):
         limit = min(request.limit or 1000, 10_000)
         ids = await self.store.list_undecided(request.older_than_ms, limit)
         return pb.ListUndecidedReply(acceptor_id=self.id, txn_ids=ids)
+
+
+def _decode_phase1a(request: pb.Phase1aRequest) -> Phase1a:
+    txn_id = validate_id("transaction id", request.txn_id)
+    if not request.HasField("ballot"):
+        raise ProtocolError("phase1a needs a ballot")
+    msg = Phase1a(txn_id, ballot_from_pb(request.ballot), tuple(request.instances))
+    check_phase1a(msg.ballot, msg.instances)  # before the store: a bad request waits for nothing
+    return msg
+
+
+def _decode_phase2a(request: pb.Phase2aRequest) -> Phase2a:
+    txn_id = validate_id("transaction id", request.txn_id)
+    if not request.HasField("ballot"):
+        raise ProtocolError("phase2a needs a ballot")
+    bal = ballot_from_pb(request.ballot)
+    proposals: dict[Instance, Value] = {}
+    for p in request.proposals:
+        if not p.HasField("value"):
+            raise ProtocolError(f"proposal for {p.instance[:40]!r} has no value")
+        proposals[p.instance] = value_from_pb(p.value)
+    # The wire may name an instance twice; the core message (a mapping) cannot.
+    check_phase2a(bal, proposals, len(request.proposals))
+    return Phase2a(txn_id, bal, proposals)
+
+
+def _decode_record(request: pb.RecordOutcomeRequest) -> RecordOutcome:
+    txn_id = validate_id("transaction id", request.txn_id)
+    outcome = outcome_from_pb(request.outcome)
+    if outcome is Outcome.PENDING:
+        raise ProtocolError("record_outcome needs OUTCOME_COMMITTED or OUTCOME_ABORTED")
+    return RecordOutcome(txn_id, outcome)
+
+
+def _step(
+    handler: Callable[[int, TxnRecord | None, Any, int], core.Step], acceptor: int, msg: Any, now: int
+) -> StepFn:
+    """A store step running one pure handler; its result is the handler's whole Step."""
+
+    def fn(rec: TxnRecord | None) -> tuple[TxnRecord | None, core.Step]:
+        out = handler(acceptor, rec, msg, now)
+        return out.record, out
+
+    return fn
+
+
+def _read(rec: TxnRecord | None) -> tuple[None, TxnRecord | None]:
+    return None, rec
+
+
+def _refusal(seq: int, code: str, detail: str) -> pb.AcceptorReply:
+    return pb.AcceptorReply(seq=seq, refused=pb.Refusal(code=code, detail=bounded(detail)))
 
 
 @contextlib.asynccontextmanager
@@ -303,7 +462,8 @@ async def serve_acceptor(
     ``metrics_port``: serve Prometheus metrics over HTTP there (0: any free port), on the
     host of ``listen``. ``tls``: serve mTLS with these files (reloaded when they change)
     and authorize every request by the peer's certificate; None: plain text, no checks
-    (said loudly: a WARNING and the ``paxos_commit_insecure`` gauge)."""
+    (said loudly: a WARNING and the ``paxos_commit_insecure`` gauge). ``health_listen``:
+    the health service alone, in plain text (probes)."""
     metrics = AcceptorMetrics()
     metrics.insecure.set(0 if tls else 1)
     if tls is None:

@@ -96,19 +96,24 @@ def decode_value(s: str | None) -> Value | NoValue:
     return Vote(s)
 
 
-@dataclass
-class _Step:
-    txn_id: str
-    fn: Callable[[TxnRecord | None], tuple[TxnRecord | None, Any]]
-    future: asyncio.Future[Any]
-
-
 class _Outcome(Generic[R]):
     __slots__ = ("error", "value")
 
     def __init__(self, value: R | None = None, error: BaseException | None = None) -> None:
         self.value = value
         self.error = error
+
+
+StepFn = Callable[[TxnRecord | None], tuple[TxnRecord | None, Any]]
+
+
+@dataclass
+class _Group:
+    """Steps submitted together (one incoming batch of a stream), answered together: the
+    future gets one :class:`_Outcome` per step, in order."""
+
+    steps: list[tuple[str, StepFn]]
+    future: asyncio.Future[list[_Outcome[Any]]]
 
 
 class AcceptorStore:
@@ -131,9 +136,10 @@ class AcceptorStore:
         self._cache: OrderedDict[str, TxnRecord] = OrderedDict()
         self._cache_size = cache_size
         self._clock_ms = clock_ms
-        self._queue: asyncio.Queue[_Step] = asyncio.Queue()
+        self._queue: asyncio.Queue[_Group] = asyncio.Queue()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="acceptor-db")
         self._waiters: dict[str, set[asyncio.Future[None]]] = {}
+        self._watchers: dict[str, list[Callable[[], None]]] = {}
         self._writer: asyncio.Task[None] | None = None
         self._engine: Engine | None = None
         self._upserts: dict[str, Any] = {}
@@ -201,16 +207,43 @@ class AcceptorStore:
 
     # ---------------------------------------------------------------- steps
 
-    async def apply(self, txn_id: str, fn: Callable[[TxnRecord | None], tuple[TxnRecord | None, R]]) -> R:
+    async def apply(self, txn_id: str, fn: StepFn) -> Any:
         """Run ``fn`` on the transaction's record; durable before this returns.
 
         ``fn`` gets the current record (None if the acceptor never heard of the
         transaction) and returns the new record (None or the same object: no write) and a
         result. If it raises, nothing changes and the exception reaches the caller.
         """
-        fut: asyncio.Future[R] = asyncio.get_running_loop().create_future()
-        await self._queue.put(_Step(txn_id, fn, fut))
-        return await fut
+        (res,) = await self.apply_many([(txn_id, fn)])
+        if res.error is not None:
+            raise res.error
+        return res.value
+
+    def apply_many(self, steps: list[tuple[str, StepFn]]) -> asyncio.Future[list[_Outcome[Any]]]:
+        """Steps run in order in one storage transaction (with whatever else is queued);
+        the future completes once they are durable, with each step's result or refusal.
+        If storage fails, the future fails and nothing is claimed durable."""
+        fut: asyncio.Future[list[_Outcome[Any]]] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Group(steps, fut))
+        return fut
+
+    def cached(self, txn_id: str) -> TxnRecord | None:
+        """The committed record of ``txn_id`` if it is in memory (None: absent or not
+        cached; the caller reads through :meth:`apply` when that matters)."""
+        return self._cache.get(txn_id)
+
+    def subscribe(self, txn_id: str, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once, after the next storage transaction that changes
+        ``txn_id`` commits (its cached record is then the new one)."""
+        self._watchers.setdefault(txn_id, []).append(callback)
+
+    def unsubscribe(self, txn_id: str, callback: Callable[[], None]) -> None:
+        cbs = self._watchers.get(txn_id)
+        if cbs is not None:
+            with contextlib.suppress(ValueError):
+                cbs.remove(callback)
+            if not cbs:
+                del self._watchers[txn_id]
 
     async def read(self, txn_id: str) -> TxnRecord | None:
         """The durable state of ``txn_id``. The cache holds only committed records (the
@@ -219,7 +252,8 @@ class AcceptorStore:
         cached = self._cache.get(txn_id)
         if cached is not None:
             return cached
-        return await self.apply(txn_id, lambda rec: (None, rec))
+        rec: TxnRecord | None = await self.apply(txn_id, lambda rec: (None, rec))
+        return rec
 
     @contextlib.contextmanager
     def watch(self, txn_id: str) -> Iterator[asyncio.Future[None]]:
@@ -273,32 +307,36 @@ class AcceptorStore:
     async def _write_loop(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            batch = [await self._queue.get()]
-            while len(batch) < self._max_batch and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
+            groups = [await self._queue.get()]
+            size = len(groups[0].steps)
+            while size < self._max_batch and not self._queue.empty():
+                g = self._queue.get_nowait()
+                groups.append(g)
+                size += len(g.steps)
+            steps = [st for g in groups for st in g.steps]
             try:
-                results, changed = await loop.run_in_executor(self._executor, self._run_batch, batch)
+                results, changed = await loop.run_in_executor(self._executor, self._run_batch, steps)
             except Exception as exc:  # storage failed: nobody gets a reply claiming durability
-                for step in batch:
-                    if not step.future.done():
-                        step.future.set_exception(exc)
+                for g in groups:
+                    if not g.future.done():
+                        g.future.set_exception(exc)
                     self._queue.task_done()
                 continue
-            for step, res in zip(batch, results, strict=True):
-                if step.future.done():
-                    continue
-                if res.error is not None:
-                    step.future.set_exception(res.error)
-                else:
-                    step.future.set_result(res.value)
+            at = 0
+            for g in groups:
+                n = len(g.steps)
+                if not g.future.done():
+                    g.future.set_result(results[at : at + n])
+                at += n
+                self._queue.task_done()
             for txn_id in changed:
                 for fut in self._waiters.get(txn_id, ()):
                     if not fut.done():
                         fut.set_result(None)
-            for _ in batch:
-                self._queue.task_done()
+                for cb in self._watchers.pop(txn_id, ()):
+                    loop.call_soon(cb)
 
-    def _run_batch(self, batch: list[_Step]) -> tuple[list[_Outcome[Any]], set[str]]:
+    def _run_batch(self, batch: list[tuple[str, StepFn]]) -> tuple[list[_Outcome[Any]], set[str]]:
         engine = self._require_engine()
         started = time.perf_counter()
         working: dict[str, TxnRecord | None] = {}
@@ -309,23 +347,28 @@ class AcceptorStore:
         with engine.connect() as conn:
             # One storage transaction per batch, begun only if a step needs the disk.
             trans = None
-            for step in batch:
-                if step.txn_id not in working:
-                    cached = self._cache.get(step.txn_id)
-                    if cached is None and trans is None:
-                        trans = conn.begin()
-                    working[step.txn_id] = cached or self._load(conn, step.txn_id)
-                before = working[step.txn_id]
+            missing = []
+            for txn_id, _ in batch:
+                if txn_id not in working:
+                    cached = self._cache.get(txn_id)
+                    working[txn_id] = cached
+                    if cached is None:
+                        missing.append(txn_id)
+            if missing:
+                trans = conn.begin()
+                working.update(self._load_many(conn, missing))
+            for txn_id, fn in batch:
+                before = working[txn_id]
                 try:
-                    new, value = step.fn(before)
+                    new, value = fn(before)
                 except Exception as exc:  # the step's own refusal: state unchanged
                     results.append(_Outcome(error=exc))
                     continue
                 if new is not None and new is not before:
-                    if step.txn_id not in dirty:
-                        original[step.txn_id] = before
-                    working[step.txn_id] = new
-                    dirty.add(step.txn_id)
+                    if txn_id not in dirty:
+                        original[txn_id] = before
+                    working[txn_id] = new
+                    dirty.add(txn_id)
                 results.append(_Outcome(value=value))
             if dirty:
                 if trans is None:
@@ -346,18 +389,30 @@ class AcceptorStore:
                 cb(len(batch), elapsed)
         return results, dirty
 
-    def _load(self, conn: Connection, txn_id: str) -> TxnRecord | None:
-        row = conn.execute(sa.select(txn_table).where(txn_table.c.txn_id == txn_id)).first()
-        if row is None:
-            return None
-        instances: dict[Instance, InstanceState] = {}
-        for r in conn.execute(sa.select(instance_table).where(instance_table.c.txn_id == txn_id)):
-            instances[r.instance] = InstanceState(
-                mbal=Ballot(r.mbal_round, r.mbal_leader),
-                bal=Ballot(r.bal_round, r.bal_leader),
-                val=decode_value(r.val),
+    def _load_many(self, conn: Connection, txn_ids: list[str]) -> dict[str, TxnRecord | None]:
+        """The stored records of ``txn_ids`` (None where absent), two queries per chunk
+        instead of two per transaction."""
+        found: dict[str, TxnRecord | None] = dict.fromkeys(txn_ids)
+        for at in range(0, len(txn_ids), 500):
+            chunk = txn_ids[at : at + 500]
+            rows = conn.execute(sa.select(txn_table).where(txn_table.c.txn_id.in_(chunk))).all()
+            if not rows:
+                continue
+            instances: dict[str, dict[Instance, InstanceState]] = {r.txn_id: {} for r in rows}
+            ins_rows = conn.execute(
+                sa.select(instance_table).where(instance_table.c.txn_id.in_(list(instances)))
             )
-        return TxnRecord(first_seen_ms=row.first_seen_ms, instances=instances, outcome=Outcome(row.outcome))
+            for r in ins_rows:
+                instances[r.txn_id][r.instance] = InstanceState(
+                    mbal=Ballot(r.mbal_round, r.mbal_leader),
+                    bal=Ballot(r.bal_round, r.bal_leader),
+                    val=decode_value(r.val),
+                )
+            for r in rows:
+                found[r.txn_id] = TxnRecord(
+                    first_seen_ms=r.first_seen_ms, instances=instances[r.txn_id], outcome=Outcome(r.outcome)
+                )
+        return found
 
     def _write(
         self,

@@ -14,7 +14,7 @@ import functools
 import itertools
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -25,7 +25,14 @@ from paxos_commit import authz
 from paxos_commit.certs import TlsFiles, server_credentials
 from paxos_commit.guard import InputGuard, Undecodable
 from paxos_commit.metrics import CoordinatorMetrics, RequestCounter, metrics_host, serve_metrics
-from paxos_commit.serving import ServerHandle, bounded, clamp_wait_ms, serve_batches, start_server
+from paxos_commit.serving import (
+    ServerHandle,
+    StreamReplies,
+    bounded,
+    clamp_wait_ms,
+    serve_stream,
+    start_server,
+)
 from rm_sdk import tracing
 from rm_sdk._gen.paxoscommit.v1 import paxoscommit_pb2_grpc as pb_grpc
 from rm_sdk._streams import StreamAcceptors
@@ -124,11 +131,14 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         self.acceptors = StreamAcceptors(
             config.acceptors,
             self._on_acceptor_reply,
+            deliver_many=self._on_acceptor_replies,
             credentials=config.tls.channel_credentials() if config.tls else None,
         )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._waiting: dict[int, asyncio.Future[Any]] = {}
         self._tokens = itertools.count(1)
+        self._counters: dict[tuple[str, str], Any] = {}
+        self._next: list[tuple[Any, Request]] = []
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._background: asyncio.Task[None] | None = None
@@ -153,13 +163,11 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
             raise _Refusal(refusal.code, refusal.detail)
 
     async def _checked(
-        self,
-        context: grpc.aio.ServicerContext[Any, Any],
-        request: R,
-        call: Callable[[R], Awaitable[T]],
+        self, context: grpc.aio.ServicerContext[Any, Any], request: Any, call: Callable[[], Awaitable[T]]
     ) -> T:
+        """A unary call: the policy first (nothing reaches the core unless allowed)."""
         self._authorize(self._identity(context), request)
-        return await call(request)
+        return await call()
 
     # ---------------------------------------------------------------- the core's driver
 
@@ -169,12 +177,20 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         return self._loop.time()
 
     def _pump(self) -> None:
-        ready = self.node.take_ready()
-        for _txn, d, took in ready.decided:
-            self._count(d, took)
-        if ready.ballots:
-            self.metrics.recovery_ballots.inc(ready.ballots)
-        run_ready(ready, self.acceptors, self._answer, log)
+        while True:
+            ready = self.node.take_ready()
+            for _txn, d, took in ready.decided:
+                self._count(d, took)
+            if ready.ballots:
+                self.metrics.recovery_ballots.inc(ready.ballots)
+            run_ready(ready, self.acceptors, self._answer, log)
+            if not self._next:
+                break
+            # The next steps of following joins, answered in the loop's next turn.
+            now = self._now()
+            nxt, self._next = self._next, []
+            for token, msg in nxt:
+                self.node.request(token, msg, now)
         self._arm()
 
     def _arm(self) -> None:
@@ -196,7 +212,27 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         self.node.acceptor_reply(msg, self._now())
         self._pump()
 
+    def _on_acceptor_replies(self, msgs: list[AcceptorReply]) -> None:
+        now = self._now()
+        for m in msgs:
+            self.node.acceptor_reply(m, now)
+        self._pump()
+
     def _answer(self, token: Any, msg: Any) -> None:
+        if isinstance(token, _StreamCall):
+            nxt = None
+            try:
+                if isinstance(msg, Failed):
+                    raise _Refusal(getattr(msg.error, "status", "INVALID_ARGUMENT"), str(msg.error))
+                body = token.build(msg)
+                if token.then is not None and not token.replies.closed:
+                    nxt = token.then(msg)
+            except _Refusal as exc:
+                body = exc
+            if nxt is not None:
+                self._next.append(nxt)  # fed to the core once this Ready is carried out
+            self._emit(token.replies, token.seq, token.kind, body, more=nxt is not None)
+            return
         fut = self._waiting.pop(token, None)
         if fut is not None and not fut.done():
             fut.set_result(msg)
@@ -329,108 +365,108 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
 
     # ---------------------------------------------------------------- the calls, unary or batched
 
-    async def _begin(self, request: pb.BeginRequest) -> pb.BeginReply:
+    def _decode(self, kind: str, req: pb.CoordinatorRequest) -> tuple[Request, Callable[[Any], Any]]:
+        """The core request of one stream message and how to turn the core's answer into
+        that message's reply."""
+        if kind == "begin":
+            return self._begin_msg(req.begin)
+        if kind == "join":
+            return Join(req.join.txn_id, req.join.rm_id), self._joined_pb
+        if kind == "await_prepare":
+            r = req.await_prepare
+            return AwaitPrepare(r.txn_id, r.rm_id, clamp_wait_ms(r.wait_ms)), _prepare_pb
+        if kind == "commit":
+            return Commit(req.commit.txn_id), _commit_pb
+        if kind == "abort":
+            r2 = req.abort
+            return Abort(r2.txn_id, r2.reason, r2.rm_id), _abort_pb
+        if kind == "get_outcome":
+            r3 = req.get_outcome
+            return AskOutcome(r3.txn_id, clamp_wait_ms(r3.wait_ms)), _outcome_pb
+        raise _Refusal("INVALID_ARGUMENT", "empty request: set one of begin, join, ..., get_outcome")
+
+    def _begin_msg(self, request: pb.BeginRequest) -> tuple[Request, Callable[[Any], Any]]:
         txn_id = request.txn_id or uuid.uuid4().hex
-        await self._ask(Begin(txn_id))
-        self.metrics.begun.inc()
-        return pb.BeginReply(txn_id=txn_id, coordinator=self.address)
 
-    async def _commit(self, request: pb.CommitRequest) -> pb.CommitReply:
-        d = _decision(await self._ask(Commit(request.txn_id)))
-        return pb.CommitReply(
-            outcome=outcome_to_pb(d.outcome), reason=d.reason, cause=cause_to_pb(d.cause), rm_id=d.rm_id
-        )
+        def built(_reply: Any) -> pb.BeginReply:
+            self.metrics.begun.inc()
+            return pb.BeginReply(txn_id=txn_id, coordinator=self.address)
 
-    async def _abort(self, request: pb.AbortRequest) -> pb.AbortReply:
-        d = _decision(await self._ask(Abort(request.txn_id, request.reason, request.rm_id)))
-        return pb.AbortReply(
-            outcome=outcome_to_pb(d.outcome), reason=d.reason, cause=cause_to_pb(d.cause), rm_id=d.rm_id
-        )
+        return Begin(txn_id), built
 
-    async def _get_outcome(self, request: pb.GetOutcomeRequest) -> pb.GetOutcomeReply:
-        r = await self._ask(AskOutcome(request.txn_id, clamp_wait_ms(request.wait_ms)))
-        if isinstance(r, Unknown):
-            raise _Refusal("NOT_FOUND", f"unknown transaction {request.txn_id!r}: {r.detail}")
-        if isinstance(r, Pending):
-            return pb.GetOutcomeReply(outcome=pb.OUTCOME_PENDING)
-        d = _decision(r)
-        return pb.GetOutcomeReply(
-            outcome=outcome_to_pb(d.outcome), reason=d.reason, cause=cause_to_pb(d.cause), rm_id=d.rm_id
-        )
-
-    async def _join(self, request: pb.JoinRequest) -> pb.JoinReply:
-        r = await self._ask(Join(request.txn_id, request.rm_id))
+    def _joined_pb(self, r: Any) -> pb.JoinReply:
         assert isinstance(r, Joined)
         return pb.JoinReply(acceptors=self.acceptors.addresses)
 
-    async def _await_prepare(self, request: pb.AwaitPrepareRequest) -> pb.AwaitPrepareReply:
-        r = await self._ask(AwaitPrepare(request.txn_id, request.rm_id, clamp_wait_ms(request.wait_ms)))
-        if isinstance(r, Prepare):
-            return pb.AwaitPrepareReply(prepare=r.prepare, outcome=pb.OUTCOME_PENDING)
-        d = _decision(r)
-        return pb.AwaitPrepareReply(
-            prepare=False,
-            outcome=outcome_to_pb(d.outcome),
-            reason=d.reason,
-            cause=cause_to_pb(d.cause),
-            rm_id=d.rm_id,
-        )
+    async def _call(self, msg: Request, build: Callable[[Any], T]) -> T:
+        return build(await self._ask(msg))
 
-    async def _one(
-        self, req: pb.CoordinatorRequest | Undecodable, ident: Identity | None
-    ) -> pb.CoordinatorReply:
-        """One request of a batch, as its unary twin would run it; a refusal is a reply."""
-        if isinstance(req, Undecodable):
-            self.metrics.stream_messages.labels("undecodable", "INVALID_ARGUMENT").inc()
-            return pb.CoordinatorReply(
-                seq=req.seq,
-                refused=pb.Refusal(
-                    code="INVALID_ARGUMENT", detail=bounded(f"undecodable request: {req.error}")
-                ),
-            )
-        reply = await self._one_reply(req, ident)
-        code = reply.refused.code if reply.WhichOneof("msg") == "refused" else "OK"
-        self.metrics.stream_messages.labels(req.WhichOneof("msg") or "empty", code).inc()
-        return reply
+    async def _begin(self, request: pb.BeginRequest) -> pb.BeginReply:
+        return await self._call(*self._begin_msg(request))
 
-    async def _one_reply(self, req: pb.CoordinatorRequest, ident: Identity | None) -> pb.CoordinatorReply:
-        kind = req.WhichOneof("msg")
-        try:
-            if kind is not None:
-                self._authorize(ident, getattr(req, kind))
-            if kind == "begin":
-                return pb.CoordinatorReply(seq=req.seq, begin=await self._begin(req.begin))
-            if kind == "join":
-                return pb.CoordinatorReply(seq=req.seq, join=await self._join(req.join))
-            if kind == "await_prepare":
-                return pb.CoordinatorReply(
-                    seq=req.seq, await_prepare=await self._await_prepare(req.await_prepare)
+    def _on_requests(
+        self,
+        requests: Sequence[pb.CoordinatorRequest | Undecodable],
+        replies: StreamReplies,
+        ident: Identity | None = authz.INSECURE,
+    ) -> None:
+        """A whole incoming batch fed to the core, then one step's Ready carried out."""
+        now = self._now()
+        for req in requests:
+            if isinstance(req, Undecodable):  # refused alone; the rest of the batch runs
+                self._emit(
+                    replies,
+                    req.seq,
+                    "undecodable",
+                    _Refusal("INVALID_ARGUMENT", f"undecodable request: {req.error}"),
                 )
-            if kind == "commit":
-                return pb.CoordinatorReply(seq=req.seq, commit=await self._commit(req.commit))
-            if kind == "abort":
-                return pb.CoordinatorReply(seq=req.seq, abort=await self._abort(req.abort))
-            if kind == "get_outcome":
-                return pb.CoordinatorReply(seq=req.seq, get_outcome=await self._get_outcome(req.get_outcome))
-            raise _Refusal("INVALID_ARGUMENT", "empty request: set one of begin, join, ..., get_outcome")
-        except _Refusal as exc:
-            return pb.CoordinatorReply(seq=req.seq, refused=pb.Refusal(code=exc.code, detail=exc.detail))
+                continue
+            kind = req.WhichOneof("msg") or "empty"
+            try:
+                if kind != "empty":
+                    # A following join (join.follow) waits and asks as the same RM: one check.
+                    self._authorize(ident, getattr(req, kind))
+                msg, build = self._decode(kind, req)
+            except _Refusal as exc:
+                self._emit(replies, req.seq, kind, exc)
+                continue
+            call = _StreamCall(replies, req.seq, kind, build)
+            if kind == "join" and req.join.follow:
+                call.then = _follow_prepare(call, req.join.txn_id, req.join.rm_id, req.join.follow_wait_ms)
+            self.node.request(call, msg, now)
+        self._pump()
+
+    def _emit(self, replies: StreamReplies, seq: int, kind: str, body: Any, more: bool = False) -> None:
+        if isinstance(body, _Refusal):
+            code = body.code
+            reply = pb.CoordinatorReply(seq=seq, refused=pb.Refusal(code=code, detail=body.detail))
+        else:
+            code = "OK"
+            reply = pb.CoordinatorReply(seq=seq, more=more, **{kind: body})
+        child = self._counters.get((kind, code))
+        if child is None:
+            child = self._counters[(kind, code)] = self.metrics.stream_messages.labels(kind, code)
+        child.inc()
+        if more:
+            replies.open += 1  # the request stays open for its next reply
+        replies.emit(reply)
 
     async def Stream(
         self,
         request_iterator: AsyncIterator[pb.CoordinatorRequestBatch],
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> AsyncIterator[pb.CoordinatorReplyBatch]:
-        """Batched calls from one client process (the SDK's way in)."""
+        """Batched calls from one client process (the SDK's way in): each incoming batch
+        is fed to the core in one step; answers leave as the core gives them."""
         # Who the peer is: once per stream (its certificate); each message is checked.
         ident = self._identity(context)
         if ident is None:
             self.metrics.on_refusal("authenticated", "none")
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, authz.UNAUTHENTICATED.detail)
         # An async generator itself: grpc.aio tells streaming handlers by that.
-        async for batch in serve_batches(
+        async for batch in serve_stream(
             request_iterator,
-            functools.partial(self._one, ident=ident),
+            functools.partial(self._on_requests, ident=ident),
             lambda replies, clock: pb.CoordinatorReplyBatch(replies=replies, lamport=clock),
             self.metrics.on_stream_batch,
         ):
@@ -439,32 +475,62 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
     async def Begin(
         self, request: pb.BeginRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.BeginReply:
-        return await _unary(context, self._checked(context, request, self._begin))
+        return await _unary(context, self._checked(context, request, lambda: self._begin(request)))
 
     async def Commit(
         self, request: pb.CommitRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.CommitReply:
-        return await _unary(context, self._checked(context, request, self._commit))
+        return await _unary(
+            context, self._checked(context, request, lambda: self._call(Commit(request.txn_id), _commit_pb))
+        )
 
     async def Abort(
         self, request: pb.AbortRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.AbortReply:
-        return await _unary(context, self._checked(context, request, self._abort))
+        return await _unary(
+            context,
+            self._checked(
+                context,
+                request,
+                lambda: self._call(Abort(request.txn_id, request.reason, request.rm_id), _abort_pb),
+            ),
+        )
 
     async def GetOutcome(
         self, request: pb.GetOutcomeRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.GetOutcomeReply:
-        return await _unary(context, self._checked(context, request, self._get_outcome))
+        return await _unary(
+            context,
+            self._checked(
+                context,
+                request,
+                lambda: self._call(AskOutcome(request.txn_id, clamp_wait_ms(request.wait_ms)), _outcome_pb),
+            ),
+        )
 
     async def Join(
         self, request: pb.JoinRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.JoinReply:
-        return await _unary(context, self._checked(context, request, self._join))
+        return await _unary(
+            context,
+            self._checked(
+                context, request, lambda: self._call(Join(request.txn_id, request.rm_id), self._joined_pb)
+            ),
+        )
 
     async def AwaitPrepare(
         self, request: pb.AwaitPrepareRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.AwaitPrepareReply:
-        return await _unary(context, self._checked(context, request, self._await_prepare))
+        return await _unary(
+            context,
+            self._checked(
+                context,
+                request,
+                lambda: self._call(
+                    AwaitPrepare(request.txn_id, request.rm_id, clamp_wait_ms(request.wait_ms)), _prepare_pb
+                ),
+            ),
+        )
 
 
 R = TypeVar("R")
@@ -495,6 +561,80 @@ def _decision(reply: Any) -> Decision:
     return reply.decision
 
 
+class _StreamCall:
+    """The token of a stream message in the core: where and how its answer goes, and
+    (``then``) the request that continues it after this answer, if any."""
+
+    __slots__ = ("build", "kind", "replies", "seq", "then")
+
+    def __init__(self, replies: StreamReplies, seq: int, kind: str, build: Callable[[Any], Any]) -> None:
+        self.replies = replies
+        self.seq = seq
+        self.kind = kind
+        self.build = build
+        self.then: Callable[[Any], tuple[_StreamCall, Request] | None] | None = None
+
+
+def _follow_prepare(
+    call: _StreamCall, txn_id: str, rm_id: str, wait_ms: int
+) -> Callable[[Any], tuple[_StreamCall, Request] | None]:
+    """A following join: once joined, wait for Prepare; once asked to prepare, wait for
+    the outcome. Any other answer ends the request."""
+    wait = clamp_wait_ms(wait_ms)
+
+    def after_join(r: Any) -> tuple[_StreamCall, Request] | None:
+        if not isinstance(r, Joined):
+            return None
+        nxt = _StreamCall(call.replies, call.seq, "await_prepare", _prepare_pb)
+        nxt.then = after_prepare
+        return nxt, AwaitPrepare(txn_id, rm_id, wait)
+
+    def after_prepare(r: Any) -> tuple[_StreamCall, Request] | None:
+        if not (isinstance(r, Prepare) and r.prepare):
+            return None
+        return _StreamCall(call.replies, call.seq, "get_outcome", _outcome_pb), AskOutcome(txn_id, wait)
+
+    return after_join
+
+
+def _commit_pb(r: Any) -> pb.CommitReply:
+    d = _decision(r)
+    return pb.CommitReply(
+        outcome=outcome_to_pb(d.outcome), reason=d.reason, cause=cause_to_pb(d.cause), rm_id=d.rm_id
+    )
+
+
+def _abort_pb(r: Any) -> pb.AbortReply:
+    d = _decision(r)
+    return pb.AbortReply(
+        outcome=outcome_to_pb(d.outcome), reason=d.reason, cause=cause_to_pb(d.cause), rm_id=d.rm_id
+    )
+
+
+def _outcome_pb(r: Any) -> pb.GetOutcomeReply:
+    if isinstance(r, Unknown):
+        raise _Refusal("NOT_FOUND", f"unknown transaction {r.txn_id!r}: {r.detail}")
+    if isinstance(r, Pending):
+        return pb.GetOutcomeReply(outcome=pb.OUTCOME_PENDING)
+    d = _decision(r)
+    return pb.GetOutcomeReply(
+        outcome=outcome_to_pb(d.outcome), reason=d.reason, cause=cause_to_pb(d.cause), rm_id=d.rm_id
+    )
+
+
+def _prepare_pb(r: Any) -> pb.AwaitPrepareReply:
+    if isinstance(r, Prepare):
+        return pb.AwaitPrepareReply(prepare=r.prepare, outcome=pb.OUTCOME_PENDING)
+    d = _decision(r)
+    return pb.AwaitPrepareReply(
+        prepare=False,
+        outcome=outcome_to_pb(d.outcome),
+        reason=d.reason,
+        cause=cause_to_pb(d.cause),
+        rm_id=d.rm_id,
+    )
+
+
 T = TypeVar("T")
 
 
@@ -522,7 +662,8 @@ async def serve_coordinator(
 ) -> AsyncIterator[ServerHandle]:
     """Run one coordinator replica until the context exits (TLS per ``config.tls``).
 
-    ``metrics_port``: serve Prometheus metrics over HTTP there (0: any free port)."""
+    ``metrics_port``: serve Prometheus metrics over HTTP there (0: any free port), on the
+    host of ``listen``. ``health_listen``: the health service alone, in plain text (probes)."""
     metrics = CoordinatorMetrics()
     metrics.insecure.set(0 if config.tls else 1)
     if config.tls is None:

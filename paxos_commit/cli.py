@@ -147,7 +147,7 @@ def _health_listen(args: argparse.Namespace) -> str | None:
 def _acceptor(args: argparse.Namespace) -> int:
     from acceptor.service import serve_acceptor
     from acceptor.storage import StorageError, sqlite_url
-    from paxos_commit.serving import wait_for_signal, write_port_file
+    from paxos_commit.serving import tune_gc, wait_for_signal, write_port_file
 
     if args.id is None:
         print("paxos-commit acceptor: --id (or PAXOS_COMMIT_ACCEPTOR_ID) is required", file=sys.stderr)
@@ -178,6 +178,7 @@ def _acceptor(args: argparse.Namespace) -> int:
             tls=tls,
             health_listen=_health_listen(args),
         ) as handle:
+            tune_gc()
             write_port_file(
                 args.port_file,
                 {
@@ -200,7 +201,7 @@ def _acceptor(args: argparse.Namespace) -> int:
 
 def _coordinator(args: argparse.Namespace) -> int:
     from coordinator.service import CoordinatorConfig, serve_coordinator
-    from paxos_commit.serving import wait_for_signal, write_port_file
+    from paxos_commit.serving import tune_gc, wait_for_signal, write_port_file
 
     acceptors = [a for a in (args.acceptors or "").split(",") if a]
     if not acceptors or len(acceptors) % 2 == 0:
@@ -235,6 +236,7 @@ def _coordinator(args: argparse.Namespace) -> int:
             metrics_port=args.metrics_port,
             health_listen=_health_listen(args),
         ) as handle:
+            tune_gc()
             write_port_file(
                 args.port_file,
                 {

@@ -172,10 +172,13 @@ class _Link:
         async for batch in call:
             tracing.merge(batch.lamport)
             self.down = False
+            got = []
             for r in batch.replies:
                 entry = self.pending.pop(r.seq, None)
                 if entry is not None:
-                    self.owner.deliver(reply_from_pb(self.index, r, entry[0]))
+                    got.append(reply_from_pb(self.index, r, entry[0]))
+            if got:
+                self.owner.deliver_many(got)
 
 
 class StreamAcceptors:
@@ -188,12 +191,16 @@ class StreamAcceptors:
         deliver: Callable[[AcceptorReply], None],
         *,
         rpc_timeout: float = 3.0,
+        deliver_many: Callable[[list[AcceptorReply]], None] | None = None,
         credentials: grpc.ChannelCredentials | None = None,
     ) -> None:
+        """``deliver`` gets each reply (or NoAnswer); ``deliver_many``, if given, gets the
+        replies of one incoming batch at once (the driver then runs one core step)."""
         if not addresses or len(addresses) % 2 == 0:
             raise ValueError(f"need 2F+1 acceptors (an odd number), got {len(addresses)}")
         self.addresses = list(addresses)
         self._deliver = deliver
+        self._deliver_many = deliver_many
         self.rpc_timeout = rpc_timeout
         # credentials: mTLS (this process's certificate, the CA); None: plain text.
         self.channels = [open_channel(a, credentials) for a in self.addresses]
@@ -222,6 +229,15 @@ class StreamAcceptors:
     def deliver(self, msg: AcceptorReply) -> None:
         if not self._closed:
             self._deliver(msg)
+
+    def deliver_many(self, msgs: list[AcceptorReply]) -> None:
+        if self._closed:
+            return
+        if self._deliver_many is not None:
+            self._deliver_many(msgs)
+            return
+        for m in msgs:
+            self._deliver(m)
 
     def deliver_soon(self, msg: AcceptorReply) -> None:
         asyncio.get_running_loop().call_soon(self.deliver, msg)
@@ -264,6 +280,11 @@ def _rpc_error(code: grpc.StatusCode, details: str) -> grpc.aio.AioRpcError:
     return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details, None)
 
 
+def _expire(fut: asyncio.Future[Any]) -> None:
+    if not fut.done():
+        fut.set_exception(_rpc_error(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded"))
+
+
 class StreamCoordinator:
     """The Coordinator service's calls over one batched stream per coordinator address,
     with the unary stub's methods (``Begin(request, timeout=...)`` and so on), so every
@@ -273,6 +294,8 @@ class StreamCoordinator:
         self._stub: pb_grpc.CoordinatorAsyncStub = pb_grpc.CoordinatorStub(channel)
         self._queue: list[pb.CoordinatorRequest] = []
         self._pending: dict[int, asyncio.Future[pb.CoordinatorReply]] = {}
+        #: Requests answered more than once (a following join): seq -> callback.
+        self._follows: dict[int, Callable[[pb.CoordinatorReply | grpc.aio.AioRpcError], None]] = {}
         self._seq = itertools.count(1)
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
@@ -305,11 +328,35 @@ class StreamCoordinator:
         r = await self._call(pb.CoordinatorRequest(get_outcome=request), timeout)
         return r.get_outcome
 
-    async def _call(self, req: pb.CoordinatorRequest, timeout: float | None) -> pb.CoordinatorReply:
-        loop = asyncio.get_running_loop()
+    def follow(
+        self,
+        req: pb.CoordinatorRequest,
+        on_reply: Callable[[pb.CoordinatorReply | grpc.aio.AioRpcError], None],
+    ) -> int:
+        """Send a request that may be answered several times (a JoinRequest with follow):
+        ``on_reply`` gets each reply as it arrives, or the error that ends the stream
+        (once; no reply follows it). Returns its seq, for :meth:`unfollow`."""
+        self._ensure_running()
+        seq = next(self._seq)
+        req.seq = seq
+        self._follows[seq] = on_reply
+        self._queue.append(req)
+        assert self._wake is not None
+        self._wake.set()
+        return seq
+
+    def unfollow(self, seq: int) -> None:
+        """Stop delivering replies to ``seq`` (its caller gave up on it)."""
+        self._follows.pop(seq, None)
+
+    def _ensure_running(self) -> None:
         if self._task is None or self._task.done():
             self._wake = asyncio.Event()
-            self._task = loop.create_task(self._run(), name="coordinator-link")
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="coordinator-link")
+
+    async def _call(self, req: pb.CoordinatorRequest, timeout: float | None) -> pb.CoordinatorReply:
+        loop = asyncio.get_running_loop()
+        self._ensure_running()
         seq = next(self._seq)
         req.seq = seq
         fut: asyncio.Future[pb.CoordinatorReply] = loop.create_future()
@@ -317,12 +364,14 @@ class StreamCoordinator:
         self._queue.append(req)
         assert self._wake is not None
         self._wake.set()
+        # A timer, not wait_for: no extra task or future per call.
+        timer = None if timeout is None else loop.call_later(timeout, _expire, fut)
         try:
-            r = await asyncio.wait_for(asyncio.shield(fut), timeout)
-        except TimeoutError:
-            raise _rpc_error(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded") from None
+            r = await fut
         finally:
             self._pending.pop(seq, None)
+            if timer is not None:
+                timer.cancel()
         if r.WhichOneof("msg") == "refused":
             code = grpc.StatusCode[r.refused.code] if r.refused.code in grpc.StatusCode.__members__ else None
             raise _rpc_error(code or grpc.StatusCode.UNKNOWN, r.refused.detail)
@@ -330,10 +379,13 @@ class StreamCoordinator:
 
     def _fail_all(self, details: str) -> None:
         pending, self._pending = self._pending, {}
+        follows, self._follows = self._follows, {}
         self._queue.clear()
         for fut in pending.values():
             if not fut.done():
                 fut.set_exception(_rpc_error(grpc.StatusCode.UNAVAILABLE, details))
+        for cb in follows.values():
+            cb(_rpc_error(grpc.StatusCode.UNAVAILABLE, details))
 
     async def _run(self) -> None:
         """One long-lived stream; a broken one fails its calls as UNAVAILABLE (the
@@ -347,8 +399,13 @@ class StreamCoordinator:
                 tracing.merge(batch.lamport)
                 for r in batch.replies:
                     fut = self._pending.get(r.seq)
-                    if fut is not None and not fut.done():
-                        fut.set_result(r)
+                    if fut is not None:
+                        if not fut.done():
+                            fut.set_result(r)
+                        continue
+                    cb = self._follows.get(r.seq) if r.more else self._follows.pop(r.seq, None)
+                    if cb is not None:
+                        cb(r)
 
         reader = asyncio.get_running_loop().create_task(read())
         reader.add_done_callback(lambda _: wake.set())

@@ -31,7 +31,7 @@ import grpc
 
 from rm_sdk import tracing
 from rm_sdk._channels import TRANSIENT, Channels
-from rm_sdk._streams import StreamAcceptors
+from rm_sdk._streams import StreamAcceptors, StreamCoordinator, _rpc_error
 from rm_sdk.client import Client, TransactionContext
 from rm_sdk.core.messages import (
     AbortCause,
@@ -143,6 +143,8 @@ class Participant:
         self._ended: dict[str, asyncio.Future[RMState]] = {}
         self._applied: dict[str, asyncio.Future[RMState]] = {}
         self._learning: dict[object, asyncio.Future[Any]] = {}
+        #: Open following joins, by transaction.
+        self._follows: dict[str, _Follow] = {}
         self._learn_addrs: dict[str, list[str]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._timer: asyncio.TimerHandle | None = None
@@ -158,6 +160,9 @@ class Participant:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         for f in [*self._ended.values(), *self._applied.values(), *self._learning.values()]:
             f.cancel()
+        for follow in self._follows.values():
+            follow.close()
+        self._follows.clear()
         for link in self._links.values():
             await link.close()
         self._links.clear()
@@ -168,19 +173,116 @@ class Participant:
 
     async def join(self, ctx: TransactionContext) -> None:
         """Join the transaction (once; later calls are no-ops). Returns when the
-        registrar has the join, so the application may commit after this."""
+        registrar has the join, so the application may commit after this.
+
+        One request carries the join, the wait for Prepare and the outcome question (a
+        following join): the coordinator answers it at each step."""
         if ctx.txn_id in self.states:
             return
-        r = await self._channels.coordinator(ctx.coordinator).Join(
-            pb.JoinRequest(txn_id=ctx.txn_id, rm_id=self.rm.rm_id), timeout=self.rpc_timeout
-        )
+        coord = self._channels.coordinator(ctx.coordinator)
+        follow = _Follow(ctx.txn_id, coord)
+        wait_ms = int(self._core.timeouts.prepare_wait * 1000)
+        req = pb.JoinRequest(txn_id=ctx.txn_id, rm_id=self.rm.rm_id, follow=True, follow_wait_ms=wait_ms)
+        r = await self._first_reply(follow, req)
         if ctx.txn_id in self.states:
+            coord.unfollow(follow.seq)
             return
         if r.acceptors:
             self.acceptors = list(r.acceptors)
         self._joined[ctx.txn_id] = (ctx, list(r.acceptors))
         n = self._use_acceptors(list(r.acceptors))
+        if not follow.ended:
+            self._follows[ctx.txn_id] = follow
         self._step(lambda now, out: self._core.join(ctx.txn_id, ctx.coordinator, n, now, out))
+
+    async def _first_reply(self, follow: _Follow, req: pb.JoinRequest) -> pb.JoinReply:
+        """Send a following join and wait for its JoinReply. A coordinator still coming up
+        (its port refusing, or our channel in reconnect back-off) is tried again until
+        ``rpc_timeout``: a join lost to a restart would abort the transaction for nothing."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.rpc_timeout
+        delay = 0.05
+        while True:
+            first: asyncio.Future[pb.JoinReply] = loop.create_future()
+            follow.first = first
+            follow.ended = False
+            follow.seq = follow.coord.follow(
+                pb.CoordinatorRequest(join=req), lambda r: self._on_follow(follow, r)
+            )
+            timer = loop.call_later(max(0.0, deadline - loop.time()), _expire_first, first)
+            try:
+                return await first
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() != grpc.StatusCode.UNAVAILABLE or loop.time() + delay >= deadline:
+                    raise
+            except BaseException:
+                follow.coord.unfollow(follow.seq)
+                raise
+            finally:
+                timer.cancel()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.5)
+
+    def _on_follow(self, f: _Follow, r: pb.CoordinatorReply | grpc.aio.AioRpcError) -> None:
+        """A reply to a following join (or the error that ended it), from the stream."""
+        if isinstance(r, grpc.aio.AioRpcError) or not r.more:
+            f.ended = True
+        first = f.first
+        if first is not None:
+            f.first = None
+            if first.done():
+                return
+            if isinstance(r, grpc.aio.AioRpcError):
+                first.set_exception(r)
+            elif r.WhichOneof("msg") == "refused":
+                first.set_exception(_refusal_error(r.refused))
+            else:
+                first.set_result(r.join)
+            return
+        f.early.append(r)
+        if f.bound is not None:
+            self._follow_reply(f)
+
+    def _follow_reply(self, f: _Follow) -> None:
+        """Feed the core the follow's next reply, as the answer to its bound request."""
+        req, r = f.bound, f.early.pop(0)
+        assert req is not None
+        f.bound = None
+        if f.timer is not None:
+            f.timer.cancel()
+            f.timer = None
+        if f.ended:
+            self._follows.pop(f.txn_id, None)
+        reply = _follow_to_core(req, r)
+        self._step(lambda now, out: self._core.on_coordinator(req.txn_id, req, reply, now, out))
+
+    def _bind_follow(self, eff: CallCoordinator) -> bool:
+        """Let the open following join answer the core's request, if it is the one that
+        request expects next; False: send it as a request of its own."""
+        f = self._follows.get(eff.txn_id)
+        if f is None or f.bound is not None or not isinstance(eff.request, f.expect):
+            return False
+        req = eff.request
+        f.bound = req
+        f.expect = AskOutcome
+        if f.early:
+            asyncio.get_running_loop().call_soon(self._follow_reply, f)
+            return True
+        if f.ended:  # nothing more will come: answer at once as the lost request it is
+            f.early.append(_rpc_error(grpc.StatusCode.UNAVAILABLE, "the following join ended"))
+            asyncio.get_running_loop().call_soon(self._follow_reply, f)
+            return True
+        wait = req.wait if isinstance(req, (AwaitPrepare, AskOutcome)) else 0.0
+
+        def expire() -> None:
+            f.timer = None
+            f.ended = True
+            f.coord.unfollow(f.seq)
+            f.early.append(_rpc_error(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded"))
+            self._follow_reply(f)
+
+        f.timer = asyncio.get_running_loop().call_later(wait + self.rpc_timeout, expire)
+        return True
 
     def joined(self, txn_id: str) -> tuple[TransactionContext, list[str]] | None:
         """The context and acceptor addresses of a transaction this RM joined (or
@@ -313,7 +415,11 @@ class Participant:
         key = tuple(addrs)
         if key not in self._links:
             self._links[key] = StreamAcceptors(
-                addrs, self._on_acceptor, rpc_timeout=self.rpc_timeout, credentials=self._channels.credentials
+                addrs,
+                self._on_acceptor,
+                rpc_timeout=self.rpc_timeout,
+                deliver_many=self._on_acceptors,
+                credentials=self._channels.credentials,
             )
         return len(addrs)
 
@@ -368,11 +474,15 @@ class Participant:
             if isinstance(eff, CallResource):
                 self._spawn(self._call_resource(eff))
             elif isinstance(eff, CallCoordinator):
-                self._spawn(self._call_coordinator(eff))
+                if not self._bind_follow(eff):
+                    self._spawn(self._call_coordinator(eff))
             elif isinstance(eff, Applied):
                 self._resolve(self._applied, eff.txn_id, eff.state)
             elif isinstance(eff, Ended):
                 self._resolve(self._ended, eff.txn_id, eff.state)
+                follow = self._follows.pop(eff.txn_id, None)
+                if follow is not None:
+                    follow.close()
 
     @staticmethod
     def _resolve(table: dict[str, asyncio.Future[RMState]], txn_id: str, state: RMState) -> None:
@@ -387,6 +497,15 @@ class Participant:
 
     def _on_acceptor(self, reply: AcceptorReply) -> None:
         self._step(lambda now, out: self._core.on_acceptor(reply, now, out))
+
+    def _on_acceptors(self, replies: list[AcceptorReply]) -> None:
+        """One incoming batch, one core step."""
+
+        def step(now: float, out: Ready) -> None:
+            for r in replies:
+                self._core.on_acceptor(r, now, out)
+
+        self._step(step)
 
     async def _call_resource(self, eff: CallResource) -> None:
         txn_id = eff.txn_id
@@ -419,12 +538,7 @@ class Participant:
                     pb.AwaitPrepareRequest(txn_id=req.txn_id, rm_id=req.rm_id, wait_ms=int(req.wait * 1000)),
                     timeout=req.wait + self.rpc_timeout,
                 )
-                if r.prepare:
-                    reply = Prepare(req.txn_id, req.rm_id)
-                elif outcome_from_pb(r.outcome) is Outcome.PENDING:
-                    reply = Prepare(req.txn_id, req.rm_id, prepare=False)
-                else:
-                    reply = Decided(req.txn_id, decision_from_pb(r.outcome, r.reason, r.cause, r.rm_id))
+                reply = _prepare_reply(req, r)
             else:
                 assert isinstance(req, AskOutcome)
                 o, reason = await self.client.outcome(
@@ -448,3 +562,72 @@ class Participant:
             log.warning("rm %s: %s of %s failed: %r", self.rm.rm_id, type(req).__name__, req.txn_id, exc)
             reply = Unreachable(req.txn_id, repr(exc))
         self._step(lambda now, out: self._core.on_coordinator(req.txn_id, req, reply, now, out))
+
+
+class _Follow:
+    """A following join (JoinRequest.follow): one request whose later replies answer the
+    core's AwaitPrepare, then its AskOutcome, as the core asks for them."""
+
+    __slots__ = ("bound", "coord", "early", "ended", "expect", "first", "seq", "timer", "txn_id")
+
+    def __init__(self, txn_id: str, coord: StreamCoordinator) -> None:
+        self.txn_id = txn_id
+        self.coord = coord
+        self.seq = 0
+        self.first: asyncio.Future[pb.JoinReply] | None = None
+        #: Replies that came before the core asked for them.
+        self.early: list[pb.CoordinatorReply | grpc.aio.AioRpcError] = []
+        #: The core's request the next reply answers, and the kind it may be.
+        self.bound: AwaitPrepare | AskOutcome | None = None
+        self.expect: type = AwaitPrepare
+        self.ended = False
+        self.timer: asyncio.TimerHandle | None = None
+
+    def close(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if not self.ended:
+            self.ended = True
+            self.coord.unfollow(self.seq)
+
+
+def _expire_first(fut: asyncio.Future[Any]) -> None:
+    if not fut.done():
+        fut.set_exception(_rpc_error(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded"))
+
+
+def _refusal_error(refused: pb.Refusal) -> grpc.aio.AioRpcError:
+    code = grpc.StatusCode[refused.code] if refused.code in grpc.StatusCode.__members__ else None
+    return _rpc_error(code or grpc.StatusCode.UNKNOWN, refused.detail)
+
+
+def _follow_to_core(
+    req: AwaitPrepare | AskOutcome, r: pb.CoordinatorReply | grpc.aio.AioRpcError
+) -> CoordinatorReply:
+    """A following join's reply as the core reply to ``req`` (what the plain request's
+    answer would have been)."""
+    if isinstance(r, pb.CoordinatorReply):
+        kind = r.WhichOneof("msg")
+        if kind == "await_prepare" and isinstance(req, AwaitPrepare):
+            return _prepare_reply(req, r.await_prepare)
+        if kind == "get_outcome" and isinstance(req, AskOutcome):
+            g = r.get_outcome
+            if outcome_from_pb(g.outcome) is Outcome.PENDING:
+                return Pending(req.txn_id)
+            return Decided(req.txn_id, decision_from_pb(g.outcome, g.reason, g.cause, g.rm_id))
+        if kind == "refused":
+            r = _refusal_error(r.refused)
+        else:
+            return Unreachable(req.txn_id, f"unexpected {kind} reply")
+    if r.code() == grpc.StatusCode.NOT_FOUND:
+        return Unknown(req.txn_id, r.details() or "")
+    return Unreachable(req.txn_id, r.details() or r.code().name)
+
+
+def _prepare_reply(req: AwaitPrepare, r: pb.AwaitPrepareReply) -> CoordinatorReply:
+    if r.prepare:
+        return Prepare(req.txn_id, req.rm_id)
+    if outcome_from_pb(r.outcome) is Outcome.PENDING:
+        return Prepare(req.txn_id, req.rm_id, prepare=False)
+    return Decided(req.txn_id, decision_from_pb(r.outcome, r.reason, r.cause, r.rm_id))

@@ -22,6 +22,20 @@ from tests.unit.test_fuzz import identities, requests
 _ALLOWED_CODES = {"OK", "INVALID_ARGUMENT", "FAILED_PRECONDITION", "PERMISSION_DENIED", "UNAUTHENTICATED"}
 
 
+async def _one(servicer: Any, req: Any, ident: Identity | None) -> pb.AcceptorReply:
+    """One request through the stream handler (as one batch), and its one reply."""
+    from paxos_commit.serving import StreamReplies
+
+    replies = StreamReplies()
+    servicer._on_requests([req], replies, ident)
+    while not replies._out:
+        replies._wake.clear()
+        await replies._wake.wait()
+    (reply,) = replies._out
+    assert isinstance(reply, pb.AcceptorReply)
+    return reply
+
+
 async def _run_acceptor(batch: list[tuple[pb.AcceptorRequest, Identity | None]], root: Path) -> None:
     from acceptor.service import AcceptorServicer
     from acceptor.storage import AcceptorStore, sqlite_url
@@ -35,7 +49,7 @@ async def _run_acceptor(batch: list[tuple[pb.AcceptorRequest, Identity | None]],
             before = await store.read(
                 (req.WhichOneof("msg") and getattr(req, req.WhichOneof("msg")).txn_id) or "t1"
             )
-            reply = await asyncio.wait_for(servicer._one(req, ident), 5)
+            reply = await asyncio.wait_for(_one(servicer, req, ident), 5)
             assert reply.seq == seq
             code = reply.refused.code if reply.WhichOneof("msg") == "refused" else "OK"
             assert code in _ALLOWED_CODES, (req, code, reply.refused.detail)
@@ -45,7 +59,7 @@ async def _run_acceptor(batch: list[tuple[pb.AcceptorRequest, Identity | None]],
                 txn = getattr(req, req.WhichOneof("msg")).txn_id
                 assert await store.read(txn or "t1") == before
         # An undecodable request is answered alone, by its seq.
-        r = await servicer._one(Undecodable("bad utf-8", 99), None)
+        r = await _one(servicer, Undecodable("bad utf-8", 99), None)
         assert r.seq == 99 and r.refused.code == "INVALID_ARGUMENT"
     finally:
         await store.close()

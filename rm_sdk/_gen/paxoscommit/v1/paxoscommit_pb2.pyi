@@ -1020,19 +1020,36 @@ class JoinRequest(_message.Message):
 
     TXN_ID_FIELD_NUMBER: _builtins.int
     RM_ID_FIELD_NUMBER: _builtins.int
+    FOLLOW_FIELD_NUMBER: _builtins.int
+    FOLLOW_WAIT_MS_FIELD_NUMBER: _builtins.int
     txn_id: _builtins.str
     """A transaction begun at this coordinator (the context's coordinator address)."""
     rm_id: _builtins.str
     """The joining RM; its instance of the transaction is named by this id."""
+    follow: _builtins.bool
+    """On the batched stream only (ignored by the unary Join): keep the request open after
+    its JoinReply and answer it again, under the same seq, when the RM is asked to
+    prepare (an AwaitPrepareReply) and, after a prepare, once more with the outcome (a
+    GetOutcomeReply). The RM's join, its wait for Prepare and its outcome question in one
+    request; every reply but the last has CoordinatorReply.more set. A reply that is not
+    "prepare" or a decided outcome (the wait ran out, a refusal) ends the request.
+    """
+    follow_wait_ms: _builtins.int
+    """With follow: how long each later step may wait (as AwaitPrepareRequest.wait_ms and
+    GetOutcomeRequest.wait_ms); at its end that step answers "not yet" and the request
+    ends (the RM then asks with plain requests).
+    """
     def __init__(
         self,
         *,
         txn_id: _builtins.str = ...,
         rm_id: _builtins.str = ...,
+        follow: _builtins.bool = ...,
+        follow_wait_ms: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["rm_id", b"rm_id", "txn_id", b"txn_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["follow", b"follow", "follow_wait_ms", b"follow_wait_ms", "rm_id", b"rm_id", "txn_id", b"txn_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1186,7 +1203,10 @@ class CoordinatorReply(_message.Message):
     ABORT_FIELD_NUMBER: _builtins.int
     GET_OUTCOME_FIELD_NUMBER: _builtins.int
     REFUSED_FIELD_NUMBER: _builtins.int
+    MORE_FIELD_NUMBER: _builtins.int
     seq: _builtins.int
+    more: _builtins.bool
+    """More replies to this seq follow (a JoinRequest with follow set)."""
     @_builtins.property
     def begin(self) -> Global___BeginReply: ...
     @_builtins.property
@@ -1214,10 +1234,11 @@ class CoordinatorReply(_message.Message):
         abort: Global___AbortReply | None = ...,
         get_outcome: Global___GetOutcomeReply | None = ...,
         refused: Global___Refusal | None = ...,
+        more: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["abort", b"abort", "await_prepare", b"await_prepare", "begin", b"begin", "commit", b"commit", "get_outcome", b"get_outcome", "join", b"join", "msg", b"msg", "refused", b"refused"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["abort", b"abort", "await_prepare", b"await_prepare", "begin", b"begin", "commit", b"commit", "get_outcome", b"get_outcome", "join", b"join", "msg", b"msg", "refused", b"refused", "seq", b"seq"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["abort", b"abort", "await_prepare", b"await_prepare", "begin", b"begin", "commit", b"commit", "get_outcome", b"get_outcome", "join", b"join", "more", b"more", "msg", b"msg", "refused", b"refused", "seq", b"seq"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_msg: _TypeAlias = _typing.Literal["begin", "join", "await_prepare", "commit", "abort", "get_outcome", "refused"]  # noqa: Y015
     _WhichOneofArgType_msg: _TypeAlias = _typing.Literal["msg", b"msg"]  # noqa: Y015
