@@ -160,9 +160,10 @@ async def run_bench(args: argparse.Namespace) -> int:
         levels = [int(x) for x in (args.levels or "1,16,64").split(",") if x]
     plain = bool(getattr(args, "insecure", False))
     with tempfile.TemporaryDirectory(prefix="paxos-commit-bench-") as tmp:
+        # Each plain-text run right after its TLS twin: on a shared machine the load drifts.
         f0s = await _measure(0, args, Path(tmp), levels)
-        f1s = await _measure(1, args, Path(tmp), levels)
         f0p = await _measure(0, args, Path(tmp), levels, tls=False) if plain else [None] * len(levels)
+        f1s = await _measure(1, args, Path(tmp), levels)
         f1p = await _measure(1, args, Path(tmp), levels, tls=False) if plain else [None] * len(levels)
     runs = []
     for f0, f1, p0, p1 in zip(f0s, f1s, f0p, f1p, strict=True):
