@@ -570,3 +570,49 @@ async def test_a_coordinator_presents_rotated_certificates_to_the_acceptors(tmp_
         await servicer.acceptors.stubs[0].ListUndecided(req, timeout=5)
         watcher.cancel()
         await servicer.close()
+
+
+async def test_an_rm_learns_through_the_acceptors_with_its_own_certificate(tmp_path: Path) -> None:
+    """Its only coordinator SIGKILLed after the registrar's set and the votes are on the
+    acceptors: each prepared RM learns the outcome from the acceptors itself, with its rm/
+    certificate (the policy lets an RM read bundles and recover where it voted)."""
+    from rm_sdk import RMState
+    from rm_sdk.protocol import REGISTRAR
+    from tests.integration.helpers import acceptor_states, wait_until
+
+    cluster = make_cluster(tmp_path, None, tls=True)
+    cluster.n_coordinators = 1
+    cluster.start()
+    try:
+        coords = cluster.coordinator_addresses
+        fast, slow = ScriptedRM("fast"), ScriptedRM("slow")
+        slow.release.clear()
+        pf = Participant(fast, coords, recovery_timeout=1.0, credentials=cluster.credentials("rm", "fast"))
+        ps = Participant(slow, coords, recovery_timeout=1.0, credentials=cluster.credentials("rm", "slow"))
+        admin = Channels(cluster.credentials("admin", "test"))
+        async with Client(
+            coords, outcome_timeout=5, credentials=cluster.credentials("app", "shop")
+        ) as client:
+            txn = await client.begin()
+            await pf.join(txn.context)
+            await ps.join(txn.context)
+            commit = asyncio.create_task(txn.commit())
+            await slow.preparing.wait()
+
+            async def registrar_and_fast_on_a_majority() -> bool:
+                states = [await acceptor_states(admin, a, txn.txn_id) for a in cluster.acceptor_addresses]
+                return sum(REGISTRAR in s and "fast" in s for s in states) >= 2
+
+            await wait_until(registrar_and_fast_on_a_majority, what="the registrar's set and fast's vote")
+            cluster.coordinators[0].kill()
+            slow.release.set()
+            assert await asyncio.wait_for(pf.wait(txn.txn_id), 40) is RMState.COMMITTED
+            assert await asyncio.wait_for(ps.wait(txn.txn_id), 40) is RMState.COMMITTED
+            commit.cancel()
+        await admin.close()
+        await pf.close()
+        await ps.close()
+        for a in cluster.acceptors:  # nothing the RMs sent was refused
+            assert _counter(_metrics(a.metrics_port), "paxos_commit_authz_refusals_total") == 0, a.name
+    finally:
+        cluster.stop()
