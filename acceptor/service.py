@@ -241,8 +241,9 @@ class AcceptorServicer(pb_grpc.AcceptorServicer):
     ) -> None:
         now = self.store.now_ms()
         steps: list[tuple[str, StepFn]] = []
-        #: Per step: the request's seq, kind, and (for a bundle request) it and its wait.
-        asks: list[tuple[int, str, BundleRequest | None, float]] = []
+        #: Per step: the request's seq, kind, (for a bundle request) it and its wait, and
+        #: whether another reply to the seq follows.
+        asks: list[_Ask] = []
         for req in requests:
             if isinstance(req, Undecodable):  # refused alone; the rest of the batch runs
                 self._count("undecodable", "INVALID_ARGUMENT")
@@ -252,6 +253,8 @@ class AcceptorServicer(pb_grpc.AcceptorServicer):
             try:
                 if kind == "phase2a":
                     self._authorize(ident, req.phase2a)
+                    if req.HasField("then_bundle"):
+                        self._authorize(ident, req.then_bundle)  # before any step is queued
                     m2 = _decode_phase2a(req.phase2a)
                     fn = _step(core.phase2a, self.id, m2, now)
                     steps.append(
@@ -260,13 +263,32 @@ class AcceptorServicer(pb_grpc.AcceptorServicer):
                             self._rm_ballot(ident, m2.txn_id, fn) if m2.ballot.is_leader_ballot else fn,
                         )
                     )
+                    if req.HasField("then_bundle"):
+                        tb = req.then_bundle
+                        if tb.txn_id not in ("", m2.txn_id):
+                            steps.pop()
+                            raise ProtocolError("then_bundle names another transaction than its phase2a")
+                        asks.append((req.seq, kind, None, 0.0, True))
+                        # The bundle read runs after the 2a, in the same storage batch.
+                        steps.append((m2.txn_id, _read))
+                        asks.append(
+                            (
+                                req.seq,
+                                "await_phase2b",
+                                BundleRequest(m2.txn_id),
+                                clamp_wait_ms(tb.wait_ms),
+                                False,
+                            )
+                        )
+                        replies.open += 1
+                        continue
                 elif kind == "await_phase2b":
                     r = req.await_phase2b
                     self._authorize(ident, r)
                     mb = BundleRequest(validate_id("transaction id", r.txn_id))
                     # A read in order with the batch's writes: a 2a just before it counts.
                     steps.append((mb.txn_id, _read))
-                    asks.append((req.seq, kind, mb, clamp_wait_ms(r.wait_ms)))
+                    asks.append((req.seq, kind, mb, clamp_wait_ms(r.wait_ms), False))
                     continue
                 elif kind == "phase1a":
                     self._authorize(ident, req.phase1a)
@@ -286,7 +308,7 @@ class AcceptorServicer(pb_grpc.AcceptorServicer):
                 self._count(kind, exc.status)
                 replies.emit(_refusal(req.seq, exc.status, str(exc)))
                 continue
-            asks.append((req.seq, kind, None, 0.0))
+            asks.append((req.seq, kind, None, 0.0, False))
         if not steps:
             return
         fut = self.store.apply_many(steps)
@@ -295,19 +317,20 @@ class AcceptorServicer(pb_grpc.AcceptorServicer):
     def _on_durable(
         self,
         fut: asyncio.Future[Any],
-        asks: list[tuple[int, str, BundleRequest | None, float]],
+        asks: list[_Ask],
         replies: StreamReplies,
     ) -> None:
         """A group's steps are durable (or storage failed): trace, then reply."""
         if fut.cancelled() or fut.exception() is not None:
             exc = None if fut.cancelled() else fut.exception()
             log.warning("acceptor %d: storage failed: %r", self.id, exc)
-            for seq, kind, _, _ in asks:
+            for seq, kind, _, _, more in asks:
                 self._count(kind, "UNAVAILABLE")
-                replies.emit(_refusal(seq, "UNAVAILABLE", "storage failed"))
+                replies.emit(_refusal(seq, "UNAVAILABLE", "storage failed", more))
             return
         out: list[pb.AcceptorReply] = []
-        for (seq, kind, bundle_req, wait), res in zip(asks, fut.result(), strict=True):
+        watches: list[tuple[int, BundleRequest, TxnRecord | None, float]] = []
+        for (seq, kind, bundle_req, wait, more), res in zip(asks, fut.result(), strict=True):
             if res.error is not None:
                 err = res.error
                 if isinstance(err, ProtocolError):
@@ -316,10 +339,10 @@ class AcceptorServicer(pb_grpc.AcceptorServicer):
                     log.warning("acceptor %d: request failed: %s", self.id, bounded(repr(err)))
                     code, detail = "UNAVAILABLE", "storage failed"
                 self._count(kind, code)
-                out.append(_refusal(seq, code, detail))
+                out.append(_refusal(seq, code, detail, more))
                 continue
             if bundle_req is not None:
-                self._watch_bundle(seq, bundle_req, res.value, wait, replies)
+                watches.append((seq, bundle_req, res.value, wait))
                 continue
             step: core.Step = res.value
             for ev in step.trace:
@@ -327,13 +350,16 @@ class AcceptorServicer(pb_grpc.AcceptorServicer):
             self._count(kind, "OK")
             reply = step.reply
             if isinstance(reply, Phase2b):
-                out.append(pb.AcceptorReply(seq=seq, phase2b=self._reply_pb(reply)))
+                out.append(pb.AcceptorReply(seq=seq, phase2b=self._reply_pb(reply), more=more))
             elif isinstance(reply, Phase1b):
                 out.append(pb.AcceptorReply(seq=seq, phase1b=self._reply_pb(reply)))
             else:
                 out.append(pb.AcceptorReply(seq=seq, recorded=pb.RecordOutcomeReply(acceptor_id=self.id)))
         if out:
             replies.emit_all(out)
+        # After the replies above: a 2a's own reply leaves before its bundle.
+        for w in watches:
+            self._watch_bundle(*w, replies)
 
     def _watch_bundle(
         self, seq: int, msg: BundleRequest, rec: TxnRecord | None, wait: float, replies: StreamReplies
@@ -442,8 +468,13 @@ def _read(rec: TxnRecord | None) -> tuple[None, TxnRecord | None]:
     return None, rec
 
 
-def _refusal(seq: int, code: str, detail: str) -> pb.AcceptorReply:
-    return pb.AcceptorReply(seq=seq, refused=pb.Refusal(code=code, detail=bounded(detail)))
+def _refusal(seq: int, code: str, detail: str, more: bool = False) -> pb.AcceptorReply:
+    return pb.AcceptorReply(seq=seq, refused=pb.Refusal(code=code, detail=bounded(detail)), more=more)
+
+
+#: A stream request's step, as its reply needs it: seq, kind, the bundle request (for a
+#: bundle read) and its wait, and whether another reply to the seq follows.
+_Ask = tuple[int, str, BundleRequest | None, float, bool]
 
 
 @contextlib.asynccontextmanager

@@ -107,7 +107,9 @@ class _Link:
         self.index = index
         self.stub: pb_grpc.AcceptorAsyncStub = pb_grpc.AcceptorStub(channel)
         self.queue: list[pb.AcceptorRequest] = []
-        self.pending: dict[int, tuple[AcceptorRequest, float]] = {}
+        #: seq -> (the core requests it carries, its deadline): one, or a registrar 2a
+        #: with its bundle request (answered twice).
+        self.pending: dict[int, tuple[list[AcceptorRequest], float]] = {}
         self.seq = itertools.count(1)
         self.wake = asyncio.Event()
         #: Down after a stream broke, until a new one answers; requests then fail at once.
@@ -120,22 +122,33 @@ class _Link:
             # would re-enter it (and recurse while the acceptor stays down).
             self.owner.deliver_soon(NoAnswer(msg.txn_id, self.index, msg))
             return
-        seq = next(self.seq)
         wait = msg.wait if isinstance(msg, BundleRequest) else 0.0
-        self.pending[seq] = (msg, now + wait + self.owner.rpc_timeout)
+        deadline = now + wait + self.owner.rpc_timeout
+        if isinstance(msg, BundleRequest) and self.queue:
+            last = self.queue[-1]
+            if last.WhichOneof("msg") == "phase2a" and last.phase2a.txn_id == msg.txn_id:
+                # Right after a 2a of the same transaction, not yet written: one message.
+                last.then_bundle.wait_ms = int(msg.wait * 1000)
+                reqs, _ = self.pending[last.seq]
+                reqs.append(msg)
+                self.pending[last.seq] = (reqs, deadline)
+                return
+        seq = next(self.seq)
+        self.pending[seq] = ([msg], deadline)
         self.queue.append(request_to_pb(seq, msg))
         self.wake.set()
 
     def fail_pending(self, older_than: float | None = None) -> None:
         """Give up on pending requests (all, or those past their deadline)."""
         lost = [
-            (seq, msg)
-            for seq, (msg, deadline) in self.pending.items()
+            (seq, reqs)
+            for seq, (reqs, deadline) in self.pending.items()
             if older_than is None or deadline <= older_than
         ]
-        for seq, msg in lost:
+        for seq, reqs in lost:
             del self.pending[seq]
-            self.owner.deliver(NoAnswer(msg.txn_id, self.index, msg))
+            for msg in reqs:
+                self.owner.deliver(NoAnswer(msg.txn_id, self.index, msg))
 
     async def _run(self) -> None:
         backoff = 0.05
@@ -172,11 +185,18 @@ class _Link:
         async for batch in call:
             tracing.merge(batch.lamport)
             self.down = False
-            got = []
+            got: list[AcceptorReply] = []
             for r in batch.replies:
-                entry = self.pending.pop(r.seq, None)
-                if entry is not None:
-                    got.append(reply_from_pb(self.index, r, entry[0]))
+                entry = self.pending.get(r.seq)
+                if entry is None:
+                    continue
+                reqs = entry[0]
+                # A 2a's bundle may be answered before the 2a itself: match by kind.
+                at = len(reqs) - 1 if r.WhichOneof("msg") == "bundle" else 0
+                got.append(reply_from_pb(self.index, r, reqs.pop(at)))
+                if not r.more or not reqs:
+                    del self.pending[r.seq]
+                    got.extend(NoAnswer(m.txn_id, self.index, m) for m in reqs)
             if got:
                 self.owner.deliver_many(got)
 

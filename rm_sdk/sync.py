@@ -396,6 +396,22 @@ class SyncParticipant:
         seconds, then :class:`TimeoutError`)."""
         return self._runner.run(self._participant.wait(txn_id), timeout)
 
+    def applied(self, txn_id: str, timeout: float | None = None) -> RMState:
+        """Wait until the outcome of ``txn_id`` is applied to the resource (COMMITTED or
+        ABORTED; at most ``timeout`` seconds, then :class:`TimeoutError`). LookupError if
+        this participant does not run it and never finished it. See
+        :meth:`rm_sdk.Participant.applied`."""
+        return self._runner.run(self._participant.applied(txn_id), timeout)
+
+    def refuse(self, txn_id: str, reason: str = "") -> bool:
+        """Abort ``txn_id`` at once, before being asked to prepare: undo the work, vote
+        aborted and tell the owner, so ``commit()`` raises :class:`rm_sdk.RMRefused` naming
+        this RM. False, doing nothing, once prepare began or the transaction finished. See
+        :meth:`rm_sdk.Participant.refuse`."""
+        return self._runner.run(
+            self._participant.refuse(txn_id, reason), 2 * self._participant.rpc_timeout + _SLACK
+        )
+
     def resume(self, txn_id: str, acceptors: Sequence[str] = (), coordinator: str | None = None) -> None:
         """After a restart: finish a transaction the resource holds as prepared, in the
         background (:meth:`wait` waits for it); see :meth:`rm_sdk.Participant.resume`."""

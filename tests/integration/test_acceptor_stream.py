@@ -135,3 +135,30 @@ async def test_storage_failure_answers_unavailable_never_a_durable_reply(service
     got = await _replies(r, 2)
     assert [x.refused.code for x in got] == ["UNAVAILABLE", "UNAVAILABLE"]
     assert servicer.store.cached("t5") is None
+
+
+async def test_a_registrar_2a_and_its_bundle_request_travel_as_one_message(tmp_path: Path) -> None:
+    from acceptor.service import serve_acceptor
+    from rm_sdk._streams import StreamAcceptors
+    from rm_sdk.core.messages import Bundle, BundleRequest, Phase2b
+
+    async with serve_acceptor(0, sqlite_url(tmp_path / "a.db"), init=True) as handle:
+        got: list[Any] = []
+        done = asyncio.Event()
+
+        def deliver(m: Any) -> None:
+            got.append(m)
+            if len(got) >= 2:
+                done.set()
+
+        links = StreamAcceptors([handle.address], deliver)
+        try:
+            links.send(0, Phase2a("t6", RM_BALLOT, {REGISTRAR: RMSet.of([])}))
+            links.send(0, BundleRequest("t6", 5.0))
+            link = links._links[0]  # type: ignore[index]
+            assert len(link.queue) == 1 and link.queue[0].HasField("then_bundle")
+            await asyncio.wait_for(done.wait(), 5.0)
+        finally:
+            await links.close()
+    assert [type(m) for m in got] == [Phase2b, Bundle]
+    assert got[1].states[REGISTRAR].val == RMSet.of([])  # an empty set decides at once

@@ -124,6 +124,33 @@ def test_sync_typed_aborts(cluster: LocalCluster) -> None:
         ch.close()
 
 
+def test_sync_applied_and_refuse(cluster: LocalCluster) -> None:
+    coords = cluster.coordinator_addresses
+    a, b = BlockingRM("sync-c"), BlockingRM("sync-d")
+    with SyncClient(coords) as client, SyncParticipant(a, coords) as pa, SyncParticipant(b, coords) as pb_:
+        txn = client.begin()
+        pa.join(txn.context)
+        pb_.join(txn.context)
+        assert txn.commit() is Outcome.COMMITTED
+        assert pa.applied(txn.txn_id, timeout=10) is RMState.COMMITTED
+        assert a.steps(txn.txn_id) == ["prepare", "commit"]
+        with pytest.raises(LookupError):
+            pa.applied("never-joined", timeout=5)
+
+        # The RM's work failed before prepare: it refuses, and commit says who and why.
+        txn2 = client.begin()
+        pa.join(txn2.context)
+        pb_.join(txn2.context)
+        assert pb_.refuse(txn2.txn_id, "insufficient funds") is True
+        assert b.steps(txn2.txn_id) == ["abort"]
+        with pytest.raises(RMRefused) as refused:
+            txn2.commit()
+        assert refused.value.rm_id == "sync-d" and "insufficient funds" in str(refused.value)
+        assert pa.applied(txn2.txn_id, timeout=10) is RMState.ABORTED
+        # Once finished there is nothing to refuse.
+        assert pb_.refuse(txn2.txn_id) is False
+
+
 async def test_sync_api_from_a_running_loops_worker_thread(cluster: LocalCluster) -> None:
     """The event loop of this test is running; the sync API is used from its executor
     threads (and once, blocking, from the coroutine itself)."""

@@ -639,6 +639,7 @@ class AcceptorRequest(_message.Message):
     PHASE2A_FIELD_NUMBER: _builtins.int
     AWAIT_PHASE2B_FIELD_NUMBER: _builtins.int
     RECORD_OUTCOME_FIELD_NUMBER: _builtins.int
+    THEN_BUNDLE_FIELD_NUMBER: _builtins.int
     seq: _builtins.int
     """Chosen by the sender, unique on its stream; the reply carries it back."""
     @_builtins.property
@@ -651,6 +652,14 @@ class AcceptorRequest(_message.Message):
 
     @_builtins.property
     def record_outcome(self) -> Global___RecordOutcomeRequest: ...
+    @_builtins.property
+    def then_bundle(self) -> Global___AwaitPhase2bRequest:
+        """With phase2a only: after its Phase2bReply, answer this request again, under the same
+        seq, with the transaction's 2b bundle, as an AwaitPhase2bRequest for the same
+        transaction right after the 2a would (the owner's registrar 2a and its bundle request
+        in one message). Every reply but the last has AcceptorReply.more set.
+        """
+
     def __init__(
         self,
         *,
@@ -659,10 +668,11 @@ class AcceptorRequest(_message.Message):
         phase2a: Global___Phase2aRequest | None = ...,
         await_phase2b: Global___AwaitPhase2bRequest | None = ...,
         record_outcome: Global___RecordOutcomeRequest | None = ...,
+        then_bundle: Global___AwaitPhase2bRequest | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["await_phase2b", b"await_phase2b", "msg", b"msg", "phase1a", b"phase1a", "phase2a", b"phase2a", "record_outcome", b"record_outcome"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["await_phase2b", b"await_phase2b", "msg", b"msg", "phase1a", b"phase1a", "phase2a", b"phase2a", "record_outcome", b"record_outcome", "then_bundle", b"then_bundle"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["await_phase2b", b"await_phase2b", "msg", b"msg", "phase1a", b"phase1a", "phase2a", b"phase2a", "record_outcome", b"record_outcome", "seq", b"seq"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["await_phase2b", b"await_phase2b", "msg", b"msg", "phase1a", b"phase1a", "phase2a", b"phase2a", "record_outcome", b"record_outcome", "seq", b"seq", "then_bundle", b"then_bundle"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_msg: _TypeAlias = _typing.Literal["phase1a", "phase2a", "await_phase2b", "record_outcome"]  # noqa: Y015
     _WhichOneofArgType_msg: _TypeAlias = _typing.Literal["msg", b"msg"]  # noqa: Y015
@@ -708,8 +718,11 @@ class AcceptorReply(_message.Message):
     BUNDLE_FIELD_NUMBER: _builtins.int
     RECORDED_FIELD_NUMBER: _builtins.int
     REFUSED_FIELD_NUMBER: _builtins.int
+    MORE_FIELD_NUMBER: _builtins.int
     seq: _builtins.int
     """The seq of the request answered."""
+    more: _builtins.bool
+    """Another reply to this seq follows (a phase2a with then_bundle)."""
     @_builtins.property
     def phase1b(self) -> Global___Phase1bReply: ...
     @_builtins.property
@@ -729,10 +742,11 @@ class AcceptorReply(_message.Message):
         bundle: Global___Phase2bBundle | None = ...,
         recorded: Global___RecordOutcomeReply | None = ...,
         refused: Global___Refusal | None = ...,
+        more: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["bundle", b"bundle", "msg", b"msg", "phase1b", b"phase1b", "phase2b", b"phase2b", "recorded", b"recorded", "refused", b"refused"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bundle", b"bundle", "msg", b"msg", "phase1b", b"phase1b", "phase2b", b"phase2b", "recorded", b"recorded", "refused", b"refused", "seq", b"seq"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bundle", b"bundle", "more", b"more", "msg", b"msg", "phase1b", b"phase1b", "phase2b", b"phase2b", "recorded", b"recorded", "refused", b"refused", "seq", b"seq"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_msg: _TypeAlias = _typing.Literal["phase1b", "phase2b", "bundle", "recorded", "refused"]  # noqa: Y015
     _WhichOneofArgType_msg: _TypeAlias = _typing.Literal["msg", b"msg"]  # noqa: Y015
