@@ -112,6 +112,8 @@ def check(ident: Identity | None, msg: Any) -> Refusal | None:
     # ------------------------------------------------ acceptor service
     if t is pb.Phase2aRequest:
         if msg.ballot.round == 0:
+            if role != COORDINATOR and role != RM:
+                return _deny("own-vote", ident, "send ballot-0 values")
             for p in msg.proposals:
                 if p.instance == REGISTRAR:
                     if role != COORDINATOR:
