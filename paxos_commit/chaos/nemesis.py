@@ -186,24 +186,18 @@ class Nemesis:
                 c.clock_file(t).write_text(f"+{self._clock[t]:.0f}\n")
         elif fault.shape == "isolate":
             (t,) = fault.targets
-            for other in net.nodes:
-                if other != t:
-                    net.cut(t, other)
-                    net.cut(other, t)
+            others = [o for o in net.nodes if o != t]
+            net.cut_many([(t, o) for o in others] + [(o, t) for o in others])
         elif fault.shape == "link":
             a, b = fault.targets
-            net.cut(a, b)
-            net.cut(b, a)
+            net.cut_many([(a, b), (b, a)])
         elif fault.shape == "one-way":
             a, b = fault.targets
             net.cut(a, b)
         else:
             side = set(fault.targets)
-            for a in side:
-                for b in net.nodes:
-                    if b not in side:
-                        net.cut(a, b)
-                        net.cut(b, a)
+            rest = [b for b in net.nodes if b not in side]
+            net.cut_many([p for a in side for b in rest for p in ((a, b), (b, a))])
 
     def _heal(self, fault: Fault) -> None:
         c = self.cluster
