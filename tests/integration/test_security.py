@@ -252,11 +252,11 @@ async def test_a_foreign_registrar_value_is_refused_and_the_votes_decide(peers: 
             proposals=[pb.Proposal(instance="@registrar", value=pb.Value(rm_set=pb.RMSet()))],
         )
         for i in range(3):
-            for role, name in (("rm", "member"), ("app", "shop")):
+            for role, name, rule in (("rm", "member", "registrar"), ("app", "shop", "own-vote")):
                 code, details = await _status(
                     peers.acceptor(role, name, i).Phase2a(forged, timeout=5)  # type: ignore[attr-defined]
                 )
-                assert code == grpc.StatusCode.PERMISSION_DENIED and "(registrar)" in details, details
+                assert code == grpc.StatusCode.PERMISSION_DENIED and f"({rule})" in details, details
         assert await txn.commit() is Outcome.COMMITTED
         await p.wait(txn.txn_id)
         assert rm.committed == [txn.txn_id] and rm.prepared == [txn.txn_id]
