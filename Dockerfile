@@ -31,7 +31,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PAXOS_COMMIT_DATA_DIR=/var/lib/paxos-commit/data
 WORKDIR /var/lib/paxos-commit
 USER 10001:10001
-# 7700: acceptor gRPC, 7800: coordinator gRPC, 9090: Prometheus /metrics.
-EXPOSE 7700 7800 9090
+# 7700: acceptor gRPC, 7800: coordinator gRPC, 9090: Prometheus /metrics; 7701, 7801: plain-text health (probes, with TLS on).
+EXPOSE 7700 7701 7800 7801 9090
 ENTRYPOINT ["paxos-commit"]
 CMD ["--help"]

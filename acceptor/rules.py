@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 
 from rm_sdk.protocol import (
     MAX_RMS,
+    MAX_ROUND_STEP,
     NO_SET,
     REGISTRAR,
     RM_BALLOT,
@@ -23,6 +24,7 @@ from rm_sdk.protocol import (
     Value,
     Vote,
     bundle_complete,
+    check_ballot,
     validate_id,
 )
 
@@ -42,6 +44,7 @@ def check_instance(ins: Instance) -> Instance:
 
 def check_phase1a(bal: Ballot, instances: Sequence[Instance]) -> None:
     """Reject a malformed 1a before any state is touched."""
+    check_ballot(bal)
     if not bal.is_leader_ballot:
         raise ProtocolError(f"phase1a ballot {bal} is not a leader ballot (round >= 1, leader id)")
     if not instances:
@@ -56,6 +59,7 @@ def check_phase1a(bal: Ballot, instances: Sequence[Instance]) -> None:
 
 def check_phase2a(bal: Ballot, proposals: Mapping[Instance, Value], n_proposals: int) -> None:
     """Reject a malformed 2a: wrong value kind for the instance, bad ballot, bad ids."""
+    check_ballot(bal)
     if bal != RM_BALLOT and not bal.is_leader_ballot:
         raise ProtocolError(f"phase2a ballot {bal} is neither ballot 0 nor a leader ballot")
     if not proposals:
@@ -85,8 +89,18 @@ def phase1b(state: InstanceState, bal: Ballot) -> InstanceState:
     ``mbal`` is a NACK that tells the leader which ballot to beat (pitfall 5).
     """
     if bal > state.mbal:
+        _check_step(state, bal)
         return InstanceState(mbal=bal, bal=state.bal, val=state.val)
     return state
+
+
+def _check_step(state: InstanceState, bal: Ballot) -> None:
+    """Refuse a leader ballot implausibly far above the promise (``MAX_ROUND_STEP``), so
+    that no single message can promise a round nothing can overtake."""
+    if bal.round > max(state.mbal.round, 0) + MAX_ROUND_STEP:
+        raise ConflictError(
+            f"ballot round {bal.round} is more than {MAX_ROUND_STEP} above the promise {state.mbal}"
+        )
 
 
 def phase2b(state: InstanceState, bal: Ballot, val: Value) -> InstanceState:
@@ -98,6 +112,8 @@ def phase2b(state: InstanceState, bal: Ballot, val: Value) -> InstanceState:
     """
     if bal < state.mbal:
         return state
+    if bal > state.mbal:
+        _check_step(state, bal)
     if bal == state.bal and state.val != val and not isinstance(state.val, NoValue):
         raise ConflictError(f"ballot {bal} already accepted {_show(state.val)}; refusing {_show(val)}")
     return InstanceState(mbal=bal, bal=bal, val=val)

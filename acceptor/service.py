@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
@@ -14,11 +15,15 @@ from acceptor import core
 from acceptor.core import TxnRecord
 from acceptor.rules import bundle_complete, check_phase1a, check_phase2a
 from acceptor.storage import AcceptorStore, StepFn
-from paxos_commit.metrics import AcceptorMetrics, RequestCounter, serve_metrics
+from paxos_commit import authz
+from paxos_commit.certs import TlsFiles, server_credentials
+from paxos_commit.guard import InputGuard, Undecodable
+from paxos_commit.metrics import AcceptorMetrics, RequestCounter, metrics_host, serve_metrics
 from paxos_commit.serving import (
     ServerHandle,
     StreamReplies,
     abort_on_error,
+    bounded,
     clamp_wait_ms,
     serve_stream,
     start_server,
@@ -26,6 +31,7 @@ from paxos_commit.serving import (
 from rm_sdk import tracing
 from rm_sdk._gen.paxoscommit.v1 import paxoscommit_pb2_grpc as pb_grpc
 from rm_sdk.core.messages import BundleRequest, Phase1a, Phase1b, Phase2a, Phase2b, RecordOutcome
+from rm_sdk.identity import RM, Identity
 from rm_sdk.protocol import Instance, Outcome, ProtocolError, Value, validate_id
 from rm_sdk.wire import (
     ballot_from_pb,
@@ -40,26 +46,67 @@ __all__ = ["AcceptorServicer", "serve_acceptor"]
 
 log = logging.getLogger("paxos_commit.acceptor")
 
+#: Ages beyond a century are not ages (and overflow the storage's integers).
+MAX_AGE_MS = 100 * 365 * 24 * 3600 * 1000
+
 
 class AcceptorServicer(pb_grpc.AcceptorServicer):
     """Translates each RPC into a core message, runs its pure handler (:mod:`acceptor.core`)
     as one durable store step, and translates the reply back."""
 
-    def __init__(self, store: AcceptorStore, metrics: AcceptorMetrics | None = None) -> None:
+    def __init__(
+        self, store: AcceptorStore, metrics: AcceptorMetrics | None = None, *, secure: bool = False
+    ) -> None:
         self.store = store
         self.id = store.acceptor_id
         self.metrics = metrics or AcceptorMetrics()
         self._counters: dict[tuple[str, str], Any] = {}
+        #: TLS on: peers are who their certificates say, and the policy applies.
+        self.secure = secure
 
-    async def _run(self, txn_id: str, handler: Callable[[TxnRecord | None, int], core.Step]) -> core.Step:
-        """One handler as one durable step; its trace events after the step is durable."""
+    # ---------------------------------------------------------------- who may ask
+
+    def _identity(self, context: grpc.aio.ServicerContext[Any, Any]) -> Identity | None:
+        return authz.peer_identity(context.auth_context()) if self.secure else authz.INSECURE
+
+    def _authorize(self, ident: Identity | None, request: Any) -> None:
+        refusal = authz.check(ident, request)
+        if refusal is not None:
+            self._refused(refusal, ident)
+
+    def _refused(self, refusal: authz.Refusal, ident: Identity | None) -> None:
+        self.metrics.on_refusal(refusal.rule, ident.role if ident else "none")
+        raise authz.Denied(refusal)
+
+    def _rm_ballot(self, ident: Identity | None, txn_id: str, fn: StepFn) -> StepFn:
+        """An RM's recovery ballot is checked against this acceptor's state, inside the
+        storage step and before anything is written (other senders: ``fn`` itself)."""
+        if ident is None or ident.role != RM:
+            return fn
+
+        def checked(rec: TxnRecord | None) -> tuple[TxnRecord | None, Any]:
+            refusal = authz.check_rm_ballot(ident, txn_id, rec.instances if rec else {})
+            if refusal is not None:
+                self._refused(refusal, ident)
+            return fn(rec)
+
+        return checked
+
+    async def _run(
+        self,
+        txn_id: str,
+        handler: Callable[[TxnRecord | None, int], core.Step],
+        ident: Identity | None = None,
+    ) -> core.Step:
+        """One handler as one durable step; its trace events after the step is durable.
+        ``ident``: the sender of a leader ballot (an RM's is checked against the state)."""
         now = self.store.now_ms()
 
         def step(rec: TxnRecord | None) -> tuple[TxnRecord | None, core.Step]:
             out = handler(rec, now)
             return out.record, out
 
-        out: core.Step = await self.store.apply(txn_id, step)
+        out: core.Step = await self.store.apply(txn_id, self._rm_ballot(ident, txn_id, step))
         for ev in out.trace:
             tracing.event(ev.name, ev.txn_id, **ev.fields)
         return out
@@ -67,31 +114,37 @@ class AcceptorServicer(pb_grpc.AcceptorServicer):
     async def Phase1a(
         self, request: pb.Phase1aRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.Phase1bReply:
-        return await abort_on_error(context, self._phase1a(request))
+        return await abort_on_error(context, self._phase1a(request, self._identity(context)))
 
-    async def _phase1a(self, request: pb.Phase1aRequest) -> pb.Phase1bReply:
+    async def _phase1a(self, request: pb.Phase1aRequest, ident: Identity | None) -> pb.Phase1bReply:
+        self._authorize(ident, request)
         msg = _decode_phase1a(request)
-        out = await self._run(msg.txn_id, lambda rec, now: core.phase1a(self.id, rec, msg, now))
+        out = await self._run(msg.txn_id, lambda rec, now: core.phase1a(self.id, rec, msg, now), ident)
         reply: pb.Phase1bReply = self._reply_pb(out.reply)
         return reply
 
     async def Phase2a(
         self, request: pb.Phase2aRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.Phase2bReply:
-        return await abort_on_error(context, self._phase2a(request))
+        return await abort_on_error(context, self._phase2a(request, self._identity(context)))
 
-    async def _phase2a(self, request: pb.Phase2aRequest) -> pb.Phase2bReply:
+    async def _phase2a(self, request: pb.Phase2aRequest, ident: Identity | None) -> pb.Phase2bReply:
+        self._authorize(ident, request)
         msg = _decode_phase2a(request)
-        out = await self._run(msg.txn_id, lambda rec, now: core.phase2a(self.id, rec, msg, now))
+        leader = ident if msg.ballot.is_leader_ballot else None
+        out = await self._run(msg.txn_id, lambda rec, now: core.phase2a(self.id, rec, msg, now), leader)
         reply: pb.Phase2bReply = self._reply_pb(out.reply)
         return reply
 
     async def AwaitPhase2b(
         self, request: pb.AwaitPhase2bRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.Phase2bBundle:
-        return await abort_on_error(context, self._await_phase2b(request))
+        return await abort_on_error(context, self._await_phase2b(request, self._identity(context)))
 
-    async def _await_phase2b(self, request: pb.AwaitPhase2bRequest) -> pb.Phase2bBundle:
+    async def _await_phase2b(
+        self, request: pb.AwaitPhase2bRequest, ident: Identity | None
+    ) -> pb.Phase2bBundle:
+        self._authorize(ident, request)
         txn_id = validate_id("transaction id", request.txn_id)
         msg = BundleRequest(txn_id)
         loop = asyncio.get_running_loop()
@@ -109,9 +162,12 @@ class AcceptorServicer(pb_grpc.AcceptorServicer):
     async def RecordOutcome(
         self, request: pb.RecordOutcomeRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.RecordOutcomeReply:
-        return await abort_on_error(context, self._record_outcome(request))
+        return await abort_on_error(context, self._record_outcome(request, self._identity(context)))
 
-    async def _record_outcome(self, request: pb.RecordOutcomeRequest) -> pb.RecordOutcomeReply:
+    async def _record_outcome(
+        self, request: pb.RecordOutcomeRequest, ident: Identity | None
+    ) -> pb.RecordOutcomeReply:
+        self._authorize(ident, request)
         msg = _decode_record(request)
         await self._run(msg.txn_id, lambda rec, now: core.record_outcome(self.id, rec, msg, now))
         return pb.RecordOutcomeReply(acceptor_id=self.id)
@@ -157,10 +213,15 @@ class AcceptorServicer(pb_grpc.AcceptorServicer):
         steps (committed in one storage transaction with whatever else is queued); its
         replies leave once that transaction commits. A refused request is answered alone,
         at once; a bundle request waits on a callback, not a task."""
+        # Who the peer is: once per stream (its certificate); each message is checked.
+        ident = self._identity(context)
+        if ident is None:
+            self.metrics.on_refusal("authenticated", "none")
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, authz.UNAUTHENTICATED.detail)
         # An async generator itself: grpc.aio tells streaming handlers by that.
         async for batch in serve_stream(
             request_iterator,
-            self._on_requests,
+            functools.partial(self._on_requests, ident=ident),
             lambda replies, clock: pb.AcceptorReplyBatch(replies=replies, lamport=clock),
             self.metrics.on_stream_batch,
         ):
@@ -172,18 +233,36 @@ class AcceptorServicer(pb_grpc.AcceptorServicer):
             child = self._counters[(kind, code)] = self.metrics.stream_messages.labels(kind, code)
         child.inc()
 
-    def _on_requests(self, requests: Sequence[pb.AcceptorRequest], replies: StreamReplies) -> None:
+    def _on_requests(
+        self,
+        requests: Sequence[pb.AcceptorRequest | Undecodable],
+        replies: StreamReplies,
+        ident: Identity | None = authz.INSECURE,
+    ) -> None:
         now = self.store.now_ms()
         steps: list[tuple[str, StepFn]] = []
         #: Per step: the request's seq, kind, (for a bundle request) it and its wait, and
         #: whether another reply to the seq follows.
         asks: list[_Ask] = []
         for req in requests:
+            if isinstance(req, Undecodable):  # refused alone; the rest of the batch runs
+                self._count("undecodable", "INVALID_ARGUMENT")
+                replies.emit(_refusal(req.seq, "INVALID_ARGUMENT", f"undecodable request: {req.error}"))
+                continue
             kind = req.WhichOneof("msg") or "empty"
             try:
                 if kind == "phase2a":
+                    self._authorize(ident, req.phase2a)
+                    if req.HasField("then_bundle"):
+                        self._authorize(ident, req.then_bundle)  # before any step is queued
                     m2 = _decode_phase2a(req.phase2a)
-                    steps.append((m2.txn_id, _step(core.phase2a, self.id, m2, now)))
+                    fn = _step(core.phase2a, self.id, m2, now)
+                    steps.append(
+                        (
+                            m2.txn_id,
+                            self._rm_ballot(ident, m2.txn_id, fn) if m2.ballot.is_leader_ballot else fn,
+                        )
+                    )
                     if req.HasField("then_bundle"):
                         tb = req.then_bundle
                         if tb.txn_id not in ("", m2.txn_id):
@@ -205,15 +284,20 @@ class AcceptorServicer(pb_grpc.AcceptorServicer):
                         continue
                 elif kind == "await_phase2b":
                     r = req.await_phase2b
+                    self._authorize(ident, r)
                     mb = BundleRequest(validate_id("transaction id", r.txn_id))
                     # A read in order with the batch's writes: a 2a just before it counts.
                     steps.append((mb.txn_id, _read))
                     asks.append((req.seq, kind, mb, clamp_wait_ms(r.wait_ms), False))
                     continue
                 elif kind == "phase1a":
+                    self._authorize(ident, req.phase1a)
                     m1 = _decode_phase1a(req.phase1a)
-                    steps.append((m1.txn_id, _step(core.phase1a, self.id, m1, now)))
+                    steps.append(
+                        (m1.txn_id, self._rm_ballot(ident, m1.txn_id, _step(core.phase1a, self.id, m1, now)))
+                    )
                 elif kind == "record_outcome":
+                    self._authorize(ident, req.record_outcome)
                     mr = _decode_record(req.record_outcome)
                     steps.append((mr.txn_id, _step(core.record_outcome, self.id, mr, now)))
                 else:
@@ -252,7 +336,7 @@ class AcceptorServicer(pb_grpc.AcceptorServicer):
                 if isinstance(err, ProtocolError):
                     code, detail = err.status, str(err)
                 else:  # no reply may claim durability
-                    log.warning("acceptor %d: request failed: %r", self.id, err)
+                    log.warning("acceptor %d: request failed: %s", self.id, bounded(repr(err)))
                     code, detail = "UNAVAILABLE", "storage failed"
                 self._count(kind, code)
                 out.append(_refusal(seq, code, detail, more))
@@ -323,6 +407,14 @@ class AcceptorServicer(pb_grpc.AcceptorServicer):
     async def ListUndecided(
         self, request: pb.ListUndecidedRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ListUndecidedReply:
+        return await abort_on_error(context, self._list_undecided(request, self._identity(context)))
+
+    async def _list_undecided(
+        self, request: pb.ListUndecidedRequest, ident: Identity | None
+    ) -> pb.ListUndecidedReply:
+        self._authorize(ident, request)
+        if request.older_than_ms > MAX_AGE_MS:
+            raise ProtocolError(f"older_than_ms {request.older_than_ms} out of range (at most {MAX_AGE_MS})")
         limit = min(request.limit or 1000, 10_000)
         ids = await self.store.list_undecided(request.older_than_ms, limit)
         return pb.ListUndecidedReply(acceptor_id=self.id, txn_ids=ids)
@@ -345,7 +437,7 @@ def _decode_phase2a(request: pb.Phase2aRequest) -> Phase2a:
     proposals: dict[Instance, Value] = {}
     for p in request.proposals:
         if not p.HasField("value"):
-            raise ProtocolError(f"proposal for {p.instance!r} has no value")
+            raise ProtocolError(f"proposal for {p.instance[:40]!r} has no value")
         proposals[p.instance] = value_from_pb(p.value)
     # The wire may name an instance twice; the core message (a mapping) cannot.
     check_phase2a(bal, proposals, len(request.proposals))
@@ -377,8 +469,7 @@ def _read(rec: TxnRecord | None) -> tuple[None, TxnRecord | None]:
 
 
 def _refusal(seq: int, code: str, detail: str, more: bool = False) -> pb.AcceptorReply:
-    detail = detail.encode()[:1024].decode(errors="ignore")
-    return pb.AcceptorReply(seq=seq, refused=pb.Refusal(code=code, detail=detail), more=more)
+    return pb.AcceptorReply(seq=seq, refused=pb.Refusal(code=code, detail=bounded(detail)), more=more)
 
 
 #: A stream request's step, as its reply needs it: seq, kind, the bundle request (for a
@@ -394,25 +485,40 @@ async def serve_acceptor(
     *,
     init: bool = False,
     metrics_port: int | None = None,
+    tls: TlsFiles | None = None,
+    health_listen: str | None = None,
 ) -> AsyncIterator[ServerHandle]:
     """Run one acceptor until the context exits; stops gracefully, then closes storage.
 
-    ``metrics_port``: serve Prometheus metrics over HTTP there (0: any free port)."""
+    ``metrics_port``: serve Prometheus metrics over HTTP there (0: any free port), on the
+    host of ``listen``. ``tls``: serve mTLS with these files (reloaded when they change)
+    and authorize every request by the peer's certificate; None: plain text, no checks
+    (said loudly: a WARNING and the ``paxos_commit_insecure`` gauge). ``health_listen``:
+    the health service alone, in plain text (probes)."""
     metrics = AcceptorMetrics()
+    metrics.insecure.set(0 if tls else 1)
+    if tls is None:
+        log.warning(
+            "acceptor %d: INSECURE: no TLS, no authentication; anyone who reaches %s can forge votes and outcomes",
+            acceptor_id,
+            listen,
+        )
     store = AcceptorStore(url, acceptor_id, init=init)
     store.on_batch.append(metrics.on_batch)
     await store.start()
     tracing.event("AcceptorRestart", "*", acc=acceptor_id)
     try:
-        servicer = AcceptorServicer(store, metrics)
+        servicer = AcceptorServicer(store, metrics, secure=tls is not None)
         handle = await start_server(
             listen,
             lambda s: pb_grpc.add_AcceptorServicer_to_server(servicer, s),
             ["paxoscommit.v1.Acceptor"],
-            interceptors=[RequestCounter(metrics.grpc_requests)],
+            interceptors=[RequestCounter(metrics.grpc_requests), InputGuard(metrics.on_undecodable)],
+            credentials=server_credentials(tls) if tls else None,
+            health_listen=health_listen,
         )
         if metrics_port is not None:
-            handle.metrics_port = serve_metrics(metrics_port, metrics.registry)
+            handle.metrics_port = serve_metrics(metrics_port, metrics.registry, metrics_host(listen))
         watchdog = asyncio.create_task(_watch_storage(store, handle), name="storage-health")
         log.info("acceptor %d serving on %s (%s)", acceptor_id, handle.address, store.url)
         try:

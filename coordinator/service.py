@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import logging
 import uuid
@@ -20,8 +21,18 @@ from typing import Any, TypeVar
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from paxos_commit.metrics import CoordinatorMetrics, RequestCounter, serve_metrics
-from paxos_commit.serving import ServerHandle, StreamReplies, clamp_wait_ms, serve_stream, start_server
+from paxos_commit import authz
+from paxos_commit.certs import TlsFiles, server_credentials
+from paxos_commit.guard import InputGuard, Undecodable
+from paxos_commit.metrics import CoordinatorMetrics, RequestCounter, metrics_host, serve_metrics
+from paxos_commit.serving import (
+    ServerHandle,
+    StreamReplies,
+    bounded,
+    clamp_wait_ms,
+    serve_stream,
+    start_server,
+)
 from rm_sdk import tracing
 from rm_sdk._gen.paxoscommit.v1 import paxoscommit_pb2_grpc as pb_grpc
 from rm_sdk._streams import StreamAcceptors
@@ -46,6 +57,7 @@ from rm_sdk.core.messages import (
 )
 from rm_sdk.core.owner import OwnerTimeouts
 from rm_sdk.core.ready import Ready
+from rm_sdk.identity import Identity
 from rm_sdk.protocol import Outcome
 from rm_sdk.wire import cause_to_pb, outcome_to_pb, pb
 
@@ -71,6 +83,9 @@ class CoordinatorConfig:
     keep_decided: int = 100_000
     #: An acceptor silent this long on a request is passed over for the next.
     answer_timeout: float = 1.0
+    #: mTLS: this replica's certificate (``coordinator/<name>``), key and CA, for its own
+    #: port and its streams to the acceptors; None: plain text both ways (--insecure).
+    tls: TlsFiles | None = None
 
     def timeouts(self) -> CoordinatorTimeouts:
         return CoordinatorTimeouts(
@@ -114,7 +129,10 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         self.leader_id = f"{config.name}.{uuid.uuid4().hex[:12]}"
         self.node = CoordinatorNode(self.leader_id, len(config.acceptors), config.timeouts())
         self.acceptors = StreamAcceptors(
-            config.acceptors, self._on_acceptor_reply, deliver_many=self._on_acceptor_replies
+            config.acceptors,
+            self._on_acceptor_reply,
+            deliver_many=self._on_acceptor_replies,
+            credentials=config.tls.channel_credentials() if config.tls else None,
         )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._waiting: dict[int, asyncio.Future[Any]] = {}
@@ -125,12 +143,31 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         self._timer_at: float | None = None
         self._background: asyncio.Task[None] | None = None
         self._health: asyncio.Task[None] | None = None
+        self._certs: asyncio.Task[None] | None = None
         m = self.metrics
         m.acceptors.set(self.acceptors.n)
         # Computed when scraped (not on the hot path); scrapes come from another thread.
         m.in_flight.set_function(lambda: _retry(lambda: self.node.undecided_owned))
         m.in_doubt.set_function(lambda: len(_retry(self.node.in_doubt_since)))
         m.oldest_in_doubt.set_function(self._oldest_in_doubt)
+
+    # ---------------------------------------------------------------- who may ask
+
+    def _identity(self, context: grpc.aio.ServicerContext[Any, Any]) -> Identity | None:
+        return authz.peer_identity(context.auth_context()) if self.config.tls else authz.INSECURE
+
+    def _authorize(self, ident: Identity | None, request: Any) -> None:
+        refusal = authz.check(ident, request)
+        if refusal is not None:
+            self.metrics.on_refusal(refusal.rule, ident.role if ident else "none")
+            raise _Refusal(refusal.code, refusal.detail)
+
+    async def _checked(
+        self, context: grpc.aio.ServicerContext[Any, Any], request: Any, call: Callable[[], Awaitable[T]]
+    ) -> T:
+        """A unary call: the policy first (nothing reaches the core unless allowed)."""
+        self._authorize(self._identity(context), request)
+        return await call()
 
     # ---------------------------------------------------------------- the core's driver
 
@@ -238,12 +275,33 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
             self._background = asyncio.create_task(self._recovery_loop(), name="recovery-scan")
         if handle is not None:
             self._health = asyncio.create_task(self._watch_acceptors(handle), name="acceptor-health")
+        if self.config.tls is not None:
+            self._certs = asyncio.create_task(self._watch_certificates(self.config.tls), name="certificates")
+
+    async def _watch_certificates(self, files: TlsFiles, every: float = 10.0) -> None:
+        """Rotated certificate files (cert-manager renews them in place): the streams to the
+        acceptors dialled from then on present the new certificate. (The server side reloads
+        at each handshake by itself: paxos_commit.certs.server_credentials.)"""
+        seen = files.stamp()
+        while True:
+            await asyncio.sleep(every)
+            stamp = files.stamp()
+            if stamp == seen:
+                continue
+            try:
+                creds = files.channel_credentials()
+            except Exception as exc:
+                log.warning("certificate files changed but cannot be loaded (%s); keeping the old ones", exc)
+                continue
+            seen = stamp
+            self.acceptors.set_credentials(creds)
+            log.info("certificates reloaded for the streams to the acceptors")
 
     async def _watch_acceptors(self, handle: ServerHandle, every: float = 2.0) -> None:
         """Readiness follows the acceptors: NOT_SERVING while no majority answers."""
         serving = True
-        stubs = [health_pb2_grpc.HealthStub(c) for c in self.acceptors.channels]
         while True:
+            stubs = [health_pb2_grpc.HealthStub(c) for c in self.acceptors.channels]
             answers = await asyncio.gather(
                 *(
                     s.Check(health_pb2.HealthCheckRequest(service="paxoscommit.v1.Acceptor"), timeout=every)
@@ -270,7 +328,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
             await asyncio.sleep(every)
 
     async def close(self) -> None:
-        for t in (self._background, self._health):
+        for t in (self._background, self._health, self._certs):
             if t is not None:
                 t.cancel()
         # Finish in-flight commits (their callers wait), then drop the rest.
@@ -346,12 +404,28 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
     async def _begin(self, request: pb.BeginRequest) -> pb.BeginReply:
         return await self._call(*self._begin_msg(request))
 
-    def _on_requests(self, requests: Sequence[pb.CoordinatorRequest], replies: StreamReplies) -> None:
+    def _on_requests(
+        self,
+        requests: Sequence[pb.CoordinatorRequest | Undecodable],
+        replies: StreamReplies,
+        ident: Identity | None = authz.INSECURE,
+    ) -> None:
         """A whole incoming batch fed to the core, then one step's Ready carried out."""
         now = self._now()
         for req in requests:
+            if isinstance(req, Undecodable):  # refused alone; the rest of the batch runs
+                self._emit(
+                    replies,
+                    req.seq,
+                    "undecodable",
+                    _Refusal("INVALID_ARGUMENT", f"undecodable request: {req.error}"),
+                )
+                continue
             kind = req.WhichOneof("msg") or "empty"
             try:
+                if kind != "empty":
+                    # A following join (join.follow) waits and asks as the same RM: one check.
+                    self._authorize(ident, getattr(req, kind))
                 msg, build = self._decode(kind, req)
             except _Refusal as exc:
                 self._emit(replies, req.seq, kind, exc)
@@ -384,10 +458,15 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
     ) -> AsyncIterator[pb.CoordinatorReplyBatch]:
         """Batched calls from one client process (the SDK's way in): each incoming batch
         is fed to the core in one step; answers leave as the core gives them."""
+        # Who the peer is: once per stream (its certificate); each message is checked.
+        ident = self._identity(context)
+        if ident is None:
+            self.metrics.on_refusal("authenticated", "none")
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, authz.UNAUTHENTICATED.detail)
         # An async generator itself: grpc.aio tells streaming handlers by that.
         async for batch in serve_stream(
             request_iterator,
-            self._on_requests,
+            functools.partial(self._on_requests, ident=ident),
             lambda replies, clock: pb.CoordinatorReplyBatch(replies=replies, lamport=clock),
             self.metrics.on_stream_batch,
         ):
@@ -396,39 +475,60 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
     async def Begin(
         self, request: pb.BeginRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.BeginReply:
-        return await _unary(context, self._begin(request))
+        return await _unary(context, self._checked(context, request, lambda: self._begin(request)))
 
     async def Commit(
         self, request: pb.CommitRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.CommitReply:
-        return await _unary(context, self._call(Commit(request.txn_id), _commit_pb))
+        return await _unary(
+            context, self._checked(context, request, lambda: self._call(Commit(request.txn_id), _commit_pb))
+        )
 
     async def Abort(
         self, request: pb.AbortRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.AbortReply:
         return await _unary(
-            context, self._call(Abort(request.txn_id, request.reason, request.rm_id), _abort_pb)
+            context,
+            self._checked(
+                context,
+                request,
+                lambda: self._call(Abort(request.txn_id, request.reason, request.rm_id), _abort_pb),
+            ),
         )
 
     async def GetOutcome(
         self, request: pb.GetOutcomeRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.GetOutcomeReply:
         return await _unary(
-            context, self._call(AskOutcome(request.txn_id, clamp_wait_ms(request.wait_ms)), _outcome_pb)
+            context,
+            self._checked(
+                context,
+                request,
+                lambda: self._call(AskOutcome(request.txn_id, clamp_wait_ms(request.wait_ms)), _outcome_pb),
+            ),
         )
 
     async def Join(
         self, request: pb.JoinRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.JoinReply:
-        return await _unary(context, self._call(Join(request.txn_id, request.rm_id), self._joined_pb))
+        return await _unary(
+            context,
+            self._checked(
+                context, request, lambda: self._call(Join(request.txn_id, request.rm_id), self._joined_pb)
+            ),
+        )
 
     async def AwaitPrepare(
         self, request: pb.AwaitPrepareRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.AwaitPrepareReply:
         return await _unary(
             context,
-            self._call(
-                AwaitPrepare(request.txn_id, request.rm_id, clamp_wait_ms(request.wait_ms)), _prepare_pb
+            self._checked(
+                context,
+                request,
+                lambda: self._call(
+                    AwaitPrepare(request.txn_id, request.rm_id, clamp_wait_ms(request.wait_ms)), _prepare_pb
+                ),
             ),
         )
 
@@ -453,7 +553,7 @@ class _Refusal(Exception):
     def __init__(self, code: str, detail: str) -> None:
         super().__init__(detail)
         self.code = code
-        self.detail = detail.encode()[:1024].decode(errors="ignore")
+        self.detail = bounded(detail)
 
 
 def _decision(reply: Any) -> Decision:
@@ -543,6 +643,11 @@ async def _unary(context: grpc.aio.ServicerContext[Any, Any], call: Awaitable[T]
         return await call
     except _Refusal as exc:
         await context.abort(grpc.StatusCode[exc.code], exc.detail)
+    except (asyncio.CancelledError, grpc.aio.AbortError):
+        raise
+    except Exception as exc:
+        log.warning("request failed: %s", bounded(repr(exc)))
+        await context.abort(grpc.StatusCode.UNAVAILABLE, "the coordinator could not answer; try again")
     raise AssertionError("unreachable")
 
 
@@ -553,21 +658,33 @@ async def serve_coordinator(
     advertise_host: str | None = None,
     *,
     metrics_port: int | None = None,
+    health_listen: str | None = None,
 ) -> AsyncIterator[ServerHandle]:
-    """Run one coordinator replica until the context exits.
+    """Run one coordinator replica until the context exits (TLS per ``config.tls``).
 
-    ``metrics_port``: serve Prometheus metrics over HTTP there (0: any free port)."""
+    ``metrics_port``: serve Prometheus metrics over HTTP there (0: any free port), on the
+    host of ``listen``. ``health_listen``: the health service alone, in plain text (probes)."""
     metrics = CoordinatorMetrics()
+    metrics.insecure.set(0 if config.tls else 1)
+    if config.tls is None:
+        log.warning(
+            "coordinator %s: INSECURE: no TLS, no authentication; anyone who reaches %s can begin, "
+            "commit, join and learn any transaction",
+            config.name,
+            listen,
+        )
     servicer = CoordinatorServicer(config, metrics=metrics)
     handle = await start_server(
         listen,
         lambda s: pb_grpc.add_CoordinatorServicer_to_server(servicer, s),
         ["paxoscommit.v1.Coordinator"],
         advertise_host,
-        interceptors=[RequestCounter(metrics.grpc_requests)],
+        interceptors=[RequestCounter(metrics.grpc_requests), InputGuard(metrics.on_undecodable)],
+        credentials=server_credentials(config.tls) if config.tls else None,
+        health_listen=health_listen,
     )
     if metrics_port is not None:
-        handle.metrics_port = serve_metrics(metrics_port, metrics.registry)
+        handle.metrics_port = serve_metrics(metrics_port, metrics.registry, metrics_host(listen))
     servicer.address = handle.address
     servicer.start(handle)
     log.info("coordinator %s serving on %s", servicer.leader_id, handle.address)

@@ -1,7 +1,9 @@
 """``paxos-commit bench``: commits/s and latency for F=0 (classic 2PC) and F=1, one run.
 
 Each configuration gets a fresh local cluster (2F+1 acceptor processes on SQLite with
-``synchronous=FULL``, one coordinator process). The benchmark process plays the
+``synchronous=FULL``, one coordinator process), with mTLS on every hop as a user runs it;
+``--insecure`` measures the same configurations in plain text too, in the same run, and
+reports TLS's cost. The benchmark process plays the
 application and ``--rms`` resource managers whose prepare is free, so the figures measure
 the protocol and its durable writes, not a database's own work.
 """
@@ -61,14 +63,25 @@ def _stream_counts(port: int | None) -> tuple[float, float]:
     return messages, batches
 
 
-async def _measure(f: int, args: argparse.Namespace, root: Path, levels: list[int]) -> list[dict[str, Any]]:
+async def _measure(
+    f: int, args: argparse.Namespace, root: Path, levels: list[int], tls: bool = True
+) -> list[dict[str, Any]]:
     """Every concurrency level on one fresh cluster of 2F+1 acceptors and one coordinator."""
-    cluster = LocalCluster(root / f"f{f}", n_acceptors=2 * f + 1, n_coordinators=1, recovery_interval=0)
+    cluster = LocalCluster(
+        root / f"f{f}{'' if tls else '-insecure'}",
+        n_acceptors=2 * f + 1,
+        n_coordinators=1,
+        recovery_interval=0,
+        tls=tls,
+    )
     cluster.start()
     try:
         coords = cluster.coordinator_addresses
-        client = Client(coords)
-        rms = [Participant(NullRM(f"rm-{i}"), coords) for i in range(args.rms)]
+        client = Client(coords, credentials=cluster.credentials("app", "bench"))
+        rms = [
+            Participant(NullRM(f"rm-{i}"), coords, credentials=cluster.credentials("rm", f"rm-{i}"))
+            for i in range(args.rms)
+        ]
         procs = {p.name: p for p in [*cluster.acceptors, *cluster.coordinators]}
 
         async def one(latencies: list[float] | None, failures: list[int]) -> None:
@@ -115,6 +128,7 @@ async def _measure(f: int, args: argparse.Namespace, root: Path, levels: list[in
             results.append(
                 {
                     "f": f,
+                    "tls": tls,
                     "acceptors": 2 * f + 1,
                     "concurrency": concurrency,
                     "transactions": n,
@@ -144,31 +158,48 @@ async def run_bench(args: argparse.Namespace) -> int:
         levels = [args.concurrency]
     else:
         levels = [int(x) for x in (args.levels or "1,16,64").split(",") if x]
+    plain = bool(getattr(args, "insecure", False))
     with tempfile.TemporaryDirectory(prefix="paxos-commit-bench-") as tmp:
+        # Each plain-text run right after its TLS twin: on a shared machine the load drifts.
         f0s = await _measure(0, args, Path(tmp), levels)
+        f0p = await _measure(0, args, Path(tmp), levels, tls=False) if plain else [None] * len(levels)
         f1s = await _measure(1, args, Path(tmp), levels)
+        f1p = await _measure(1, args, Path(tmp), levels, tls=False) if plain else [None] * len(levels)
     runs = []
-    for f0, f1 in zip(f0s, f1s, strict=True):
-        runs.append(
-            {
-                "concurrency": f0["concurrency"],
-                "f0": f0,
-                "f1": f1,
-                "f1_over_f0_throughput": round(f1["commits_per_s"] / f0["commits_per_s"], 3),
+    for f0, f1, p0, p1 in zip(f0s, f1s, f0p, f1p, strict=True):
+        run: dict[str, Any] = {
+            "concurrency": f0["concurrency"],
+            "f0": f0,
+            "f1": f1,
+            "f1_over_f0_throughput": round(f1["commits_per_s"] / f0["commits_per_s"], 3),
+        }
+        if p0 is not None and p1 is not None:
+            run["f0_insecure"], run["f1_insecure"] = p0, p1
+            # TLS's cost: throughput with mTLS over throughput in plain text (1.0: free).
+            run["tls_over_insecure_throughput"] = {
+                "f0": round(f0["commits_per_s"] / p0["commits_per_s"], 3),
+                "f1": round(f1["commits_per_s"] / p1["commits_per_s"], 3),
             }
-        )
+        runs.append(run)
     if args.json:
         print(json.dumps({"levels": runs}, indent=2))
     else:
         for run in runs:
-            for key in ("f0", "f1"):
+            for key in ("f0", "f1", "f0_insecure", "f1_insecure"):
+                if key not in run:
+                    continue
                 r = run[key]
                 cpu = ", ".join(f"{k} {v}" for k, v in r["cpu_ms_per_txn"].items())
+                mode = "TLS" if r["tls"] else "insecure"
                 print(
-                    f"c={r['concurrency']} F={r['f']}: {r['commits_per_s']} commits/s, p50 {r['latency_ms_p50']} ms, "
+                    f"c={r['concurrency']} F={r['f']} {mode}: {r['commits_per_s']} commits/s, p50 {r['latency_ms_p50']} ms, "
                     f"p99 {r['latency_ms_p99']} ms, {r['stream_messages_per_txn']} stream msgs/txn "
                     f"({r['stream_messages_per_batch']}/batch); CPU ms/txn: {cpu}"
                 )
             print(f"c={run['concurrency']} F=1 / F=0 throughput x{run['f1_over_f0_throughput']}")
-    failed = any(r[k]["failures"] for r in runs for k in ("f0", "f1"))
+            if "tls_over_insecure_throughput" in run:
+                t = run["tls_over_insecure_throughput"]
+                print(f"c={run['concurrency']} TLS / insecure throughput: F=0 x{t['f0']}, F=1 x{t['f1']}")
+    keys = ("f0", "f1", "f0_insecure", "f1_insecure")
+    failed = any(r[k]["failures"] for r in runs for k in keys if k in r)
     return 1 if failed else 0

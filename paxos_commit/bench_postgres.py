@@ -191,9 +191,15 @@ async def _paxos(
     try:
         coords, accs = cluster.coordinator_addresses, cluster.acceptor_addresses
         size = args.pool_size
-        bank_a = PostgresRM(dsns[0], "bench-a", coords, acceptors=accs, min_size=2, max_size=size)
-        bank_b = PostgresRM(dsns[1], "bench-b", coords, acceptors=accs, min_size=2, max_size=size)
-        client = Client(coords)
+        bank_a = PostgresRM(
+            dsns[0], "bench-a", coords, acceptors=accs, min_size=2, max_size=size,
+            credentials=cluster.credentials("rm", "bench-a"),
+        )  # fmt: skip
+        bank_b = PostgresRM(
+            dsns[1], "bench-b", coords, acceptors=accs, min_size=2, max_size=size,
+            credentials=cluster.credentials("rm", "bench-b"),
+        )  # fmt: skip
+        client = Client(coords, credentials=cluster.credentials("app", "bench"))
         rng = random.Random(2)
 
         async def one() -> Phases:

@@ -13,8 +13,12 @@ import socket
 import sys
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rm_sdk import tracing
+
+if TYPE_CHECKING:
+    from paxos_commit.certs import TlsFiles
 
 __all__ = ["main"]
 
@@ -75,6 +79,71 @@ def _acceptor_id(value: str) -> int:
     return n
 
 
+class _UsageError(Exception):
+    pass
+
+
+def _tls_files(args: argparse.Namespace, role: str, name: str) -> TlsFiles | None:
+    """This service's certificate files from --tls-cert/--tls-key/--tls-ca or --certs,
+    None with --insecure; neither: a usage error (TLS is not optional by accident)."""
+    from paxos_commit.certs import TlsFiles
+
+    explicit = [args.tls_cert, args.tls_key, args.tls_ca]
+    if args.insecure:
+        if any(explicit) or args.certs:
+            raise _UsageError("--insecure cannot be combined with --tls-* or --certs")
+        return None
+    if any(explicit):
+        if not all(explicit):
+            raise _UsageError("--tls-cert, --tls-key and --tls-ca go together")
+        files = TlsFiles(Path(args.tls_cert), Path(args.tls_key), Path(args.tls_ca))
+    elif args.certs:
+        d = Path(args.certs)
+        # A mounted Kubernetes TLS Secret (tls.crt, tls.key, ca.crt), or a `paxos-commit certs` folder.
+        files = TlsFiles.mounted(d) if (d / "tls.crt").exists() else TlsFiles.in_dir(d, role, name)
+    else:
+        raise _UsageError(
+            "no certificates: give --certs DIR (see `paxos-commit certs`) or --tls-cert/--tls-key/--tls-ca; "
+            "--insecure runs without TLS and without authentication"
+        )
+    for f in (files.cert, files.key, files.ca):
+        if not f.exists():
+            raise _UsageError(f"certificate file {f} does not exist")
+    return files
+
+
+def _add_tls_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("TLS (mTLS: peers present certificates from the same CA)")
+    g.add_argument("--tls-cert", default=_env("TLS_CERT"), help="this service's certificate chain (PEM)")
+    g.add_argument("--tls-key", default=_env("TLS_KEY"), help="its private key (PEM)")
+    g.add_argument(
+        "--tls-ca", default=_env("TLS_CA"), help="the CA that signs every peer's certificate (PEM)"
+    )
+    g.add_argument(
+        "--certs",
+        default=_env("CERTS"),
+        help="a folder with tls.crt, tls.key, ca.crt (a Kubernetes TLS Secret), or made by `paxos-commit certs`",
+    )
+    g.add_argument(
+        "--insecure",
+        action="store_true",
+        default=_env("INSECURE") == "1",
+        help="no TLS and no authentication: anyone who reaches the port may act as any role",
+    )
+    g.add_argument(
+        "--health-port",
+        type=int,
+        default=_int_env("HEALTH_PORT"),
+        help="also serve the gRPC health service alone, in plain text, on this port (kubelet probes)",
+    )
+
+
+def _health_listen(args: argparse.Namespace) -> str | None:
+    if args.health_port is None:
+        return None
+    return f"{args.listen.rsplit(':', 1)[0]}:{args.health_port}"
+
+
 def _acceptor(args: argparse.Namespace) -> int:
     from acceptor.service import serve_acceptor
     from acceptor.storage import StorageError, sqlite_url
@@ -90,17 +159,34 @@ def _acceptor(args: argparse.Namespace) -> int:
         # A fresh volume holds nothing; one that held our state and lost it is refused.
         init = init or args.db is not None or not (data_dir.exists() and any(data_dir.iterdir()))
 
+    try:
+        tls = _tls_files(args, "acceptor", str(args.id))
+    except _UsageError as exc:
+        print(f"paxos-commit acceptor: {exc}", file=sys.stderr)
+        return 2
+
     if args.trace_file:
         tracing.enable(args.trace_file, f"acceptor-{args.id}")
 
     async def run() -> None:
         async with serve_acceptor(
-            args.id, url, args.listen, init=init, metrics_port=args.metrics_port
+            args.id,
+            url,
+            args.listen,
+            init=init,
+            metrics_port=args.metrics_port,
+            tls=tls,
+            health_listen=_health_listen(args),
         ) as handle:
             tune_gc()
             write_port_file(
                 args.port_file,
-                {"address": handle.address, "pid": os.getpid(), "metrics_port": handle.metrics_port},
+                {
+                    "address": handle.address,
+                    "pid": os.getpid(),
+                    "metrics_port": handle.metrics_port,
+                    "tls": handle.secure,
+                },
             )
             print(f"acceptor {args.id} serving on {handle.address}", flush=True)
             await wait_for_signal()
@@ -124,6 +210,11 @@ def _coordinator(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    try:
+        tls = _tls_files(args, "coordinator", args.name)
+    except _UsageError as exc:
+        print(f"paxos-commit coordinator: {exc}", file=sys.stderr)
+        return 2
     config = CoordinatorConfig(
         acceptors=acceptors,
         name=args.name,
@@ -131,6 +222,7 @@ def _coordinator(args: argparse.Namespace) -> int:
         recovery_timeout=args.recovery_timeout,
         recovery_interval=args.recovery_interval,
         txn_timeout=args.txn_timeout,
+        tls=tls,
     )
 
     if args.trace_file:
@@ -138,12 +230,21 @@ def _coordinator(args: argparse.Namespace) -> int:
 
     async def run() -> None:
         async with serve_coordinator(
-            config, args.listen, args.advertise_host, metrics_port=args.metrics_port
+            config,
+            args.listen,
+            args.advertise_host,
+            metrics_port=args.metrics_port,
+            health_listen=_health_listen(args),
         ) as handle:
             tune_gc()
             write_port_file(
                 args.port_file,
-                {"address": handle.address, "pid": os.getpid(), "metrics_port": handle.metrics_port},
+                {
+                    "address": handle.address,
+                    "pid": os.getpid(),
+                    "metrics_port": handle.metrics_port,
+                    "tls": handle.secure,
+                },
             )
             print(f"coordinator serving on {handle.address}", flush=True)
             await wait_for_signal()
@@ -160,7 +261,12 @@ def _up(args: argparse.Namespace) -> int:
         n_acceptors=args.acceptors,
         n_coordinators=args.coordinators,
         base_port=args.base_port,
+        tls=not args.insecure,
     )
+    if args.insecure:
+        logging.getLogger("paxos_commit").warning(
+            "INSECURE: the cluster runs without TLS and without authentication (--insecure)"
+        )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -175,6 +281,13 @@ def _up(args: argparse.Namespace) -> int:
     )
     for p in [*cluster.acceptors, *cluster.coordinators]:
         print(f"  {p.name:<15} {p.address:<21} metrics http://127.0.0.1:{p.metrics_port}/metrics")
+    if cluster.tls:
+        print(
+            f"  mTLS on; certificates in {cluster.certs_dir} (clients: `paxos-commit certs "
+            f"{cluster.certs_dir} --issue app:NAME --issue rm:ID`)"
+        )
+    else:
+        print("  WARNING: INSECURE: no TLS, no authentication")
     print(f"  logs in {cluster.data_dir / 'logs'}; Ctrl-C stops", flush=True)
     try:
         while not stop.wait(0.5):
@@ -192,6 +305,34 @@ def _up(args: argparse.Namespace) -> int:
     finally:
         cluster.stop()
         print("paxos-commit: stopped", flush=True)
+    return 0
+
+
+def _certs(args: argparse.Namespace) -> int:
+    from paxos_commit.certs import ensure_ca, ensure_cert, issue, make_ca
+    from rm_sdk.identity import ROLES
+
+    d = Path(args.dir)
+    if args.new_ca:
+        make_ca(d)
+    else:
+        ensure_ca(d)
+    wanted: list[tuple[str, str]] = [("acceptor", str(i)) for i in range(args.acceptors)]
+    wanted += [("coordinator", n) for n in (args.coordinators.split(",") if args.coordinators else [])]
+    for spec in args.issue or ():
+        role, _, name = spec.partition(":")
+        if role not in ROLES or not name:
+            print(
+                f"paxos-commit certs: --issue ROLE:NAME, ROLE one of {', '.join(ROLES)}; got {spec!r}",
+                file=sys.stderr,
+            )
+            return 2
+        wanted.append((role, name))
+    hosts = ["localhost", "127.0.0.1", "::1", *(args.host or ())]
+    for role, name in wanted:
+        files = issue(d, role, name, hosts) if args.force else ensure_cert(d, role, name, hosts)
+        print(f"{role}/{name}: {files.cert} {files.key}")
+    print(f"CA: {d / 'ca.pem'} (its key {d / 'ca-key.pem'} stays off the servers)")
     return 0
 
 
@@ -282,6 +423,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     a.add_argument("--metrics-port", type=int, default=_int_env("METRICS_PORT"), help="serve /metrics here")
     a.add_argument("--port-file", default=None, help="write {address, pid, metrics_port} here once serving")
+    _add_tls_arguments(a)
     a.set_defaults(func=_acceptor)
 
     c = sub.add_parser("coordinator", help="run one coordinator replica (environment: PAXOS_COMMIT_*)")
@@ -299,12 +441,37 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--txn-timeout", type=float, default=float(_env("TXN_TIMEOUT", "120") or 120))
     c.add_argument("--metrics-port", type=int, default=_int_env("METRICS_PORT"), help="serve /metrics here")
     c.add_argument("--port-file", default=None)
+    _add_tls_arguments(c)
     c.set_defaults(func=_coordinator)
+
+    k = sub.add_parser(
+        "certs", help="a local CA and per-role certificates (spiffe://paxos-commit/<role>/<name>) for mTLS"
+    )
+    k.add_argument("dir", help="folder for ca.pem, ca-key.pem and <role>-<name>.pem / -key.pem")
+    k.add_argument("--acceptors", type=int, default=0, help="issue acceptor/0 .. acceptor/N-1")
+    k.add_argument("--coordinators", default="", help="comma-separated coordinator names to issue")
+    k.add_argument(
+        "--issue",
+        action="append",
+        metavar="ROLE:NAME",
+        help="issue one more, e.g. rm:bank-a, app:shop, admin:me",
+    )
+    k.add_argument(
+        "--host", action="append", help="an extra DNS name or IP for the certificates (repeatable)"
+    )
+    k.add_argument("--force", action="store_true", help="issue again even if a certificate exists (rotation)")
+    k.add_argument("--new-ca", action="store_true", help="make a new CA even if one exists")
+    k.set_defaults(func=_certs)
 
     u = sub.add_parser("up", help="a local cluster in the foreground")
     u.add_argument("--data-dir", default="./.paxos-commit")
     u.add_argument("--acceptors", type=int, default=3, help="2F+1")
     u.add_argument("--coordinators", type=int, default=2)
+    u.add_argument(
+        "--insecure",
+        action="store_true",
+        help="no TLS and no authentication (default: mTLS, certs in the data dir)",
+    )
     u.add_argument(
         "--base-port",
         type=int,
@@ -322,6 +489,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="UP_DATA_DIR",
         help="use the cluster that `paxos-commit up --data-dir UP_DATA_DIR` runs, instead of starting one",
     )
+    d.add_argument("--insecure", action="store_true", help="run the demo's cluster without TLS")
     d.add_argument("--transfers", type=int, default=40)
     d.add_argument("--concurrency", type=int, default=8)
     d.add_argument("--seed", type=int, default=7)
@@ -348,6 +516,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--transactions", type=int, default=1000)
     b.add_argument("--concurrency", type=int, default=None, help="one concurrency level (default: --levels)")
     b.add_argument("--rms", type=int, default=2)
+    b.add_argument(
+        "--insecure",
+        action="store_true",
+        help="also measure every configuration without TLS, in the same run, and report TLS's cost",
+    )
     b.add_argument(
         "--postgres",
         metavar="DSN",

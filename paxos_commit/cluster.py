@@ -2,6 +2,9 @@
 
 Used by ``paxos-commit up``, the demo, the benchmark and the integration tests. Each
 process writes its address to a port file once it serves; the cluster waits for those.
+With ``tls`` (the default) every process serves mTLS with a certificate from a local CA
+under ``data_dir/certs`` (made on first start); :meth:`LocalCluster.credentials` gives a
+client its own.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import grpc
 
 __all__ = ["ClusterError", "LocalCluster", "ServiceProcess"]
 
@@ -118,6 +123,8 @@ class LocalCluster:
     acceptor_urls: list[str] | None = None
     #: Folder for each process's protocol event log (trace validation); None: no logs.
     trace_dir: Path | None = None
+    #: mTLS on every hop (certificates under data_dir/certs); False: --insecure.
+    tls: bool = True
     acceptors: list[ServiceProcess] = field(default_factory=list)
     #: True for a cluster found with :meth:`attach`: someone else runs it.
     attached: bool = False
@@ -140,6 +147,22 @@ class LocalCluster:
     def coordinator_addresses(self) -> list[str]:
         return [c.address for c in self.coordinators]
 
+    @property
+    def certs_dir(self) -> Path:
+        return self.data_dir / "certs"
+
+    def credentials(self, role: str, name: str) -> grpc.ChannelCredentials | None:
+        """Client credentials of ``role``/``name`` from the cluster's CA (issued on first
+        use), or None for a cluster without TLS."""
+        if not self.tls:
+            return None
+        from paxos_commit.certs import ensure_cert
+
+        return ensure_cert(self.certs_dir, role, name).channel_credentials()
+
+    def _security_args(self) -> list[str]:
+        return ["--certs", str(self.certs_dir)] if self.tls else ["--insecure"]
+
     def _port(self, offset: int) -> int:
         return self.base_port + offset if self.base_port else 0
 
@@ -153,9 +176,16 @@ class LocalCluster:
                 raise ClusterError(
                     f"{self.data_dir} holds a cluster of {known['acceptors']} acceptors, not {self.n_acceptors}"
                 )
+        if self.tls:
+            from paxos_commit.certs import local_certs
+
+            local_certs(
+                self.certs_dir, self.n_acceptors, [f"coordinator-{i}" for i in range(self.n_coordinators)]
+            )
         try:
             for i in range(self.n_acceptors):
                 args = ["acceptor", "--id", str(i), "--listen", f"127.0.0.1:{self._port(i)}"]
+                args += self._security_args()
                 args += ["--metrics-port", str(self._port(200 + i))]
                 if self.acceptor_urls is not None:
                     args += ["--db", self.acceptor_urls[i]]
@@ -199,6 +229,7 @@ class LocalCluster:
             str(self.recovery_interval),
             "--txn-timeout",
             str(self.txn_timeout),
+            *self._security_args(),
         ]
 
     def _process(self, name: str, args: list[str]) -> ServiceProcess:
@@ -239,6 +270,7 @@ class LocalCluster:
         if not run.is_dir():
             raise ClusterError(f"no running cluster in {data_dir} (start one with paxos-commit up)")
         found: dict[str, list[ServiceProcess]] = {"acceptor": [], "coordinator": []}
+        tls = True
         for kind in found:
             for f in sorted(run.glob(f"{kind}-*.json"), key=lambda p: int(p.stem.rsplit("-", 1)[1])):
                 info = json.loads(f.read_text())
@@ -249,9 +281,12 @@ class LocalCluster:
                     info["pid"],
                 )
                 found[kind].append(proc)
+                tls = tls and bool(info.get("tls", False))
         if not found["acceptor"] or not found["coordinator"]:
             raise ClusterError(f"{run} names no acceptors or no coordinators")
-        cluster = cls(data_dir, n_acceptors=len(found["acceptor"]), n_coordinators=len(found["coordinator"]))
+        cluster = cls(
+            data_dir, n_acceptors=len(found["acceptor"]), n_coordinators=len(found["coordinator"]), tls=tls
+        )
         cluster.acceptors, cluster.coordinators = found["acceptor"], found["coordinator"]
         cluster.attached = True
         return cluster

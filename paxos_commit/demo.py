@@ -205,8 +205,13 @@ async def _run(root: Path, args: argparse.Namespace) -> int:
             vote_timeout=3.0,
             recovery_timeout=2.0,
             recovery_interval=0.5,
+            tls=not getattr(args, "insecure", False),
         )
-        print("starting 3 acceptors and 2 coordinators (separate processes)...", flush=True)
+        print(
+            "starting 3 acceptors and 2 coordinators (separate processes, "
+            + ("mTLS on every hop)..." if cluster.tls else "INSECURE: no TLS)..."),
+            flush=True,
+        )
         cluster.start()
     try:
         return await _transfers(cluster, root, rng, args)
@@ -224,15 +229,42 @@ async def _transfers(cluster: LocalCluster, root: Path, rng: random.Random, args
             accs = cluster.acceptor_addresses
             print("each bank is a Postgres database; a vote is a PREPARE TRANSACTION", flush=True)
             return await _with_banks(
-                pg_bank(dsns[0], "bank-a", coords, acceptors=accs, owner_timeout=5.0),
-                pg_bank(dsns[1], "bank-b", coords, acceptors=accs, owner_timeout=5.0),
+                pg_bank(
+                    dsns[0],
+                    "bank-a",
+                    coords,
+                    acceptors=accs,
+                    owner_timeout=5.0,
+                    credentials=cluster.credentials("rm", "bank-a"),
+                ),
+                pg_bank(
+                    dsns[1],
+                    "bank-b",
+                    coords,
+                    acceptors=accs,
+                    owner_timeout=5.0,
+                    credentials=cluster.credentials("rm", "bank-b"),
+                ),
                 cluster,
                 rng,
                 args,
             )
     return await _with_banks(
-        SlowLedger(root / "bank-a.db", "bank-a", coords, owner_timeout=5.0),
-        SlowLedger(root / "bank-b.db", "bank-b", coords, owner_timeout=5.0),
+        # Each bank is its own identity (rm/bank-a, rm/bank-b): it may vote only for itself.
+        SlowLedger(
+            root / "bank-a.db",
+            "bank-a",
+            coords,
+            owner_timeout=5.0,
+            credentials=cluster.credentials("rm", "bank-a"),
+        ),
+        SlowLedger(
+            root / "bank-b.db",
+            "bank-b",
+            coords,
+            owner_timeout=5.0,
+            credentials=cluster.credentials("rm", "bank-b"),
+        ),
         cluster,
         rng,
         args,
@@ -260,7 +292,7 @@ async def _with_banks(
     ]
     victim = transfers[len(transfers) // 3]
     killed: list[str] = []
-    client = Client(coords, outcome_timeout=60.0)
+    client = Client(coords, outcome_timeout=60.0, credentials=cluster.credentials("app", "demo"))
 
     async def run_one(t: Transfer) -> None:
         txn = await client.begin()

@@ -3,13 +3,14 @@ prefixed ``paxos_commit_``), and the gRPC interceptor that counts requests by st
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import grpc
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-__all__ = ["AcceptorMetrics", "CoordinatorMetrics", "RequestCounter", "serve_metrics"]
+__all__ = ["AcceptorMetrics", "CoordinatorMetrics", "RequestCounter", "metrics_host", "serve_metrics"]
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 _WRITE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1)
@@ -37,10 +38,33 @@ class _Base:
             buckets=_BATCH_BUCKETS,
             registry=self.registry,
         )
+        self.authz_refusals = Counter(
+            "paxos_commit_authz_refusals",
+            "Requests refused by the authorization policy (paxos_commit.authz), by rule and peer role.",
+            ["rule", "role"],
+            registry=self.registry,
+        )
+        self.undecodable = Counter(
+            "paxos_commit_undecodable_requests",
+            "Unary requests whose bytes did not decode (answered INVALID_ARGUMENT), by method.",
+            ["method"],
+            registry=self.registry,
+        )
+        self.insecure = Gauge(
+            "paxos_commit_insecure",
+            "1 if this process serves without TLS (--insecure): anyone who can reach it may act as any role.",
+            registry=self.registry,
+        )
 
     def on_stream_batch(self, size: int) -> None:
         if size:
             self.stream_batch_size.observe(size)
+
+    def on_refusal(self, rule: str, role: str) -> None:
+        self.authz_refusals.labels(rule, role).inc()
+
+    def on_undecodable(self, method: str) -> None:
+        self.undecodable.labels(method).inc()
 
 
 class AcceptorMetrics(_Base):
@@ -135,6 +159,10 @@ class RequestCounter(_Interceptor):
         async def counted(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             try:
                 reply = await inner(request, context)
+            except asyncio.CancelledError:
+                # The peer went away (or the server is stopping): not an error of ours.
+                counter.labels(method, _code_name(context.code() or grpc.StatusCode.CANCELLED)).inc()
+                raise
             except BaseException:
                 code = context.code() or grpc.StatusCode.UNKNOWN
                 counter.labels(method, _code_name(code)).inc()
@@ -153,7 +181,14 @@ def _code_name(code: Any) -> str:
     return code.name if isinstance(code, grpc.StatusCode) else str(code)
 
 
-def serve_metrics(port: int, registry: CollectorRegistry, addr: str = "0.0.0.0") -> int:
-    """Serve /metrics over HTTP in a background thread; returns the bound port."""
+def metrics_host(listen: str) -> str:
+    """The host of a ``host:port`` listen address, for /metrics to bind the same interface
+    as the gRPC port (not every interface: ``--listen 127.0.0.1:7700`` keeps metrics local)."""
+    host = listen.rsplit(":", 1)[0].strip("[]")
+    return host or "0.0.0.0"
+
+
+def serve_metrics(port: int, registry: CollectorRegistry, addr: str = "127.0.0.1") -> int:
+    """Serve /metrics over HTTP on ``addr`` in a background thread; returns the bound port."""
     server, _thread = start_http_server(port, addr=addr, registry=registry)
     return int(server.server_port)

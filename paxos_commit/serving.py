@@ -20,9 +20,11 @@ from rm_sdk import tracing
 from rm_sdk.protocol import ProtocolError
 
 __all__ = [
+    "MAX_DETAIL_BYTES",
     "MAX_MESSAGE_BYTES",
     "ServerHandle",
     "abort_on_error",
+    "bounded",
     "clamp_wait_ms",
     "serve_stream",
     "StreamReplies",
@@ -38,6 +40,8 @@ log = logging.getLogger("paxos_commit")
 MAX_MESSAGE_BYTES = 1 << 20
 #: Cap on any long-poll wait a client asks for.
 MAX_WAIT_MS = 60_000
+#: Error details are cut to this many bytes (a request may carry a 1 MB name).
+MAX_DETAIL_BYTES = 1024
 
 T = TypeVar("T")
 
@@ -47,12 +51,25 @@ def clamp_wait_ms(wait_ms: int) -> float:
     return min(wait_ms, MAX_WAIT_MS) / 1000.0
 
 
+def bounded(detail: str) -> str:
+    """An error detail cut to MAX_DETAIL_BYTES (whole characters)."""
+    raw = detail.encode()
+    return detail if len(raw) <= MAX_DETAIL_BYTES else raw[:MAX_DETAIL_BYTES].decode(errors="ignore")
+
+
 async def abort_on_error(context: grpc.aio.ServicerContext[Any, Any], call: Awaitable[T]) -> T:
-    """Await a handler's work, turning protocol errors into gRPC statuses."""
+    """Await a handler's work, turning protocol errors into gRPC statuses (details
+    bounded) and any other failure (storage) into UNAVAILABLE: a unary call never ends
+    UNKNOWN because the database did not answer."""
     try:
         return await call
     except ProtocolError as exc:
-        await context.abort(grpc.StatusCode[exc.status], str(exc))
+        await context.abort(grpc.StatusCode[exc.status], bounded(str(exc)))
+    except (asyncio.CancelledError, grpc.aio.AbortError):
+        raise
+    except Exception as exc:
+        log.warning("request failed: %s", bounded(repr(exc)))
+        await context.abort(grpc.StatusCode.UNAVAILABLE, "storage failed; try again or another acceptor")
     raise AssertionError("unreachable")
 
 
@@ -66,6 +83,11 @@ class ServerHandle:
         self.service_names: list[str] = []
         #: Where /metrics is served, if it is.
         self.metrics_port: int | None = None
+        #: Whether the port speaks TLS (mTLS: peers present certificates).
+        self.secure = False
+        #: The plain-text health-only server, if any, and its port.
+        self.health_server: grpc.aio.Server | None = None
+        self.health_port: int | None = None
 
     async def set_serving(self, serving: bool) -> None:
         """Readiness of the named services: NOT_SERVING while a dependency (storage,
@@ -80,6 +102,8 @@ class ServerHandle:
     async def stop(self, grace: float = 5.0) -> None:
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
+        if self.health_server is not None:
+            await self.health_server.stop(0)
 
 
 async def start_server(
@@ -88,9 +112,13 @@ async def start_server(
     service_names: list[str],
     advertise_host: str | None = None,
     interceptors: Sequence[grpc.aio.ServerInterceptor[Any, Any]] = (),
+    credentials: grpc.ServerCredentials | None = None,
+    health_listen: str | None = None,
 ) -> ServerHandle:
     """Bind ``listen`` (port 0: the OS picks), register services, health and reflection,
-    start."""
+    start. ``credentials``: TLS (see :func:`paxos_commit.certs.server_credentials`);
+    None listens in plain text. ``health_listen``: also serve only the health service,
+    in plain text, there (for kubelet probes, which cannot present a certificate)."""
     server = grpc.aio.server(
         interceptors=[*tracing.server_interceptors(), *interceptors],
         options=[
@@ -105,16 +133,31 @@ async def start_server(
     reflection.enable_server_reflection(
         [*service_names, reflection.SERVICE_NAME, "grpc.health.v1.Health"], server
     )
-    port = server.add_insecure_port(listen)
+    port = (
+        server.add_insecure_port(listen)
+        if credentials is None
+        else server.add_secure_port(listen, credentials)
+    )
     if port == 0:
         raise OSError(f"cannot listen on {listen}")
     await server.start()
+    health_server: grpc.aio.Server | None = None
+    health_port: int | None = None
+    if health_listen is not None:
+        health_server = grpc.aio.server()
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, health_server)
+        health_port = health_server.add_insecure_port(health_listen)
+        if health_port == 0:
+            raise OSError(f"cannot listen on {health_listen}")
+        await health_server.start()
     host = advertise_host or listen.rsplit(":", 1)[0]
     if host in ("", "0.0.0.0", "[::]"):
         host = "127.0.0.1"
     address = f"{host}:{port}"
     handle = ServerHandle(server, address, health_servicer)
     handle.service_names = list(service_names)
+    handle.secure = credentials is not None
+    handle.health_server, handle.health_port = health_server, health_port
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     await handle.set_serving(True)
     return handle

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import ipaddress
+from collections.abc import Sequence
+
 import grpc
 
-from rm_sdk import tracing
 from rm_sdk._gen.paxoscommit.v1 import paxoscommit_pb2_grpc as pb_grpc
-from rm_sdk._streams import StreamCoordinator
+from rm_sdk._streams import StreamCoordinator, open_channel
 
 #: Status codes that mean "this server did not answer", not "the request was wrong".
 TRANSIENT = frozenset(
@@ -15,7 +17,13 @@ TRANSIENT = frozenset(
 
 
 class Channels:
-    def __init__(self) -> None:
+    """``credentials``: mTLS to every service (:func:`rm_sdk.tls.credentials`); None:
+    plain text (a cluster run with --insecure)."""
+
+    def __init__(self, credentials: grpc.ChannelCredentials | None = None) -> None:
+        self.credentials = credentials
+        #: The name coordinator certificates carry when a replica is dialled by its IP.
+        self.coordinator_name: str | None = None
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._coordinators: dict[str, StreamCoordinator] = {}
         # Stubs are cached too: building one registers every method (a profile showed
@@ -25,16 +33,28 @@ class Channels:
     def channel(self, address: str) -> grpc.aio.Channel:
         ch = self._channels.get(address)
         if ch is None:
-            ch = self._channels[address] = grpc.aio.insecure_channel(
-                address, interceptors=tracing.client_interceptors()
-            )
+            ch = self._channels[address] = open_channel(address, self.credentials)
         return ch
+
+    def use_coordinator_name(self, coordinators: Sequence[str]) -> None:
+        """Replicas are dialled at the IP they advertise (the owner of a transaction), while
+        their shared certificate names the Service the client was configured with (e.g.
+        Kubernetes pod IPs behind one Service): verify those against the configured host."""
+        for address in coordinators:
+            host = address.rsplit(":", 1)[0].strip("[]")
+            if host and not _is_ip(host):
+                self.coordinator_name = host
+                return
 
     def coordinator(self, address: str) -> StreamCoordinator:
         """Calls to the coordinator at ``address``, batched on one stream per address."""
         link = self._coordinators.get(address)
         if link is None:
-            link = self._coordinators[address] = StreamCoordinator(self.channel(address))
+            host = address.rsplit(":", 1)[0].strip("[]")
+            ch = self._channels.get(address)
+            if ch is None and self.credentials is not None and self.coordinator_name and _is_ip(host):
+                ch = self._channels[address] = open_channel(address, self.credentials, self.coordinator_name)
+            link = self._coordinators[address] = StreamCoordinator(ch or self.channel(address))
         return link
 
     def acceptor(self, address: str) -> pb_grpc.AcceptorAsyncStub:
@@ -51,3 +71,11 @@ class Channels:
         self._acceptors.clear()
         for ch in channels:
             await ch.close(None)
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True

@@ -43,12 +43,25 @@ from rm_sdk.wire import (
     phase2b_from_pb,
 )
 
-__all__ = ["StreamAcceptors", "StreamCoordinator"]
+__all__ = ["StreamAcceptors", "StreamCoordinator", "open_channel"]
 
 log = logging.getLogger("paxos_commit.streams")
 
 #: Requests in flight on one link beyond which new ones fail at once (back-pressure).
 MAX_PENDING = 20_000
+
+
+def open_channel(
+    address: str, credentials: grpc.ChannelCredentials | None = None, server_name: str | None = None
+) -> grpc.aio.Channel:
+    """A channel to one service: TLS with ``credentials``, else plain text. ``server_name``:
+    the name the server's certificate must carry, if not the dialled host."""
+    if credentials is None:
+        return grpc.aio.insecure_channel(address, interceptors=tracing.client_interceptors())
+    options = [("grpc.ssl_target_name_override", server_name)] if server_name else []
+    return grpc.aio.secure_channel(
+        address, credentials, options=options, interceptors=tracing.client_interceptors()
+    )
 
 
 def request_to_pb(seq: int, msg: AcceptorRequest) -> pb.AcceptorRequest:
@@ -199,6 +212,7 @@ class StreamAcceptors:
         *,
         rpc_timeout: float = 3.0,
         deliver_many: Callable[[list[AcceptorReply]], None] | None = None,
+        credentials: grpc.ChannelCredentials | None = None,
     ) -> None:
         """``deliver`` gets each reply (or NoAnswer); ``deliver_many``, if given, gets the
         replies of one incoming batch at once (the driver then runs one core step)."""
@@ -208,14 +222,25 @@ class StreamAcceptors:
         self._deliver = deliver
         self._deliver_many = deliver_many
         self.rpc_timeout = rpc_timeout
-        self.channels = [
-            grpc.aio.insecure_channel(a, interceptors=tracing.client_interceptors()) for a in self.addresses
-        ]
+        # credentials: mTLS (this process's certificate, the CA); None: plain text.
+        self.channels = [open_channel(a, credentials) for a in self.addresses]
         #: Unary stubs, for health checks and ListUndecided.
         self.stubs: list[pb_grpc.AcceptorAsyncStub] = [pb_grpc.AcceptorStub(c) for c in self.channels]
         self._links: list[_Link] | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._closed = False
+        #: Channels replaced by set_credentials, closed with this object (their streams
+        #: run on until they break; new ones use the new channels).
+        self._retired: list[grpc.aio.Channel] = []
+
+    def set_credentials(self, credentials: grpc.ChannelCredentials | None) -> None:
+        """Rotated certificates: new channels with ``credentials``, used by every stream
+        dialled from now on (a stream that is up keeps its connection)."""
+        self._retired += self.channels
+        self.channels = [open_channel(a, credentials) for a in self.addresses]
+        self.stubs = [pb_grpc.AcceptorStub(c) for c in self.channels]
+        for link, c in zip(self._links or (), self.channels, strict=False):
+            link.stub = pb_grpc.AcceptorStub(c)
 
     @property
     def n(self) -> int:
@@ -263,7 +288,7 @@ class StreamAcceptors:
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        for c in self.channels:
+        for c in [*self.channels, *self._retired]:
             await c.close(None)
 
 

@@ -22,8 +22,10 @@ from rm_sdk.protocol import (
     RMSet,
     Value,
     Vote,
+    check_ballot,
     chosen,
     majority,
+    validate_id,
 )
 
 __all__ = [
@@ -38,8 +40,9 @@ __all__ = [
 
 
 def next_ballot(leader: str, above: Ballot) -> Ballot:
-    """A ballot of ``leader`` above ``above``: one round higher, so it beats every leader at that round."""
-    return Ballot(max(above.round, 0) + 1, leader)
+    """A ballot of ``leader`` above ``above``: one round higher, so it beats every leader at that round.
+    Past ``MAX_ROUND`` there is none (acceptors never promise beyond it): ProtocolError."""
+    return check_ballot(Ballot(max(above.round, 0) + 1, leader))
 
 
 class BallotSource:
@@ -50,6 +53,7 @@ class BallotSource:
     def __init__(self, leader: str) -> None:
         if not leader:
             raise ProtocolError("a leader needs a non-empty id")
+        validate_id("leader id", leader)
         self.leader = leader
         self.last = NO_BALLOT
 
@@ -85,6 +89,7 @@ class BallotRun:
     """
 
     def __init__(self, ballot: Ballot, instances: Iterable[Instance], n_acceptors: int) -> None:
+        check_ballot(ballot)
         if not ballot.is_leader_ballot:
             raise ProtocolError(f"leaders never use ballot {ballot}")
         self.ballot = ballot

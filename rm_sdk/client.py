@@ -202,14 +202,18 @@ class Client:
         rpc_timeout: float = 10.0,
         outcome_timeout: float = 120.0,
         channels: Channels | None = None,
+        credentials: grpc.ChannelCredentials | None = None,
     ) -> None:
         if not coordinators:
             raise ValueError("need at least one coordinator address")
         self.coordinators = list(coordinators)
         self.rpc_timeout = rpc_timeout
         self.outcome_timeout = outcome_timeout
-        self._channels = channels or Channels()
+        # credentials: mTLS (rm_sdk.tls.credentials, an app/<name> certificate); None: plain text.
+        self._channels = channels or Channels(credentials)
         self._own_channels = channels is None
+        if self._channels.coordinator_name is None:
+            self._channels.use_coordinator_name(self.coordinators)
         self._next = 0
 
     async def __aenter__(self) -> Client:

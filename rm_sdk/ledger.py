@@ -16,6 +16,8 @@ import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 
+import grpc
+
 from rm_sdk.client import TransactionContext
 from rm_sdk.participant import Participant
 from rm_sdk.protocol import Vote, validate_id
@@ -38,7 +40,13 @@ class Ledger:
     """A bank: ``debit``/``credit`` inside a transaction, applied only on commit."""
 
     def __init__(
-        self, path: Path | str, rm_id: str, coordinators: Sequence[str], *, owner_timeout: float = 15.0
+        self,
+        path: Path | str,
+        rm_id: str,
+        coordinators: Sequence[str],
+        *,
+        owner_timeout: float = 15.0,
+        credentials: grpc.ChannelCredentials | None = None,
     ) -> None:
         self.rm_id = validate_id("rm id", rm_id)
         self.path = Path(path)
@@ -49,7 +57,9 @@ class Ledger:
         self._db.executescript(_SCHEMA)
         self._pending: dict[str, dict[str, int]] = {}
         self._lock = asyncio.Lock()
-        self.participant = Participant(self, coordinators, owner_timeout=owner_timeout)
+        self.participant = Participant(
+            self, coordinators, owner_timeout=owner_timeout, credentials=credentials
+        )
 
     async def close(self) -> None:
         await self.participant.close()

@@ -112,6 +112,7 @@ class Participant:
         recovery_timeout: float = 30.0,
         acceptors: Sequence[str] = (),
         channels: Channels | None = None,
+        credentials: grpc.ChannelCredentials | None = None,
     ) -> None:
         validate_id("rm id", rm.rm_id)
         self.rm = rm
@@ -120,7 +121,8 @@ class Participant:
         self.recovery_timeout = recovery_timeout
         #: Acceptor addresses: configured, or the latest learned at a join.
         self.acceptors: list[str] = list(acceptors)
-        self._channels = channels or Channels()
+        # credentials: mTLS (rm_sdk.tls.credentials, an rm/<rm id> certificate); None: plain text.
+        self._channels = channels or Channels(credentials)
         self._own_channels = channels is None
         self.client = Client(coordinators, channels=self._channels, rpc_timeout=rpc_timeout)
         self._core = ParticipantCore(
@@ -413,7 +415,11 @@ class Participant:
         key = tuple(addrs)
         if key not in self._links:
             self._links[key] = StreamAcceptors(
-                addrs, self._on_acceptor, rpc_timeout=self.rpc_timeout, deliver_many=self._on_acceptors
+                addrs,
+                self._on_acceptor,
+                rpc_timeout=self.rpc_timeout,
+                deliver_many=self._on_acceptors,
+                credentials=self._channels.credentials,
             )
         return len(addrs)
 

@@ -56,6 +56,7 @@ import logging
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
+import grpc
 import psycopg
 import psycopg.errors
 from psycopg import pq, sql
@@ -133,6 +134,7 @@ class PostgresRM:
         min_size: int = 2,
         max_size: int = 20,
         apply_concurrency: int = 16,
+        credentials: grpc.ChannelCredentials | None = None,
     ) -> None:
         self.rm_id = validate_id("rm id", rm_id)
         self.connect_timeout = connect_timeout
@@ -166,6 +168,7 @@ class PostgresRM:
             owner_timeout=owner_timeout,
             recovery_timeout=recovery_timeout,
             acceptors=acceptors,
+            credentials=credentials,
         )
 
     async def close(self) -> None:

@@ -15,8 +15,11 @@ from typing import Final, TypeAlias
 __all__ = [
     "ID_PATTERN",
     "MAX_RMS",
+    "MAX_ROUND",
+    "MAX_ROUND_STEP",
     "NO_BALLOT",
     "bundle_complete",
+    "check_ballot",
     "NO_SET",
     "NO_VALUE",
     "REGISTRAR",
@@ -46,6 +49,15 @@ ID_PATTERN: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 REGISTRAR: Final = "@registrar"
 #: Upper bound on participants of one transaction; larger sets are refused.
 MAX_RMS: Final = 1024
+#: The one limit on ballot rounds, on every path (wire decoding, acceptor rules, leaders):
+#: a round above it is refused before anything is stored (it fits a signed 64-bit column).
+MAX_ROUND: Final = 2**62
+#: A leader ballot more than this many rounds above an instance's promise is refused
+#: before anything is stored. Leaders go one round above the highest they have seen, so
+#: they never come near it; without it one forged 1a at MAX_ROUND would leave no ballot
+#: that can overtake the promise (the instance wedged for good). With it, reaching
+#: MAX_ROUND takes 2^30 successive ballots, each answered.
+MAX_ROUND_STEP: Final = 2**32
 
 Instance: TypeAlias = str
 
@@ -89,12 +101,27 @@ class Ballot:
 
     @property
     def is_leader_ballot(self) -> bool:
-        return self.round >= 1 and self.leader != ""
+        return 1 <= self.round <= MAX_ROUND and self.leader != ""
 
     def __str__(self) -> str:
         if self == NO_BALLOT:
             return "-1"
         return f"{self.round}" if self.round == 0 else f"{self.round}/{self.leader}"
+
+
+def check_ballot(b: Ballot) -> Ballot:
+    """``b`` if it is a ballot a message may carry, else raise :class:`ProtocolError`:
+    round 0 with no leader (the owner's), or a round in 1..MAX_ROUND with a well-formed
+    leader id. The one check of ballots and leader ids, on every path (wire decoding,
+    acceptor rules, leaders' ballot sources), so no path admits what another refuses."""
+    if b.round == 0:
+        if b.leader:
+            raise ProtocolError("ballot round 0 belongs to the instance owner: leader must be empty")
+        return b
+    if not 1 <= b.round <= MAX_ROUND:
+        raise ProtocolError(f"ballot round {b.round} out of range (1..{MAX_ROUND})")
+    validate_id("leader id", b.leader)
+    return b
 
 
 #: The spec's -1: "nothing accepted yet". Lower than every real ballot.

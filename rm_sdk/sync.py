@@ -41,6 +41,8 @@ from contextlib import AbstractContextManager
 from types import TracebackType
 from typing import Any, Protocol, TypeVar
 
+import grpc
+
 from rm_sdk import _context
 from rm_sdk.client import Client, OutcomeUnknown, Transaction, TransactionContext
 from rm_sdk.participant import Participant, RMState
@@ -155,9 +157,16 @@ class SyncClient:
     number of threads may share one client."""
 
     def __init__(
-        self, coordinators: Sequence[str], *, rpc_timeout: float = 10.0, outcome_timeout: float = 120.0
+        self,
+        coordinators: Sequence[str],
+        *,
+        rpc_timeout: float = 10.0,
+        outcome_timeout: float = 120.0,
+        credentials: grpc.ChannelCredentials | None = None,
     ) -> None:
-        self._client = Client(coordinators, rpc_timeout=rpc_timeout, outcome_timeout=outcome_timeout)
+        self._client = Client(
+            coordinators, rpc_timeout=rpc_timeout, outcome_timeout=outcome_timeout, credentials=credentials
+        )
         self._runner = _LoopThread("paxos-commit-client")
 
     @property
@@ -338,11 +347,16 @@ class SyncParticipant:
         owner_timeout: float = 15.0,
         rpc_timeout: float = 5.0,
         max_workers: int | None = None,
+        credentials: grpc.ChannelCredentials | None = None,
     ) -> None:
         validate_id("rm id", rm.rm_id)
         self.rm = rm
         self._participant = Participant(
-            _ThreadedRM(rm), coordinators, owner_timeout=owner_timeout, rpc_timeout=rpc_timeout
+            _ThreadedRM(rm),
+            coordinators,
+            owner_timeout=owner_timeout,
+            rpc_timeout=rpc_timeout,
+            credentials=credentials,
         )
         self._runner = _LoopThread(f"paxos-commit-rm-{rm.rm_id}", max_workers)
 

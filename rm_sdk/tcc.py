@@ -36,6 +36,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import grpc
+
 from rm_sdk.client import TransactionContext
 from rm_sdk.participant import Participant
 from rm_sdk.protocol import Vote, validate_id
@@ -70,6 +72,7 @@ class TccParticipant:
         acceptors: Sequence[str] = (),
         owner_timeout: float = 15.0,
         recovery_timeout: float = 30.0,
+        credentials: grpc.ChannelCredentials | None = None,
     ) -> None:
         self.rm_id = validate_id("rm id", rm_id)
         self.path = Path(path)
@@ -87,6 +90,7 @@ class TccParticipant:
             owner_timeout=owner_timeout,
             recovery_timeout=recovery_timeout,
             acceptors=acceptors,
+            credentials=credentials,
         )
 
     async def close(self) -> None:

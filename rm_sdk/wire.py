@@ -24,6 +24,7 @@ from rm_sdk.protocol import (
     RMSet,
     Value,
     Vote,
+    check_ballot,
     validate_id,
 )
 
@@ -55,7 +56,6 @@ _OUTCOME_TO_PB = {
     Outcome.ABORTED: pb.OUTCOME_ABORTED,
 }
 _OUTCOME_FROM_PB = {v: k for k, v in _OUTCOME_TO_PB.items()}
-_MAX_ROUND = 2**62
 
 
 def ballot_to_pb(b: Ballot) -> pb.Ballot:
@@ -63,13 +63,7 @@ def ballot_to_pb(b: Ballot) -> pb.Ballot:
 
 
 def ballot_from_pb(m: pb.Ballot) -> Ballot:
-    if m.round == 0:
-        if m.leader:
-            raise ProtocolError("ballot round 0 belongs to the instance owner: leader must be empty")
-        return Ballot(0, "")
-    if m.round > _MAX_ROUND:
-        raise ProtocolError(f"ballot round {m.round} out of range")
-    return Ballot(m.round, validate_id("leader id", m.leader))
+    return check_ballot(Ballot(m.round, m.leader))
 
 
 def value_to_pb(v: Value) -> pb.Value:

@@ -125,6 +125,8 @@ class ChaosCluster:
             argv = [
                 *self._cli("acceptor"), "acceptor", "--id", str(i), "--data-dir", str(d),
                 "--listen", f"0.0.0.0:{ACCEPTOR_PORT}",
+                # The nemesis tests crash faults, not attackers: plain text keeps its schedules comparable.
+                "--insecure",
             ]  # fmt: skip
             self._add(name, "acceptor", argv)
         for name in coords:
@@ -133,6 +135,7 @@ class ChaosCluster:
                 "--listen", f"0.0.0.0:{COORDINATOR_PORT}", "--advertise-host", self.network.nodes[name],
                 "--name", name, "--vote-timeout", str(t.vote), "--recovery-timeout", str(t.recovery),
                 "--recovery-interval", str(t.recovery_interval), "--txn-timeout", str(t.txn),
+                "--insecure",
             ]  # fmt: skip
             self._add(name, "coordinator", argv, clock=True)
         for name in rms:

@@ -20,6 +20,7 @@ from rm_sdk.core.messages import (
     BundleRequest,
     Decided,
     Decision,
+    Failed,
     NoAnswer,
     Pending,
     Phase2a,
@@ -33,11 +34,13 @@ from rm_sdk.protocol import (
     NO_SET,
     REGISTRAR,
     RM_BALLOT,
+    ConflictError,
     NoSet,
     Outcome,
     ProtocolError,
     RMSet,
     bundle_complete,
+    chosen,
     majority,
     validate_id,
 )
@@ -119,6 +122,9 @@ class Owner:
         self.commit_waiters: list[Any] = []
         self.prepare_waiters: dict[Any, tuple[str, float]] = {}
         self.outcome_waiters: dict[Any, float] = {}
+        #: Set when the registrar instance chose a value this owner never proposed (a
+        #: forged ballot-0 2a): it then never decides commit (see :meth:`_decide`).
+        self.foreign: str | None = None
 
     @property
     def closing(self) -> bool:
@@ -130,7 +136,14 @@ class Owner:
         if self.registration.join(rm_id):
             out.event("Join", self.txn_id, rm=rm_id)
 
+    def _refuse_if_foreign(self) -> None:
+        if self.foreign is not None:
+            raise ConflictError(
+                f"transaction {self.txn_id}: {self.foreign}; this coordinator will not decide it"
+            )
+
     def await_prepare(self, token: Any, rm_id: str, wait: float, now: float, out: Ready) -> None:
+        self._refuse_if_foreign()
         reg = self.registration
         if rm_id not in reg.joined and not (reg.closed is not None and rm_id in reg.closed.rms):
             raise RegistrationClosed(f"resource manager {rm_id!r} has not joined transaction {self.txn_id}")
@@ -145,6 +158,7 @@ class Owner:
 
     def ask(self, token: Any, wait: float, now: float, out: Ready) -> None:
         """An outcome question: answered at the decision, or PENDING after ``wait``."""
+        self._refuse_if_foreign()
         if self.decision is not None:
             out.reply(token, Decided(self.txn_id, self.decision))
         elif wait <= 0:
@@ -153,6 +167,7 @@ class Owner:
             self.outcome_waiters[token] = now + wait
 
     def commit(self, token: Any, now: float, out: Ready) -> None:
+        self._refuse_if_foreign()
         self.commit_waiters.append(token)
         if self.decision is not None:
             self._answer(out)
@@ -162,6 +177,7 @@ class Owner:
     def abort_requested(self, token: Any, reason: str, now: float, out: Ready, rm_id: str = "") -> None:
         """The application's abort, or (``rm_id``) a joined RM's refusal before it
         prepared: either may end the transaction while registration is open."""
+        self._refuse_if_foreign()
         if rm_id and rm_id not in self.registration.joined:
             raise RegistrationClosed(f"resource manager {rm_id!r} has not joined transaction {self.txn_id}")
         self.commit_waiters.append(token)
@@ -217,7 +233,7 @@ class Owner:
             self._ask(fresh, now, out)
 
     def on_reply(self, msg: AcceptorReply, now: float, out: Ready) -> None:
-        if self.decision is not None:
+        if self.decision is not None or self.foreign is not None:
             return
         if self.recovery is not None:
             self.recovery.on_reply(msg, now, out)
@@ -231,8 +247,15 @@ class Owner:
             if st is not None and st.bal == RM_BALLOT and st.val == self.value:
                 self.accepted.add(msg.acceptor)
         elif isinstance(msg, Bundle) and msg.outcome is not Outcome.PENDING:
-            self._decide(Decision.recorded(msg.outcome), now, out)
-            return
+            contradicted = self._contradicts(msg.outcome)
+            if contradicted is None:
+                self._decide(Decision.recorded(msg.outcome), now, out)
+                return
+            # A record that contradicts what the acceptors chose is not a decision (only a
+            # forged one can): decide from the votes instead.
+            out.log.append(
+                (self.txn_id, f"acceptor {msg.acceptor} recorded {msg.outcome.value}: {contradicted}")
+            )
         elif isinstance(msg, Refused):
             out.log.append((self.txn_id, f"acceptor {msg.acceptor} refused: {msg.detail}"))
         d = evaluate(self.tally, self.known_set)
@@ -255,7 +278,22 @@ class Owner:
             wait = self.closed_at + self.timeouts.vote_timeout - now
             out.send(msg.acceptor, BundleRequest(self.txn_id, wait))
 
+    def _contradicts(self, outcome: Outcome) -> str | None:
+        """Why a recorded ``outcome`` cannot be this transaction's, or None: a commit when
+        the acceptors chose an abort (an RM's, or "no set"), or another participant set."""
+        if outcome is not Outcome.COMMITTED:
+            return None
+        d = evaluate(self.tally, self.known_set)
+        if d is not None and d.outcome is Outcome.ABORTED:
+            return f"the acceptors chose abort ({d.reason})"
+        reg = chosen(self.tally.reports, self.n).get(REGISTRAR)
+        if reg is not None and self.value is not None and reg != self.value:
+            return "the registrar instance chose a set this coordinator did not propose"
+        return None
+
     def tick(self, now: float, out: Ready) -> None:
+        if self.foreign is not None:
+            return
         for token, (rm, deadline) in list(self.prepare_waiters.items()):
             if now >= deadline:
                 out.reply(token, Prepare(self.txn_id, rm, prepare=False))
@@ -302,6 +340,8 @@ class Owner:
             self._widen(now, out, again=True)
 
     def next_deadline(self) -> float | None:
+        if self.foreign is not None:
+            return None
         times = [d for _, d in self.prepare_waiters.values()] + list(self.outcome_waiters.values())
         if self.decision is None:
             if not self.closing:
@@ -319,6 +359,14 @@ class Owner:
     # ------------------------------------------------------------ the decision
 
     def _decide(self, d: Decision, now: float, out: Ready) -> None:
+        if d.outcome is Outcome.COMMITTED and self.abort is None:
+            # Defence in depth: commit only on the set this owner proposed. Another value
+            # at ballot 0 of the registrar (someone else's 2a, e.g. a forged empty set)
+            # could commit without the joined RMs' votes.
+            reg = chosen(self.tally.reports, self.n).get(REGISTRAR)
+            if reg is not None and reg != self.value:
+                self._foreign(f"the registrar instance chose {_show(reg)}, not {_show(self.value)}", out)
+                return
         if self.abort is not None and d.outcome is Outcome.ABORTED:
             d = self.abort  # the owner's own abort: keep its cause and reason
         self.decision = d
@@ -332,9 +380,27 @@ class Owner:
         for i in range(self.n):
             out.send(i, RecordOutcome(self.txn_id, d.outcome))
 
+    def _foreign(self, why: str, out: Ready) -> None:
+        """Someone else's registrar value was chosen: refuse to decide (every commit and
+        outcome question fails), and say so loudly; an operator must look."""
+        self.foreign = why
+        out.log.append((self.txn_id, f"REFUSING TO DECIDE: {why} (a forged registrar 2a?)"))
+        err = ConflictError(f"transaction {self.txn_id}: {why}; this coordinator will not decide it")
+        for token in [*self.commit_waiters, *self.outcome_waiters, *self.prepare_waiters]:
+            out.reply(token, Failed(self.txn_id, err))
+        self.commit_waiters.clear()
+        self.outcome_waiters.clear()
+        self.prepare_waiters.clear()
+
     def _answer(self, out: Ready) -> None:
         assert self.decision is not None
         for token in [*self.commit_waiters, *self.outcome_waiters]:
             out.reply(token, Decided(self.txn_id, self.decision))
         self.commit_waiters.clear()
         self.outcome_waiters.clear()
+
+
+def _show(v: object) -> str:
+    if isinstance(v, RMSet):
+        return "set{" + ",".join(sorted(v.rms)[:8]) + (",..." if len(v.rms) > 8 else "") + "}"
+    return "no set" if v is NO_SET else "nothing"

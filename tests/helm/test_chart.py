@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import json
 import os
@@ -47,7 +48,7 @@ RELEASE, NAMESPACE = "pc", "txn"
 FULLNAME = f"{RELEASE}-paxos-commit"
 ACCEPTORS, COORDINATORS = f"{FULLNAME}-acceptor", f"{FULLNAME}-coordinator"
 HEADLESS = f"{FULLNAME}-acceptor-headless"
-CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
+CRD_KINDS = {"ServiceMonitor", "PrometheusRule", "Certificate", "Issuer"}
 PG_DSN = os.environ.get("PAXOS_COMMIT_TEST_PG", "")
 
 #: The services' metric names (the contract the alerts and the dashboard are written against).
@@ -84,6 +85,14 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "five-everything": {**ALL_FEATURES, "acceptor": {"replicaCount": 5}},
     "one-acceptor": {"acceptor": {"replicaCount": 1}, **ALL_FEATURES},
     "postgres": {"acceptor": {"storage": {"type": "postgres"}, "postgres": {"urls": PG_URLS[:3]}}},
+    "insecure": {"tls": {"enabled": False}},
+    "tls-existing-secrets": {
+        "tls": {
+            "certManager": {"enabled": False},
+            "acceptorSecret": "acc-tls",
+            "coordinatorSecret": "coord-tls",
+        }
+    },
     "postgres-existing-secret": {
         "acceptor": {"storage": {"type": "postgres"}, "postgres": {"existingSecret": "acceptor-dbs"}},
         "serviceAccount": {"create": False},
@@ -199,7 +208,9 @@ def test_renders_for_an_odd_acceptor_count(n: int) -> None:
         assert sc["capabilities"]["drop"] == ["ALL"]
         assert {"cpu", "memory"} <= set(c["resources"]["requests"])
         ports = {p["name"]: p["containerPort"] for p in c["ports"]}
-        assert c["readinessProbe"]["grpc"]["port"] == ports["grpc"]
+        # TLS on by default: the kubelet asks the plain-text health-only port.
+        assert c["readinessProbe"]["grpc"]["port"] == ports["health"]
+        assert arg_after(c, "--health-port") == str(ports["health"])
         assert c["readinessProbe"]["grpc"]["service"].startswith("paxoscommit.v1.")
         assert c["livenessProbe"]["tcpSocket"]["port"] == ports["grpc"]
         assert arg_after(c, "--metrics-port") == str(ports["metrics"])
@@ -222,10 +233,11 @@ def test_renders_for_an_odd_acceptor_count(n: int) -> None:
             "Two acceptors share a database URL",
         ),
         ({"coordinator": {"replicaCount": 0}}, "At least one coordinator replica"),
-        ({"acceptor": {"ports": {"grpc": 9090}}}, "gRPC and metrics ports of a component must differ"),
+        ({"acceptor": {"ports": {"grpc": 9090}}}, "gRPC, metrics and health ports of a component must differ"),
+        ({"tls": {"certManager": {"enabled": False}}}, "nothing provides the certificates"),
     ],
     ids=["2-acceptors", "4-acceptors", "0-acceptors", "sqlite-no-pv", "pdb-above-f", "pg-no-urls", "pg-shared",
-         "no-coordinator", "port-clash"],
+         "no-coordinator", "port-clash", "tls-without-certificates"],
 )  # fmt: skip
 def test_validate_values_refuses(values: dict[str, Any], message: str) -> None:
     with pytest.raises(helm.HelmRenderError) as refused:
@@ -548,10 +560,13 @@ async def test_pods_run_as_rendered(
     storage_values: dict[str, Any], tmp_path: Path, in_pod_hostname: None
 ) -> None:
     from rm_sdk import Client, Outcome, Participant
+    from rm_sdk.tls import credentials_from_dir
 
-    values = {**ALL_FEATURES, **storage_values}
+    # With TLS, as by default; the Secrets cert-manager would make are made here.
+    values = {**ALL_FEATURES, **storage_values, "tls": CONFIGS["tls-existing-secrets"]["tls"]}
     r = render(values)
-    cluster = Cluster(r.manifests, NAMESPACE, tmp_path)
+    secrets, certs = tls_secrets(tmp_path)
+    cluster = Cluster([*r.manifests, *secrets], NAMESPACE, tmp_path)
     acceptors = [p for p in cluster.pods if p.owner["kind"] == "StatefulSet"]
     coordinators = [p for p in cluster.pods if p.owner["kind"] == "Deployment"]
     assert [p.name for p in acceptors] == [f"{ACCEPTORS}-{i}" for i in range(3)]
@@ -575,10 +590,10 @@ async def test_pods_run_as_rendered(
             assert [(s.spec, s.local) for s in listen] == [
                 (f"0.0.0.0:{grpc}", f"{LOCAL_IP}:{cluster.local(pod, grpc)}")
             ]
-            metrics = [s for s in subs[pod.name] if s.kind == "port"]
-            assert [s.local.split()[-1].split("=")[-1] for s in metrics] == [
-                str(cluster.local(pod, "metrics"))
-            ]
+            ports = [s for s in subs[pod.name] if s.kind == "port"]
+            assert sorted(s.local.split()[-1].split("=")[-1] for s in ports) == sorted(
+                [str(cluster.local(pod, "metrics")), str(cluster.local(pod, "health"))]
+            )
         for pod in coordinators:
             spec_list = arg_after(pod.container, "--acceptors")
             dns = [s for s in subs[pod.name] if s.kind == "pod-dns"]
@@ -594,8 +609,11 @@ async def test_pods_run_as_rendered(
                 "paxoscommit.v1.Acceptor",
                 "paxoscommit.v1.Coordinator",
             )
-            status = await health(f"{LOCAL_IP}:{cluster.local(pod, 'grpc')}", "")
+            status = await health(f"{LOCAL_IP}:{cluster.local(pod, 'health')}", "")
             assert status == 1  # SERVING
+            # The gRPC port itself speaks TLS only: a plain-text client gets nothing.
+            with pytest.raises(Exception):  # noqa: B017
+                await health(f"{LOCAL_IP}:{cluster.local(pod, 'grpc')}", "")
 
         # Pod ordinal = acceptor id: acceptor-i took id i from its host name.
         for i, pod in enumerate(acceptors):
@@ -611,9 +629,9 @@ async def test_pods_run_as_rendered(
         # One transaction through the coordinators (what their Service balances over).
         addresses = [f"{LOCAL_IP}:{cluster.local(p, 'grpc')}" for p in coordinators]
         rm = NoteRM("rm-chart")
-        participant = Participant(rm, addresses)
+        participant = Participant(rm, addresses, credentials=credentials_from_dir(certs, "rm", "rm-chart"))
         try:
-            async with Client(addresses) as client:
+            async with Client(addresses, credentials=credentials_from_dir(certs, "app", "chart")) as client:
                 txn = await client.begin()
                 # The owner advertises its pod IP and listens on its container port.
                 assert txn.context.coordinator in addresses
@@ -652,6 +670,78 @@ async def test_pods_run_as_rendered(
         cluster.stop()
     for pod in cluster.pods:
         assert cluster.procs[pod.name].returncode == 0, cluster.log(pod.name)[-3000:]
+
+
+# ---------------------------------------------------------------- TLS
+
+
+def test_tls_is_on_by_default_from_cert_manager() -> None:
+    """Issue 9: every service serves mTLS by default, its certificate from a cert-manager
+    Certificate naming its role (the chart bootstraps a CA when no issuer is given)."""
+    r = render()
+    certs = {c["metadata"]["name"]: c for c in r.all("Certificate")}
+    issuers = {i["metadata"]["name"] for i in r.all("Issuer")}
+    assert issuers == {f"{FULLNAME}-selfsigned", f"{FULLNAME}-ca"}
+    assert certs[f"{FULLNAME}-ca"]["spec"]["isCA"] is True
+    for workload, role in (
+        (r.one("StatefulSet", ACCEPTORS), "acceptor"),
+        (r.one("Deployment", COORDINATORS), "coordinator"),
+    ):
+        c = container(workload)
+        assert "--insecure" not in c["args"]
+        mount = arg_after(c, "--certs")
+        (m,) = [v for v in c["volumeMounts"] if v["mountPath"] == mount]
+        (vol,) = [v for v in workload["spec"]["template"]["spec"]["volumes"] if v["name"] == m["name"]]
+        cert = next(x for x in certs.values() if x["spec"]["secretName"] == vol["secret"]["secretName"])
+        assert cert["spec"]["uris"] == [f"spiffe://paxos-commit/{role}/{workload['metadata']['name']}"]
+        assert {"server auth", "client auth"} <= set(cert["spec"]["usages"])
+        assert cert["spec"]["issuerRef"]["name"] == f"{FULLNAME}-ca"
+    acc_cert = certs[ACCEPTORS]
+    assert f"*.{HEADLESS}.{NAMESPACE}.svc.cluster.local" in acc_cert["spec"]["dnsNames"]
+    assert f"{COORDINATORS}.{NAMESPACE}.svc.cluster.local" in certs[COORDINATORS]["spec"]["dnsNames"]
+    # Client certificates on request; existing Secrets instead of cert-manager; off says so.
+    r = render({"tls": {"certManager": {"clients": [{"role": "rm", "name": "bank-a"}]}}})
+    client = r.one("Certificate", f"{FULLNAME}-rm-bank-a")
+    assert client["spec"]["uris"] == ["spiffe://paxos-commit/rm/bank-a"]
+    assert client["spec"]["secretName"] == f"{FULLNAME}-rm-bank-a-tls"
+    r = render(CONFIGS["tls-existing-secrets"])
+    assert not r.all("Certificate") and not r.all("Issuer")
+    vols = r.one("StatefulSet", ACCEPTORS)["spec"]["template"]["spec"]["volumes"]
+    assert {"name": "tls", "secret": {"secretName": "acc-tls", "defaultMode": 0o440}} in vols
+    r = render(CONFIGS["insecure"])
+    assert "--insecure" in container(r.one("StatefulSet", ACCEPTORS))["args"]
+    assert "--insecure" in container(r.one("Deployment", COORDINATORS))["args"]
+    assert not r.all("Certificate")
+
+
+def tls_secrets(tmp_path: Path) -> tuple[list[dict[str, Any]], Path]:
+    """What cert-manager would have made: the acceptors' and coordinators' Secrets (our CA;
+    host names are the local ones every pod maps to), and a folder with client certificates."""
+    from paxos_commit.certs import ensure_cert, local_certs
+
+    d = tmp_path / "certs"
+    local_certs(d, 0, [], extra=[("rm", "rm-chart"), ("app", "chart")])
+    out = []
+    for role, name, secret in (
+        ("acceptor", ACCEPTORS, "acc-tls"),
+        ("coordinator", COORDINATORS, "coord-tls"),
+    ):
+        files = ensure_cert(d, role, name)
+        data = {
+            "tls.crt": files.cert.read_bytes(),
+            "tls.key": files.key.read_bytes(),
+            "ca.crt": files.ca.read_bytes(),
+        }
+        out.append(
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "type": "kubernetes.io/tls",
+                "metadata": {"name": secret, "namespace": NAMESPACE},
+                "data": {k: base64.b64encode(v).decode() for k, v in data.items()},
+            }
+        )
+    return out, d
 
 
 # ---------------------------------------------------------------- documentation

@@ -52,7 +52,11 @@ def storage_urls(backend: str, tmp_path: Path) -> Iterator[list[str] | None]:
         yield from _pg_urls(3)
 
 
-def make_cluster(tmp_path: Path, storage_urls: list[str] | None, **options: float) -> LocalCluster:
+def make_cluster(
+    tmp_path: Path, storage_urls: list[str] | None, *, tls: bool = False, **options: float
+) -> LocalCluster:
+    """A cluster for one test. Plain text by default (the protocol tests, fast); the
+    security tests (test_security.py) run theirs with TLS and per-role certificates."""
     settings: dict[str, float] = {
         "vote_timeout": 1.5,
         "recovery_timeout": 1.5,
@@ -67,6 +71,7 @@ def make_cluster(tmp_path: Path, storage_urls: list[str] | None, **options: floa
         vote_timeout=settings["vote_timeout"],
         recovery_timeout=settings["recovery_timeout"],
         recovery_interval=settings["recovery_interval"],
+        tls=tls,
     )
 
 

@@ -261,3 +261,14 @@ async def test_coordinator_rejects_bad_requests_without_state_change(
         # A second commit is idempotent: same outcome, nothing new.
         assert await txn.commit() is Outcome.COMMITTED
     await p.close()
+
+
+def test_an_insecure_cluster_says_so_loudly(cluster: LocalCluster) -> None:
+    """--insecure (what these protocol tests run, for speed) is a WARNING at start and a
+    gauge in /metrics, on every process (issue 9)."""
+    import urllib.request
+
+    for p in [*cluster.acceptors, *cluster.coordinators]:
+        assert "INSECURE" in p.log_file.read_text(), p.name
+        text = urllib.request.urlopen(f"http://127.0.0.1:{p.metrics_port}/metrics", timeout=5).read().decode()
+        assert "paxos_commit_insecure 1.0" in text, p.name

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from paxos_commit.cluster import LocalCluster
 from rm_sdk import Client, Outcome, Participant
+from rm_sdk.tls import credentials_from_dir
 from tests.integration.helpers import ScriptedRM
 
 
@@ -39,9 +40,17 @@ async def test_up_stops_on_sigterm_and_carries_on_from_its_data_dir(tmp_path: Pa
     proc, lines = _up(tmp_path / "pc")
     coordinator = re.search(r"coordinator-0\s+(\S+)", "".join(lines))
     assert coordinator, lines
+    assert "mTLS on" in "".join(lines)
+    # up runs mTLS by default, certificates under its data dir; clients need their own.
+    from paxos_commit.cli import main
+
+    assert main(["certs", str(tmp_path / "pc" / "certs"), "--issue", "rm:rm-1", "--issue", "app:test"]) == 0
+    app = credentials_from_dir(tmp_path / "pc" / "certs", "app", "test")
     rm = ScriptedRM("rm-1")
-    p = Participant(rm, [coordinator.group(1)])
-    async with Client([coordinator.group(1)]) as client:
+    p = Participant(
+        rm, [coordinator.group(1)], credentials=credentials_from_dir(tmp_path / "pc" / "certs", "rm", "rm-1")
+    )
+    async with Client([coordinator.group(1)], credentials=app) as client:
         txn = await client.begin()
         await p.join(txn.context)
         assert await txn.commit() is Outcome.COMMITTED
@@ -55,7 +64,7 @@ async def test_up_stops_on_sigterm_and_carries_on_from_its_data_dir(tmp_path: Pa
     proc, lines = _up(tmp_path / "pc")
     coordinator = re.search(r"coordinator-0\s+(\S+)", "".join(lines))
     assert coordinator
-    async with Client([coordinator.group(1)]) as client:
+    async with Client([coordinator.group(1)], credentials=app) as client:
         assert (await client.outcome(txn.txn_id, wait=5))[0] is Outcome.COMMITTED
     proc.send_signal(signal.SIGTERM)
     proc.communicate(timeout=30)
@@ -66,8 +75,8 @@ async def test_f0_single_acceptor_is_classic_2pc(tmp_path: Path) -> None:
     with LocalCluster(tmp_path / "f0", n_acceptors=1, n_coordinators=1) as cluster:
         coords = cluster.coordinator_addresses
         rms = [ScriptedRM("r1"), ScriptedRM("r2")]
-        parts = [Participant(r, coords) for r in rms]
-        async with Client(coords) as client:
+        parts = [Participant(r, coords, credentials=cluster.credentials("rm", r.rm_id)) for r in rms]
+        async with Client(coords, credentials=cluster.credentials("app", "test")) as client:
             txn = await client.begin()
             for p in parts:
                 await p.join(txn.context)
@@ -81,11 +90,23 @@ async def test_f0_single_acceptor_is_classic_2pc(tmp_path: Path) -> None:
 def test_acceptor_refuses_to_start_without_its_state(tmp_path: Path) -> None:
     r = subprocess.run(
         [sys.executable, "-m", "paxos_commit", "acceptor", "--id", "0", "--listen", "127.0.0.1:0",
-         "--data-dir", str(tmp_path)],
+         "--data-dir", str(tmp_path), "--insecure"],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert r.returncode == 1
     assert "refusing to start blank" in r.stderr
+
+
+def test_services_refuse_to_start_without_certificates_unless_insecure(tmp_path: Path) -> None:
+    """TLS is not optional by accident: no certificates and no --insecure is a usage error."""
+    for argv in (["acceptor", "--id", "0", "--data-dir", str(tmp_path), "--init"],
+                 ["coordinator", "--acceptors", "127.0.0.1:1"]):  # fmt: skip
+        r = subprocess.run(
+            [sys.executable, "-m", "paxos_commit", *argv, "--listen", "127.0.0.1:0"],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert r.returncode == 2, r.stderr
+        assert "no certificates" in r.stderr and "--insecure" in r.stderr
 
 
 def _scrape(port: int) -> dict[str, float]:

@@ -24,6 +24,7 @@ async def test_sigterm_finishes_in_flight_commit_then_exits_cleanly(tmp_path: Pa
         vote_timeout=30,
         recovery_timeout=30,
         extra_env={"PAXOS_COMMIT_LOG_FORMAT": "json"},
+        tls=False,
     )
     with cluster:
         coords = cluster.coordinator_addresses

@@ -34,3 +34,29 @@ async def test_in_process_cluster_commits_and_aborts() -> None:
         await pa.close()
         await pb_.close()
     assert cluster.coordinators == []
+
+
+async def test_in_process_cluster_with_tls_and_per_role_credentials() -> None:
+    """tls=True: mTLS on every hop; each test client presents its own role's certificate,
+    and a wrong one is refused (issue 9)."""
+    import grpc
+
+    async with InProcessCluster(acceptors=1, tls=True) as cluster:
+        rm = ScriptedRM("bank-a")
+        p = Participant(rm, cluster.coordinators, credentials=cluster.credentials("rm", "bank-a"))
+        impostor = Participant(
+            ScriptedRM("bank-a"), cluster.coordinators, credentials=cluster.credentials("rm", "x")
+        )
+        async with Client(cluster.coordinators, credentials=cluster.credentials("app", "test")) as client:
+            txn = await client.begin()
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await impostor.join(txn.context)
+            assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+            await p.join(txn.context)
+            assert await txn.commit() is Outcome.COMMITTED
+            assert await p.wait(txn.txn_id) is RMState.COMMITTED
+        async with Client(cluster.coordinators, rpc_timeout=2) as plain:  # no certificate: nothing
+            with pytest.raises(ConnectionError):
+                await plain.begin()
+        await p.close()
+        await impostor.close()

@@ -45,7 +45,12 @@ async def test_traces_of_a_run_with_kills_and_restarts_are_behaviours_of_the_spe
     from rm_sdk._channels import Channels
 
     cluster = LocalCluster(
-        tmp_path / "c", trace_dir=traced, vote_timeout=3.0, recovery_timeout=1.5, recovery_interval=0.3
+        tmp_path / "c",
+        trace_dir=traced,
+        vote_timeout=3.0,
+        recovery_timeout=1.5,
+        recovery_interval=0.3,
+        tls=False,
     )
     with cluster:
         coords = cluster.coordinator_addresses
@@ -145,7 +150,7 @@ async def test_traces_of_a_run_with_kills_and_restarts_are_behaviours_of_the_spe
 async def test_a_corrupted_trace_is_rejected_at_the_corrupted_event(
     traced: Path, tmp_path: Path, jar: Path
 ) -> None:
-    with LocalCluster(tmp_path / "c", trace_dir=traced) as cluster:
+    with LocalCluster(tmp_path / "c", trace_dir=traced, tls=False) as cluster:
         coords = cluster.coordinator_addresses
         parts = [Participant(ScriptedRM("a"), coords), Participant(ScriptedRM("b"), coords)]
         async with Client(coords) as client:

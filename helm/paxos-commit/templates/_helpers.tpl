@@ -159,7 +159,8 @@ port: the process is alive and listening, whatever its dependencies.
 {{- define "paxos-commit.probe" -}}
 {{- if eq .probe.type "grpc" -}}
 grpc:
-  port: {{ int .port }}
+  {{- /* With TLS on, the kubelet (which presents no certificate) asks the plain-text health port. */}}
+  port: {{ int (.healthPort | default .port) }}
   service: {{ .service | quote }}
 {{- else -}}
 tcpSocket:
@@ -209,6 +210,7 @@ anything reaches a cluster.
 {{- $messages = append $messages (include "paxos-commit.validateValues.pdb" .) -}}
 {{- $messages = append $messages (include "paxos-commit.validateValues.coordinator" .) -}}
 {{- $messages = append $messages (include "paxos-commit.validateValues.ports" .) -}}
+{{- $messages = append $messages (include "paxos-commit.validateValues.tls" .) -}}
 {{- $messages = without $messages "" -}}
 {{- if $messages -}}
 {{- fail (printf "\nVALUES VALIDATION:\n%s" (join "\n" $messages)) -}}
@@ -284,13 +286,13 @@ paxos-commit: coordinator.autoscaling
 {{- $bad := list -}}
 {{- range $component := list "acceptor" "coordinator" -}}
 {{- $ports := (index $.Values $component).ports -}}
-{{- if eq (int $ports.grpc) (int $ports.metrics) -}}
+{{- if or (eq (int $ports.grpc) (int $ports.metrics)) (eq (int $ports.grpc) (int $ports.health)) (eq (int $ports.metrics) (int $ports.health)) -}}
 {{- $bad = append $bad $component -}}
 {{- end -}}
 {{- end -}}
 {{- if $bad -}}
 paxos-commit: {{ join ", " $bad }} ports
-    The gRPC and metrics ports of a component must differ.
+    The gRPC, metrics and health ports of a component must differ.
 {{- end -}}
 {{- end -}}
 
@@ -330,4 +332,37 @@ namespace="{{ .Release.Namespace }}", job="{{ include "paxos-commit.coordinator.
 
 {{- define "paxos-commit.metrics.acceptorSelector" -}}
 namespace="{{ .Release.Namespace }}", job="{{ include "paxos-commit.acceptor.headlessServiceName" . }}"
+{{- end -}}
+
+{{/* The Secret (tls.crt, tls.key, ca.crt) each component mounts when TLS is on. */}}
+{{- define "paxos-commit.acceptor.tlsSecretName" -}}
+{{- default (printf "%s-tls" (include "paxos-commit.acceptor.fullname" .)) .Values.tls.acceptorSecret -}}
+{{- end -}}
+
+{{- define "paxos-commit.coordinator.tlsSecretName" -}}
+{{- default (printf "%s-tls" (include "paxos-commit.coordinator.fullname" .)) .Values.tls.coordinatorSecret -}}
+{{- end -}}
+
+{{/* The cert-manager issuer of the release's certificates: the configured one, or the chart's own CA. */}}
+{{- define "paxos-commit.tls.issuerName" -}}
+{{- default (printf "%s-ca" (include "paxos-commit.fullname" .)) .Values.tls.certManager.issuerRef.name -}}
+{{- end -}}
+
+{{/* The services' security flags: --certs <mount> (mTLS; plain-text health port for probes) or --insecure. */}}
+{{- define "paxos-commit.tls.args" -}}
+{{- if .context.Values.tls.enabled -}}
+- --certs
+- {{ .context.Values.tls.mountPath }}
+- --health-port
+- {{ .health | quote }}
+{{- else -}}
+- --insecure
+{{- end -}}
+{{- end -}}
+
+{{- define "paxos-commit.validateValues.tls" -}}
+{{- if and .Values.tls.enabled (not .Values.tls.certManager.enabled) (or (not .Values.tls.acceptorSecret) (not .Values.tls.coordinatorSecret)) -}}
+paxos-commit: tls
+    TLS is on (tls.enabled) but nothing provides the certificates: set tls.certManager.enabled=true (cert-manager issues them), or both tls.acceptorSecret and tls.coordinatorSecret (existing Secrets with tls.crt, tls.key, ca.crt). tls.enabled=false runs without TLS and without authentication: anyone who reaches a pod can forge votes, ballots and outcomes.
+{{- end -}}
 {{- end -}}
