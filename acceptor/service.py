@@ -11,6 +11,7 @@ from typing import Any
 import grpc
 
 from acceptor import core
+from acceptor.collect import Collector, CollectorConfig
 from acceptor.core import TxnRecord
 from acceptor.rules import bundle_complete, check_phase1a, check_phase2a
 from acceptor.storage import AcceptorStore
@@ -18,13 +19,14 @@ from paxos_commit.metrics import AcceptorMetrics, RequestCounter, serve_metrics
 from paxos_commit.serving import ServerHandle, abort_on_error, clamp_wait_ms, serve_batches, start_server
 from rm_sdk import tracing
 from rm_sdk._gen.paxoscommit.v1 import paxoscommit_pb2_grpc as pb_grpc
-from rm_sdk.core.messages import BundleRequest, Phase1a, Phase1b, Phase2a, Phase2b, RecordOutcome
+from rm_sdk.core.messages import BundleRequest, Phase1a, Phase1b, Phase2a, Phase2b
 from rm_sdk.protocol import Instance, Outcome, ProtocolError, Value, validate_id
 from rm_sdk.wire import (
     ballot_from_pb,
     outcome_from_pb,
     outcome_to_pb,
     pb,
+    record_outcome_from_pb,
     states_to_pb,
     value_from_pb,
 )
@@ -143,7 +145,7 @@ class AcceptorServicer(pb_grpc.AcceptorServicer):
         outcome = outcome_from_pb(request.outcome)
         if outcome is Outcome.PENDING:
             raise ProtocolError("record_outcome needs OUTCOME_COMMITTED or OUTCOME_ABORTED")
-        msg = RecordOutcome(txn_id, outcome)
+        msg = record_outcome_from_pb(request)
         await self._run(txn_id, lambda rec, now: core.record_outcome(self.id, rec, msg, now))
         return pb.RecordOutcomeReply(acceptor_id=self.id)
 
@@ -208,16 +210,21 @@ async def serve_acceptor(
     *,
     init: bool = False,
     metrics_port: int | None = None,
+    collect: CollectorConfig | None = None,
 ) -> AsyncIterator[ServerHandle]:
     """Run one acceptor until the context exits; stops gracefully, then closes storage.
 
-    ``metrics_port``: serve Prometheus metrics over HTTP there (0: any free port)."""
+    ``metrics_port``: serve Prometheus metrics over HTTP there (0: any free port).
+    ``collect``: the background collection of finished transactions (acceptor/collect.py)."""
     metrics = AcceptorMetrics()
     store = AcceptorStore(url, acceptor_id, init=init)
     store.on_batch.append(metrics.on_batch)
     await store.start()
     tracing.event("AcceptorRestart", "*", acc=acceptor_id)
+    collector = Collector(store, collect)
+    collector.on_pass.append(metrics.on_collect)
     try:
+        await collector.start()
         servicer = AcceptorServicer(store, metrics)
         handle = await start_server(
             listen,
@@ -235,6 +242,7 @@ async def serve_acceptor(
             watchdog.cancel()
             await handle.stop()
     finally:
+        await collector.close()
         await store.close()
 
 

@@ -22,7 +22,7 @@ from typing import Any, Generic, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from acceptor.core import TxnRecord
+from acceptor.core import TxnRecord, collectable
 from rm_sdk.protocol import (
     NO_SET,
     NO_VALUE,
@@ -48,6 +48,19 @@ txn_table = sa.Table(
     sa.Column("txn_id", sa.String(128), primary_key=True),
     sa.Column("first_seen_ms", sa.BigInteger, nullable=False),
     sa.Column("outcome", sa.String(16), nullable=False),
+    # Collection (migration 0002): JSON lists of RM ids; collectable is 1 once every
+    # participant acknowledged (acceptor.core.collectable).
+    sa.Column("participants", sa.Text, nullable=True),
+    sa.Column("acked", sa.Text, nullable=True),
+    sa.Column("collectable", sa.SmallInteger, nullable=False, server_default="0"),
+)
+#: The compact outcome record of each collected transaction (acceptor/collect.py).
+collected_table = sa.Table(
+    "paxos_collected",
+    metadata,
+    sa.Column("txn_id", sa.String(128), primary_key=True),
+    sa.Column("outcome", sa.String(16), nullable=False),
+    sa.Column("collected_ms", sa.BigInteger, nullable=False),
 )
 instance_table = sa.Table(
     "paxos_instance",
@@ -349,7 +362,7 @@ class AcceptorStore:
     def _load(self, conn: Connection, txn_id: str) -> TxnRecord | None:
         row = conn.execute(sa.select(txn_table).where(txn_table.c.txn_id == txn_id)).first()
         if row is None:
-            return None
+            return _load_collected(conn, txn_id)
         instances: dict[Instance, InstanceState] = {}
         for r in conn.execute(sa.select(instance_table).where(instance_table.c.txn_id == txn_id)):
             instances[r.instance] = InstanceState(
@@ -357,7 +370,13 @@ class AcceptorStore:
                 bal=Ballot(r.bal_round, r.bal_leader),
                 val=decode_value(r.val),
             )
-        return TxnRecord(first_seen_ms=row.first_seen_ms, instances=instances, outcome=Outcome(row.outcome))
+        return TxnRecord(
+            first_seen_ms=row.first_seen_ms,
+            instances=instances,
+            outcome=Outcome(row.outcome),
+            participants=None if row.participants is None else frozenset(json.loads(row.participants)),
+            acked=frozenset(json.loads(row.acked)) if row.acked else frozenset(),
+        )
 
     def _write(
         self,
@@ -370,11 +389,26 @@ class AcceptorStore:
         txn_rows = []
         ins_rows = []
         for txn_id, rec in records.items():
-            assert rec is not None
+            assert rec is not None and not rec.collected  # a compact record is never rewritten
             old = original.get(txn_id)
-            if old is None or old.outcome is not rec.outcome or old.first_seen_ms != rec.first_seen_ms:
+            if (
+                old is None
+                or old.outcome is not rec.outcome
+                or old.first_seen_ms != rec.first_seen_ms
+                or old.participants != rec.participants
+                or old.acked != rec.acked
+            ):
                 txn_rows.append(
-                    {"txn_id": txn_id, "first_seen_ms": rec.first_seen_ms, "outcome": rec.outcome.value}
+                    {
+                        "txn_id": txn_id,
+                        "first_seen_ms": rec.first_seen_ms,
+                        "outcome": rec.outcome.value,
+                        "participants": None
+                        if rec.participants is None
+                        else json.dumps(sorted(rec.participants)),
+                        "acked": json.dumps(sorted(rec.acked)) if rec.acked else None,
+                        "collectable": 1 if collectable(rec) else 0,
+                    }
                 )
             before = old.instances if old is not None else {}
             for ins, st in rec.instances.items():
@@ -405,6 +439,14 @@ class AcceptorStore:
         return stmt
 
 
+def _load_collected(conn: Connection, txn_id: str) -> TxnRecord | None:
+    """The compact outcome record of a collected transaction (spec ``Collect``), if any."""
+    row = conn.execute(sa.select(collected_table.c.outcome).where(collected_table.c.txn_id == txn_id)).first()
+    if row is None:
+        return None
+    return TxnRecord(first_seen_ms=0, outcome=Outcome(row.outcome), collected=True)
+
+
 def _upsert(conn: Connection, table: sa.Table, keys: list[str]) -> Any:
     if conn.dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -427,6 +469,10 @@ def _configure_sqlite(engine: Engine) -> None:
         # Take transaction control from the driver so that BEGIN IMMEDIATE is ours.
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
+        # Space freed by collection goes back to the file system in steps
+        # (acceptor/collect.py); it takes effect in a new database only (an existing one is
+        # converted once by acceptor.collect.enable_incremental_vacuum).
+        cur.execute("PRAGMA auto_vacuum=INCREMENTAL")
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA synchronous=FULL")
         cur.execute("PRAGMA busy_timeout=5000")

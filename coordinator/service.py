@@ -30,6 +30,7 @@ from rm_sdk.core.learner import LearnerTimeouts
 from rm_sdk.core.messages import (
     Abort,
     AcceptorReply,
+    Acknowledge,
     AskOutcome,
     AwaitPrepare,
     Begin,
@@ -47,7 +48,7 @@ from rm_sdk.core.messages import (
 from rm_sdk.core.owner import OwnerTimeouts
 from rm_sdk.core.ready import Ready
 from rm_sdk.protocol import Outcome
-from rm_sdk.wire import cause_to_pb, outcome_to_pb, pb
+from rm_sdk.wire import cause_to_pb, outcome_from_pb, outcome_to_pb, pb
 
 __all__ = ["CoordinatorConfig", "CoordinatorServicer", "NotFound", "serve_coordinator"]
 
@@ -127,6 +128,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         m.in_flight.set_function(lambda: _retry(lambda: self.node.undecided_owned))
         m.in_doubt.set_function(lambda: len(_retry(self.node.in_doubt_since)))
         m.oldest_in_doubt.set_function(self._oldest_in_doubt)
+        m.awaiting_acks.set_function(lambda: _retry(lambda: self.node.awaiting_acks))
 
     # ---------------------------------------------------------------- the core's driver
 
@@ -282,10 +284,21 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         return pb.BeginReply(txn_id=txn_id, coordinator=self.address)
 
     async def _commit(self, request: pb.CommitRequest) -> pb.CommitReply:
-        d = _decision(await self._ask(Commit(request.txn_id)))
+        r = await self._ask(Commit(request.txn_id, wait_applied=request.wait_applied))
+        d = _decision(r)
         return pb.CommitReply(
-            outcome=outcome_to_pb(d.outcome), reason=d.reason, cause=cause_to_pb(d.cause), rm_id=d.rm_id
+            outcome=outcome_to_pb(d.outcome),
+            reason=d.reason,
+            cause=cause_to_pb(d.cause),
+            rm_id=d.rm_id,
+            applied=r.applied,
         )
+
+    async def _acknowledge(self, request: pb.AcknowledgeRequest) -> pb.AcknowledgeReply:
+        outcome = outcome_from_pb(request.outcome)
+        await self._ask(Acknowledge(request.txn_id, request.rm_id, outcome))
+        self.metrics.acknowledged.inc()
+        return pb.AcknowledgeReply()
 
     async def _abort(self, request: pb.AbortRequest) -> pb.AbortReply:
         d = _decision(await self._ask(Abort(request.txn_id, request.reason, request.rm_id)))
@@ -346,6 +359,8 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
                 return pb.CoordinatorReply(seq=req.seq, abort=await self._abort(req.abort))
             if kind == "get_outcome":
                 return pb.CoordinatorReply(seq=req.seq, get_outcome=await self._get_outcome(req.get_outcome))
+            if kind == "acknowledge":
+                return pb.CoordinatorReply(seq=req.seq, acknowledge=await self._acknowledge(req.acknowledge))
             raise _Refusal("INVALID_ARGUMENT", "empty request: set one of begin, join, ..., get_outcome")
         except _Refusal as exc:
             return pb.CoordinatorReply(seq=req.seq, refused=pb.Refusal(code=exc.code, detail=exc.detail))
@@ -394,6 +409,11 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         self, request: pb.AwaitPrepareRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.AwaitPrepareReply:
         return await _unary(context, self._await_prepare(request))
+
+    async def Acknowledge(
+        self, request: pb.AcknowledgeRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.AcknowledgeReply:
+        return await _unary(context, self._acknowledge(request))
 
 
 R = TypeVar("R")
