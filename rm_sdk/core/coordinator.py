@@ -250,10 +250,14 @@ class CoordinatorNode:
         owner = self.owned.get(txn_id)
         if owner is not None and owner.decision is not None and owner.recorded and not owner.prepare_waiters:
             del self.owned[txn_id]
+            if txn_id not in self.learners:
+                self._deadlines.discard(txn_id)
             self._remember(txn_id, owner.decision, owner.known_set)
         learner = self.learners.get(txn_id)
         if learner is not None and learner.finished:
             del self.learners[txn_id]
+            if txn_id not in self.owned:
+                self._deadlines.discard(txn_id)
             if learner.decision is not None:
                 self._first_asked.pop(txn_id, None)
                 self._remember(txn_id, learner.decision, learner.tally.known_set())

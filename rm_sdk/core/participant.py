@@ -685,6 +685,7 @@ class ParticipantCore:
             and t.txn_id in self._txns
         ):
             del self._txns[t.txn_id]
+            self._deadlines.discard(t.txn_id)
             out.effect(Ended(t.txn_id, t.state))
             # Per-transaction state only while live, plus a bounded cache of outcomes.
             self._finished[t.txn_id] = None

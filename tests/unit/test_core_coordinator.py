@@ -547,3 +547,37 @@ def test_join_is_idempotent_and_traced_once() -> None:
     r2 = h.request("j2", Join("t1", "a"))
     assert h.answer("j1") == h.answer("j2") == Joined("t1", "a")
     assert [e.name for e in r1.trace] == ["Join"] and r2.trace == []
+
+
+def test_deadlines_of_ended_transactions_are_dropped() -> None:
+    """Memory bounded: no per-transaction timer outlives its transaction."""
+    from rm_sdk.core.ready import Deadlines
+
+    d: Deadlines[str] = Deadlines()
+    for i in range(3000):
+        d.at(100.0 + i, f"t{i}")
+        d.at(200.0 + i, f"t{i}")
+    for i in range(2990):
+        d.discard(f"t{i}")
+    assert len(d) == 20 and len(d._heap) < 3000  # compacted
+    assert d.next() == 100.0 + 2990
+    d.at(50.0, "t0")  # a key used again after discard is live again
+    tail = [f"t{i}" for i in range(2990, 3000)]
+    assert d.due(10_000.0) == ["t0", *tail, *tail]
+    assert len(d) == 0 and not d._pending and not d._cut
+
+
+def test_the_coordinator_keeps_no_timer_of_a_finished_transaction() -> None:
+    h = Harness()
+    for k in range(3):
+        txn = f"t{k}"
+        h.begin(txn, rms=("a",))
+        r = h.request(f"c{k}", Commit(txn))
+        h.deliver_all(r.sends)
+        for i in (0, 1):
+            h.acc.vote(i, txn, "a", Vote.PREPARED)
+        h.deliver(h.acc.handle(0, BundleRequest(txn, 5.0)))
+        h.deliver(h.acc.handle(1, BundleRequest(txn, 5.0)))
+        h.request(f"ack{k}", Acknowledge(txn, "a", Outcome.COMMITTED))
+    assert not h.node.owned
+    assert len(h.node._deadlines) == 0
