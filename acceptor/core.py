@@ -180,6 +180,13 @@ def record_outcome(acceptor: int, rec: TxnRecord | None, msg: RecordOutcome, now
     outcome = msg.outcome
     if outcome is Outcome.PENDING:
         raise ProtocolError("record_outcome needs OUTCOME_COMMITTED or OUTCOME_ABORTED")
+    if msg.participants is None and msg.acked and (rec is None or rec.outcome is Outcome.PENDING):
+        # Acknowledgements passed on alone (an RM's, via a replica that does not own the
+        # transaction) carry no decision: they add to the acks of a known transaction and
+        # record no outcome, and for an unknown one they create nothing.
+        if rec is None or rec.collected or msg.acked <= rec.acked:
+            return Step(None, OutcomeRecorded(txn_id, acceptor))
+        return Step(replace(rec, acked=rec.acked | msg.acked), OutcomeRecorded(txn_id, acceptor))
     base = rec or TxnRecord(first_seen_ms=now_ms)
     if base.outcome is not Outcome.PENDING and base.outcome is not outcome:
         raise ConflictError(

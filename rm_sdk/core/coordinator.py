@@ -263,10 +263,13 @@ class CoordinatorNode:
                 self._remember(txn_id, learner.decision, learner.tally.known_set())
                 if learner.decided_here:
                     self.ready.decided.append((txn_id, learner.decision, 0.0))
-                    known = learner.tally.known_set()
-                    rms = frozenset(known.rms) if known is not None else None
-                    for i in range(self.n):
-                        self.ready.send(i, RecordOutcome(txn_id, learner.decision.outcome, rms))
+                # Decided here or read from a record: every acceptor gets the record, so an
+                # acceptor that missed it stops listing the transaction as undecided long
+                # before the other acceptors' compact records expire (collection).
+                known = learner.tally.known_set()
+                rms = frozenset(known.rms) if known is not None else None
+                for i in range(self.n):
+                    self.ready.send(i, RecordOutcome(txn_id, learner.decision.outcome, rms))
 
     def _remember(self, txn_id: str, d: Decision, s: RMSet | None) -> None:
         self.decided[txn_id] = (d, s)

@@ -120,7 +120,8 @@ class RecordOutcome:
     set as the decider knows it (for an abort, every RM that joined; None: not known here),
     ``acked`` the RMs that acknowledged they applied the outcome. The acceptor keeps the
     union of every ``acked`` it is told, and the first ``participants``; once every
-    participant acknowledged, the transaction is collectable there."""
+    participant acknowledged, the transaction is collectable there. Acknowledgements
+    without participants are passed-on acks, not a decision: they record no outcome."""
 
     txn_id: str
     outcome: Outcome

@@ -101,3 +101,17 @@ def test_late_messages_for_a_collected_transaction_are_answered_from_the_record(
     assert core.record_outcome(1, rec, RecordOutcome("t", Outcome.COMMITTED), 9).record is None
     with pytest.raises(ConflictError):
         core.record_outcome(1, rec, RecordOutcome("t", Outcome.ABORTED), 9)
+
+
+def test_passed_on_acknowledgements_record_no_outcome_and_create_nothing() -> None:
+    """An ack passed on by a replica that does not own the transaction is no decision (the
+    RM may have aborted on its own before any): it records no outcome, and for a
+    transaction the acceptor never saw it creates no state."""
+    ack = RecordOutcome("t", Outcome.ABORTED, None, frozenset({"a"}))
+    assert core.record_outcome(0, None, ack, 1).record is None
+    s = core.phase2a(0, None, Phase2a("t", RM_BALLOT, {"a": Vote.ABORTED}), 1)
+    r = core.record_outcome(0, s.record, ack, 2)
+    assert r.record is not None and r.record.outcome is Outcome.PENDING and r.record.acked == {"a"}
+    # The decider's record (with the set) still records the outcome, and keeps the ack.
+    d = core.record_outcome(0, r.record, RecordOutcome("t", Outcome.ABORTED, frozenset({"a"})), 3)
+    assert d.record is not None and d.record.outcome is Outcome.ABORTED and core.collectable(d.record)

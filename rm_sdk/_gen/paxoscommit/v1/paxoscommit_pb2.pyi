@@ -550,6 +550,8 @@ class RecordOutcomeRequest(_message.Message):
         """RMs that acknowledged they applied the outcome durably; the acceptor keeps the union
         of every acked it is told. Once every participant acknowledged, the acceptor may
         collect the transaction (keep only a compact outcome record; DESIGN.md pitfall 8).
+        With acked set and participants_known false, the request only passes acknowledgements
+        on: it records no outcome, and creates nothing for a transaction the acceptor lacks.
         """
 
     def __init__(
