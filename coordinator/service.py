@@ -68,8 +68,12 @@ class CoordinatorConfig:
     txn_timeout: float = 120.0
     #: How often to look for abandoned transactions on the acceptors (0: never).
     recovery_interval: float = 1.0
-    #: Decided transactions whose outcome is kept in memory.
-    keep_decided: int = 100_000
+    #: Decided transactions whose outcome is kept in memory once their owner let go of
+    #: them (a bounded cache of recent outcomes; older ones are read from the acceptors).
+    keep_decided: int = 10_000
+    #: After a decision, how long the owner waits for every RM's acknowledgement before it
+    #: records the outcome without them (collection; DESIGN.md pitfall 8).
+    ack_wait: float = 2.0
     #: An acceptor silent this long on a request is passed over for the next.
     answer_timeout: float = 1.0
 
@@ -79,6 +83,7 @@ class CoordinatorConfig:
                 vote_timeout=self.vote_timeout,
                 txn_timeout=self.txn_timeout,
                 answer_timeout=self.answer_timeout,
+                ack_wait=self.ack_wait,
             ),
             learner=LearnerTimeouts(
                 recovery_timeout=self.recovery_timeout, answer_timeout=self.answer_timeout

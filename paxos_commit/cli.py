@@ -94,8 +94,11 @@ def _acceptor(args: argparse.Namespace) -> int:
         tracing.enable(args.trace_file, f"acceptor-{args.id}")
 
     async def run() -> None:
+        from acceptor.collect import CollectorConfig
+
+        collect = CollectorConfig(interval=args.collect_interval, retention=args.collect_retention)
         async with serve_acceptor(
-            args.id, url, args.listen, init=init, metrics_port=args.metrics_port
+            args.id, url, args.listen, init=init, metrics_port=args.metrics_port, collect=collect
         ) as handle:
             write_port_file(
                 args.port_file,
@@ -130,6 +133,8 @@ def _coordinator(args: argparse.Namespace) -> int:
         recovery_timeout=args.recovery_timeout,
         recovery_interval=args.recovery_interval,
         txn_timeout=args.txn_timeout,
+        ack_wait=args.ack_wait,
+        keep_decided=args.keep_decided,
     )
 
     if args.trace_file:
@@ -209,6 +214,12 @@ def _bench(args: argparse.Namespace) -> int:
     return asyncio.run(run_bench(args))
 
 
+def _soak(args: argparse.Namespace) -> int:
+    from paxos_commit.soak import run_soak
+
+    return asyncio.run(run_soak(args))
+
+
 def _trace_check(args: argparse.Namespace) -> int:
     from paxos_commit.tracecheck import check_dir, find_jar
 
@@ -280,6 +291,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     a.add_argument("--metrics-port", type=int, default=_int_env("METRICS_PORT"), help="serve /metrics here")
     a.add_argument("--port-file", default=None, help="write {address, pid, metrics_port} here once serving")
+    a.add_argument(
+        "--collect-retention",
+        type=float,
+        default=float(_env("COLLECT_RETENTION", "3600") or 3600),
+        help="seconds a collected transaction's compact outcome record is kept (late messages "
+        "are answered from it)",
+    )
+    a.add_argument(
+        "--collect-interval",
+        type=float,
+        default=float(_env("COLLECT_INTERVAL", "1") or 1),
+        help="seconds between collection passes while there is nothing to collect",
+    )
     a.set_defaults(func=_acceptor)
 
     c = sub.add_parser("coordinator", help="run one coordinator replica (environment: PAXOS_COMMIT_*)")
@@ -295,6 +319,18 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--recovery-timeout", type=float, default=float(_env("RECOVERY_TIMEOUT", "10") or 10))
     c.add_argument("--recovery-interval", type=float, default=float(_env("RECOVERY_INTERVAL", "1") or 1))
     c.add_argument("--txn-timeout", type=float, default=float(_env("TXN_TIMEOUT", "120") or 120))
+    c.add_argument(
+        "--ack-wait",
+        type=float,
+        default=float(_env("ACK_WAIT", "2") or 2),
+        help="seconds the owner waits for every RM's acknowledgement before recording the outcome without",
+    )
+    c.add_argument(
+        "--keep-decided",
+        type=int,
+        default=int(_env("KEEP_DECIDED", "10000") or 10000),
+        help="recent outcomes kept in memory (older ones are read from the acceptors)",
+    )
     c.add_argument("--metrics-port", type=int, default=_int_env("METRICS_PORT"), help="serve /metrics here")
     c.add_argument("--port-file", default=None)
     c.set_defaults(func=_coordinator)
@@ -362,6 +398,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--pool-size", type=int, default=28, help="with --postgres: each PostgresRM's pool max_size"
     )
     b.set_defaults(func=_bench)
+
+    so = sub.add_parser(
+        "soak", help="many F=1 transactions; every 10%: commits/s, acceptor DB bytes and rows, RSS"
+    )
+    so.add_argument("--transactions", type=int, default=100_000)
+    so.add_argument("--concurrency", type=int, default=16)
+    so.add_argument(
+        "--retention", type=float, default=30.0, help="acceptors' compact outcome record retention (s)"
+    )
+    so.add_argument("--postgres", metavar="DSN", help="acceptors on Postgres (one database each, made here)")
+    so.add_argument("--json", action="store_true", help="print one JSON document")
+    so.set_defaults(func=_soak)
 
     from paxos_commit.chaos.run import add_arguments as add_chaos_arguments
 

@@ -118,6 +118,9 @@ class LocalCluster:
     acceptor_urls: list[str] | None = None
     #: Folder for each process's protocol event log (trace validation); None: no logs.
     trace_dir: Path | None = None
+    #: Extra command-line arguments of every acceptor / coordinator process.
+    acceptor_args: list[str] = field(default_factory=list)
+    coordinator_args: list[str] = field(default_factory=list)
     acceptors: list[ServiceProcess] = field(default_factory=list)
     #: True for a cluster found with :meth:`attach`: someone else runs it.
     attached: bool = False
@@ -163,6 +166,7 @@ class LocalCluster:
                     args += ["--data-dir", str(self.data_dir / f"acceptor-{i}")]
                 if fresh:
                     args.append("--init")
+                args += self.acceptor_args
                 self.acceptors.append(self._process(f"acceptor-{i}", args))
             for p in self.acceptors:
                 p.start(self.extra_env)
@@ -199,6 +203,7 @@ class LocalCluster:
             str(self.recovery_interval),
             "--txn-timeout",
             str(self.txn_timeout),
+            *self.coordinator_args,
         ]
 
     def _process(self, name: str, args: list[str]) -> ServiceProcess:
