@@ -211,13 +211,16 @@ async def serve_acceptor(
     init: bool = False,
     metrics_port: int | None = None,
     collect: CollectorConfig | None = None,
+    cache_size: int = 10_000,
 ) -> AsyncIterator[ServerHandle]:
     """Run one acceptor until the context exits; stops gracefully, then closes storage.
 
     ``metrics_port``: serve Prometheus metrics over HTTP there (0: any free port).
-    ``collect``: the background collection of finished transactions (acceptor/collect.py)."""
+    ``collect``: the background collection of finished transactions (acceptor/collect.py).
+    ``cache_size``: transaction records kept in memory (a bounded cache; collected ones
+    shrink to their compact outcome record, expired ones leave it)."""
     metrics = AcceptorMetrics()
-    store = AcceptorStore(url, acceptor_id, init=init)
+    store = AcceptorStore(url, acceptor_id, init=init, cache_size=cache_size)
     store.on_batch.append(metrics.on_batch)
     await store.start()
     tracing.event("AcceptorRestart", "*", acc=acceptor_id)

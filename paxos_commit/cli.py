@@ -98,7 +98,13 @@ def _acceptor(args: argparse.Namespace) -> int:
 
         collect = CollectorConfig(interval=args.collect_interval, retention=args.collect_retention)
         async with serve_acceptor(
-            args.id, url, args.listen, init=init, metrics_port=args.metrics_port, collect=collect
+            args.id,
+            url,
+            args.listen,
+            init=init,
+            metrics_port=args.metrics_port,
+            collect=collect,
+            cache_size=args.cache_size,
         ) as handle:
             write_port_file(
                 args.port_file,
@@ -303,6 +309,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=float(_env("COLLECT_INTERVAL", "1") or 1),
         help="seconds between collection passes while there is nothing to collect",
+    )
+    a.add_argument(
+        "--cache-size",
+        type=int,
+        default=int(_env("CACHE_SIZE", "10000") or 10000),
+        help="transaction records kept in memory (a bounded cache of recent ones)",
     )
     a.set_defaults(func=_acceptor)
 

@@ -189,3 +189,35 @@ async def test_a_committed_transaction_is_collected_on_every_acceptor(tmp_path: 
         async with Client(cluster.coordinators[1:]) as other:
             outcome, _ = await other.outcome(txn.txn_id, wait=5)
             assert outcome is Outcome.COMMITTED
+
+
+async def test_an_acceptor_file_from_before_collection_is_migrated(tmp_path: Path) -> None:
+    """Migration 0002 on a file made at revision 0001 (auto_vacuum NONE): its rows stay,
+    the new columns and table appear, and the file is converted to incremental
+    auto-vacuum once at start."""
+    from acceptor.migrations import upgrade
+
+    path = tmp_path / "old.db"
+    eng = sa.create_engine(sqlite_url(path))
+    upgrade(eng, "0001")
+    with eng.begin() as conn:
+        conn.exec_driver_sql("INSERT INTO acceptor_meta (key, value) VALUES ('acceptor_id', '0')")
+        conn.exec_driver_sql(
+            "INSERT INTO paxos_txn (txn_id, first_seen_ms, outcome) VALUES ('old', 1, 'committed')"
+        )
+        assert conn.exec_driver_sql("PRAGMA auto_vacuum").scalar() == 0
+    eng.dispose()
+    store = AcceptorStore(sqlite_url(path), 0)
+    await store.start()
+    collector = Collector(store)
+    try:
+        await collector.start()
+        rec = await store.read("old")
+        assert rec is not None and rec.outcome is Outcome.COMMITTED and rec.participants is None
+        assert not core.collectable(rec)  # no set known: stays (visible), never dropped
+        with store._require_engine().connect() as conn:
+            raw: Any = conn.connection.dbapi_connection
+            assert raw.execute("PRAGMA auto_vacuum").fetchone()[0] == 2
+    finally:
+        await collector.close()
+        await store.close()
