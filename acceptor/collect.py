@@ -33,7 +33,14 @@ from acceptor.storage import AcceptorStore, collected_table, instance_table, txn
 from rm_sdk import tracing
 from rm_sdk.protocol import Outcome
 
-__all__ = ["CollectStats", "Collector", "CollectorConfig", "database_bytes", "enable_incremental_vacuum"]
+__all__ = [
+    "CollectStats",
+    "Collector",
+    "CollectorConfig",
+    "database_bytes",
+    "enable_incremental_vacuum",
+    "live_transactions",
+]
 
 log = logging.getLogger("paxos_commit.acceptor.collect")
 
@@ -248,3 +255,34 @@ def enable_incremental_vacuum(engine: Engine) -> bool:
         raw.execute("PRAGMA auto_vacuum=INCREMENTAL")
         raw.execute("VACUUM")
         return True
+
+
+def live_transactions(
+    engine: Engine, *, unacknowledged: bool = False, limit: int = 1000
+) -> list[dict[str, Any]]:
+    """The transactions an acceptor still holds state for, oldest first: what
+    ``paxos-commit txns`` shows. ``unacknowledged``: only decided ones some participant has
+    not acknowledged (an RM that never comes back keeps its transaction here)."""
+    import json
+
+    q = sa.select(txn_table).order_by(txn_table.c.first_seen_ms).limit(limit)
+    if unacknowledged:
+        q = q.where(txn_table.c.outcome != Outcome.PENDING.value).where(txn_table.c.collectable == 0)
+    out = []
+    with engine.connect() as conn:
+        for r in conn.execute(q):
+            participants = None if r.participants is None else json.loads(r.participants)
+            acked = json.loads(r.acked) if r.acked else []
+            missing = None if participants is None else sorted(set(participants) - set(acked))
+            out.append(
+                {
+                    "txn_id": r.txn_id,
+                    "first_seen_ms": r.first_seen_ms,
+                    "outcome": r.outcome,
+                    "participants": participants,
+                    "acked": acked,
+                    "unacknowledged": missing,
+                    "collectable": bool(r.collectable),
+                }
+            )
+    return out

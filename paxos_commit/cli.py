@@ -220,6 +220,35 @@ def _bench(args: argparse.Namespace) -> int:
     return asyncio.run(run_bench(args))
 
 
+def _txns(args: argparse.Namespace) -> int:
+    import json as _json
+
+    import sqlalchemy as sa
+
+    from acceptor.collect import live_transactions
+    from acceptor.storage import sqlite_url
+
+    if args.db:
+        url = args.db
+    elif args.id is not None:
+        url = sqlite_url(Path(args.data_dir) / f"acceptor-{args.id}.db")
+    else:
+        print("paxos-commit txns: --db or --id (with --data-dir) is required", file=sys.stderr)
+        return 2
+    engine = sa.create_engine(url)
+    try:
+        rows = live_transactions(engine, unacknowledged=args.unacknowledged, limit=args.limit)
+    finally:
+        engine.dispose()
+    if args.json:
+        print(_json.dumps(rows, indent=2))
+        return 0
+    for r in rows:
+        missing = "set unknown" if r["unacknowledged"] is None else ",".join(r["unacknowledged"]) or "-"
+        print(f"{r['txn_id']}  {r['outcome']:<9} first seen {r['first_seen_ms']}  waiting for: {missing}")
+    return 0
+
+
 def _soak(args: argparse.Namespace) -> int:
     from paxos_commit.soak import run_soak
 
@@ -410,6 +439,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--pool-size", type=int, default=28, help="with --postgres: each PostgresRM's pool max_size"
     )
     b.set_defaults(func=_bench)
+
+    tx = sub.add_parser(
+        "txns", help="transactions an acceptor still holds (live; --unacknowledged: decided, waiting for RMs)"
+    )
+    tx.add_argument("--db", default=_env("DB"), help="the acceptor's SQLAlchemy URL")
+    tx.add_argument("--id", type=int, default=None, help="acceptor id (SQLite file under --data-dir)")
+    tx.add_argument("--data-dir", default=_env("DATA_DIR", "./.paxos-commit"))
+    tx.add_argument(
+        "--unacknowledged", action="store_true", help="only decided ones an RM has not acknowledged"
+    )
+    tx.add_argument("--limit", type=int, default=1000)
+    tx.add_argument("--json", action="store_true")
+    tx.set_defaults(func=_txns)
 
     so = sub.add_parser(
         "soak", help="many F=1 transactions; every 10%: commits/s, acceptor DB bytes and rows, RSS"

@@ -221,3 +221,23 @@ async def test_an_acceptor_file_from_before_collection_is_migrated(tmp_path: Pat
     finally:
         await collector.close()
         await store.close()
+
+
+async def test_txns_lists_a_transaction_an_rm_never_acknowledged(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from paxos_commit.cli import main
+
+    url = sqlite_url(tmp_path / "acc.db")
+    store = AcceptorStore(url, 0, init=True)
+    await store.start()
+    try:
+        await _decide(store, "waiting", frozenset({"a"}))
+    finally:
+        await store.close()
+    capsys.readouterr()
+    assert main(["txns", "--db", url, "--unacknowledged", "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["txn_id"] == "waiting" and row["unacknowledged"] == ["b"] and not row["collectable"]
