@@ -59,6 +59,9 @@ class CollectorConfig:
     max_batch: int = 4096
     #: Free pages given back per SQLite incremental vacuum step.
     vacuum_pages: int = 2000
+    #: Seconds between refreshes of the counts (metrics): COUNT(*) over the tables also
+    #: runs on the writer thread, so not on every pass.
+    stats_every: float = 5.0
 
 
 @dataclass
@@ -87,6 +90,7 @@ class Collector:
         self.stats = CollectStats()
         self._batch = self.config.batch
         self._task: asyncio.Task[None] | None = None
+        self._stats_at: float | None = None
         #: Observers of each pass (the metrics).
         self.on_pass: list[Any] = []
 
@@ -138,7 +142,10 @@ class Collector:
             self._batch = max(1, limit // 2)
         elif seconds < self.config.max_hold / 2 and (len(collected) >= limit or len(expired) >= limit):
             self._batch = min(self.config.max_batch, limit * 2)
-        await self.refresh_stats()
+        now = time.monotonic()
+        if self._stats_at is None or now - self._stats_at >= self.config.stats_every:
+            self._stats_at = now
+            await self.refresh_stats()
         for cb in self.on_pass:
             cb(self.stats)
         return len(collected) >= limit or len(expired) >= limit
