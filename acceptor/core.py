@@ -36,16 +36,61 @@ from rm_sdk.protocol import (
     validate_id,
 )
 
-__all__ = ["Step", "TxnRecord", "bundle", "bundle_ready", "phase1a", "phase2a", "record_outcome"]
+__all__ = [
+    "Step",
+    "TxnRecord",
+    "bundle",
+    "bundle_ready",
+    "collect",
+    "collectable",
+    "phase1a",
+    "phase2a",
+    "record_outcome",
+]
 
 
 @dataclass(frozen=True)
 class TxnRecord:
-    """One transaction's durable state at one acceptor."""
+    """One transaction's durable state at one acceptor.
+
+    Collection (spec ``Collect``, DESIGN.md pitfall 8): ``participants`` is the registrar's
+    set as a decider reported it (None: not known here) and ``acked`` the RMs that
+    acknowledged applying the outcome. A ``collected`` record is the compact outcome record
+    that stays after collection: no instances, only the outcome, from which every late
+    message is answered (spec ``AnswerFromRecord``)."""
 
     first_seen_ms: int
     instances: Mapping[Instance, InstanceState] = field(default_factory=dict)
     outcome: Outcome = Outcome.PENDING
+    participants: frozenset[str] | None = None
+    acked: frozenset[str] = frozenset()
+    collected: bool = False
+
+
+def collectable(rec: TxnRecord | None) -> bool:
+    """Spec ``Collect``'s condition at this acceptor: the outcome is recorded here and every
+    RM of the registrar's set acknowledged it (``AllAcknowledged``). The set must be known:
+    a transaction whose set no decider reported stays live (visible, never dropped)."""
+    return (
+        rec is not None
+        and not rec.collected
+        and rec.outcome is not Outcome.PENDING
+        and rec.participants is not None
+        and rec.participants <= rec.acked
+    )
+
+
+def collect(rec: TxnRecord) -> TxnRecord:
+    """Spec ``Collect``: the compact outcome record that replaces ``rec``'s state."""
+    if not collectable(rec):
+        raise ProtocolError("collect needs a decided transaction every participant acknowledged")
+    return TxnRecord(first_seen_ms=rec.first_seen_ms, outcome=rec.outcome, collected=True)
+
+
+def _from_record(acceptor: int, rec: TxnRecord, txn_id: str, kind: str) -> TraceEvent:
+    return TraceEvent(
+        "AnswerFromRecord", txn_id, {"acc": acceptor, "outcome": rec.outcome.value, "msg": kind}
+    )
 
 
 @dataclass(frozen=True)
@@ -81,6 +126,11 @@ def phase1a(acceptor: int, rec: TxnRecord | None, msg: Phase1a, now_ms: int) -> 
     txn_id = validate_id("transaction id", msg.txn_id)
     bal = msg.ballot
     check_phase1a(bal, msg.instances)
+    if rec is not None and rec.collected:
+        # Spec AnswerFromRecord: the recorded outcome, no promise, no new state.
+        return Step(
+            None, Phase1b(txn_id, acceptor, {}, rec.outcome), (_from_record(acceptor, rec, txn_id, "1a"),)
+        )
     new, after, outcome, before = _apply_each(rec, now_ms, msg.instances, lambda _ins, st: phase1b(st, bal))
     promised = {i: st for i, st in before.items() if st.mbal < bal}
     trace: tuple[TraceEvent, ...] = ()
@@ -103,6 +153,11 @@ def phase2a(acceptor: int, rec: TxnRecord | None, msg: Phase2a, now_ms: int) -> 
     bal = msg.ballot
     proposals = msg.proposals
     check_phase2a(bal, proposals, len(proposals))
+    if rec is not None and rec.collected:
+        # Spec AnswerFromRecord (a late ballot-0 vote among them): nothing is accepted.
+        return Step(
+            None, Phase2b(txn_id, acceptor, {}, rec.outcome), (_from_record(acceptor, rec, txn_id, "2a"),)
+        )
     new, after, outcome, before = _apply_each(
         rec, now_ms, list(proposals), lambda ins, st: phase2b(st, bal, proposals[ins])
     )
@@ -125,14 +180,26 @@ def record_outcome(acceptor: int, rec: TxnRecord | None, msg: RecordOutcome, now
     outcome = msg.outcome
     if outcome is Outcome.PENDING:
         raise ProtocolError("record_outcome needs OUTCOME_COMMITTED or OUTCOME_ABORTED")
+    if msg.participants is None and msg.acked and (rec is None or rec.outcome is Outcome.PENDING):
+        # Acknowledgements passed on alone (an RM's, via a replica that does not own the
+        # transaction) carry no decision: they add to the acks of a known transaction and
+        # record no outcome, and for an unknown one they create nothing.
+        if rec is None or rec.collected or msg.acked <= rec.acked:
+            return Step(None, OutcomeRecorded(txn_id, acceptor))
+        return Step(replace(rec, acked=rec.acked | msg.acked), OutcomeRecorded(txn_id, acceptor))
     base = rec or TxnRecord(first_seen_ms=now_ms)
-    if base.outcome is outcome and rec is not None:
-        return Step(None, OutcomeRecorded(txn_id, acceptor))
-    if base.outcome is not Outcome.PENDING:
+    if base.outcome is not Outcome.PENDING and base.outcome is not outcome:
         raise ConflictError(
             f"transaction {txn_id} already recorded {base.outcome.value}; refusing {outcome.value}"
         )
-    return Step(replace(base, outcome=outcome), OutcomeRecorded(txn_id, acceptor))
+    if base.collected:
+        return Step(None, OutcomeRecorded(txn_id, acceptor))
+    participants = base.participants if base.participants is not None else msg.participants
+    acked = base.acked | msg.acked
+    new = replace(base, outcome=outcome, participants=participants, acked=acked)
+    if rec is not None and new == rec:
+        return Step(None, OutcomeRecorded(txn_id, acceptor))
+    return Step(new, OutcomeRecorded(txn_id, acceptor))
 
 
 def bundle_ready(rec: TxnRecord | None) -> bool:

@@ -12,6 +12,7 @@ from typing import Any
 import grpc
 
 from acceptor import core
+from acceptor.collect import Collector, CollectorConfig
 from acceptor.core import TxnRecord
 from acceptor.rules import bundle_complete, check_phase1a, check_phase2a
 from acceptor.storage import AcceptorStore, StepFn
@@ -38,6 +39,7 @@ from rm_sdk.wire import (
     outcome_from_pb,
     outcome_to_pb,
     pb,
+    record_outcome_from_pb,
     states_to_pb,
     value_from_pb,
 )
@@ -445,11 +447,10 @@ def _decode_phase2a(request: pb.Phase2aRequest) -> Phase2a:
 
 
 def _decode_record(request: pb.RecordOutcomeRequest) -> RecordOutcome:
-    txn_id = validate_id("transaction id", request.txn_id)
-    outcome = outcome_from_pb(request.outcome)
-    if outcome is Outcome.PENDING:
+    validate_id("transaction id", request.txn_id)
+    if outcome_from_pb(request.outcome) is Outcome.PENDING:
         raise ProtocolError("record_outcome needs OUTCOME_COMMITTED or OUTCOME_ABORTED")
-    return RecordOutcome(txn_id, outcome)
+    return record_outcome_from_pb(request)
 
 
 def _step(
@@ -487,6 +488,8 @@ async def serve_acceptor(
     metrics_port: int | None = None,
     tls: TlsFiles | None = None,
     health_listen: str | None = None,
+    collect: CollectorConfig | None = None,
+    cache_size: int = 10_000,
 ) -> AsyncIterator[ServerHandle]:
     """Run one acceptor until the context exits; stops gracefully, then closes storage.
 
@@ -494,7 +497,10 @@ async def serve_acceptor(
     host of ``listen``. ``tls``: serve mTLS with these files (reloaded when they change)
     and authorize every request by the peer's certificate; None: plain text, no checks
     (said loudly: a WARNING and the ``paxos_commit_insecure`` gauge). ``health_listen``:
-    the health service alone, in plain text (probes)."""
+    the health service alone, in plain text (probes). ``collect``: the background
+    collection of finished transactions (acceptor/collect.py). ``cache_size``: transaction
+    records kept in memory (a bounded cache; collected ones shrink to their compact outcome
+    record, expired ones leave it)."""
     metrics = AcceptorMetrics()
     metrics.insecure.set(0 if tls else 1)
     if tls is None:
@@ -503,11 +509,14 @@ async def serve_acceptor(
             acceptor_id,
             listen,
         )
-    store = AcceptorStore(url, acceptor_id, init=init)
+    store = AcceptorStore(url, acceptor_id, init=init, cache_size=cache_size)
     store.on_batch.append(metrics.on_batch)
     await store.start()
     tracing.event("AcceptorRestart", "*", acc=acceptor_id)
+    collector = Collector(store, collect)
+    collector.on_pass.append(metrics.on_collect)
     try:
+        await collector.start()
         servicer = AcceptorServicer(store, metrics, secure=tls is not None)
         handle = await start_server(
             listen,
@@ -527,6 +536,7 @@ async def serve_acceptor(
             watchdog.cancel()
             await handle.stop()
     finally:
+        await collector.close()
         await store.close()
 
 

@@ -22,7 +22,7 @@ from typing import Any, Generic, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from acceptor.core import TxnRecord
+from acceptor.core import TxnRecord, collectable
 from rm_sdk.protocol import (
     NO_SET,
     NO_VALUE,
@@ -48,6 +48,19 @@ txn_table = sa.Table(
     sa.Column("txn_id", sa.String(128), primary_key=True),
     sa.Column("first_seen_ms", sa.BigInteger, nullable=False),
     sa.Column("outcome", sa.String(16), nullable=False),
+    # Collection (migration 0002): JSON lists of RM ids; collectable is 1 once every
+    # participant acknowledged (acceptor.core.collectable).
+    sa.Column("participants", sa.Text, nullable=True),
+    sa.Column("acked", sa.Text, nullable=True),
+    sa.Column("collectable", sa.SmallInteger, nullable=False, server_default="0"),
+)
+#: The compact outcome record of each collected transaction (acceptor/collect.py).
+collected_table = sa.Table(
+    "paxos_collected",
+    metadata,
+    sa.Column("txn_id", sa.String(128), primary_key=True),
+    sa.Column("outcome", sa.String(16), nullable=False),
+    sa.Column("collected_ms", sa.BigInteger, nullable=False),
 )
 instance_table = sa.Table(
     "paxos_instance",
@@ -390,28 +403,39 @@ class AcceptorStore:
         return results, dirty
 
     def _load_many(self, conn: Connection, txn_ids: list[str]) -> dict[str, TxnRecord | None]:
-        """The stored records of ``txn_ids`` (None where absent), two queries per chunk
-        instead of two per transaction."""
+        """The stored records of ``txn_ids`` (None where absent; the compact outcome
+        record where collected), a few queries per chunk instead of two per transaction."""
         found: dict[str, TxnRecord | None] = dict.fromkeys(txn_ids)
         for at in range(0, len(txn_ids), 500):
             chunk = txn_ids[at : at + 500]
             rows = conn.execute(sa.select(txn_table).where(txn_table.c.txn_id.in_(chunk))).all()
-            if not rows:
-                continue
             instances: dict[str, dict[Instance, InstanceState]] = {r.txn_id: {} for r in rows}
-            ins_rows = conn.execute(
-                sa.select(instance_table).where(instance_table.c.txn_id.in_(list(instances)))
-            )
-            for r in ins_rows:
-                instances[r.txn_id][r.instance] = InstanceState(
-                    mbal=Ballot(r.mbal_round, r.mbal_leader),
-                    bal=Ballot(r.bal_round, r.bal_leader),
-                    val=decode_value(r.val),
+            if rows:
+                ins_rows = conn.execute(
+                    sa.select(instance_table).where(instance_table.c.txn_id.in_(list(instances)))
                 )
+                for r in ins_rows:
+                    instances[r.txn_id][r.instance] = InstanceState(
+                        mbal=Ballot(r.mbal_round, r.mbal_leader),
+                        bal=Ballot(r.bal_round, r.bal_leader),
+                        val=decode_value(r.val),
+                    )
             for r in rows:
                 found[r.txn_id] = TxnRecord(
-                    first_seen_ms=r.first_seen_ms, instances=instances[r.txn_id], outcome=Outcome(r.outcome)
+                    first_seen_ms=r.first_seen_ms,
+                    instances=instances[r.txn_id],
+                    outcome=Outcome(r.outcome),
+                    participants=None if r.participants is None else frozenset(json.loads(r.participants)),
+                    acked=frozenset(json.loads(r.acked)) if r.acked else frozenset(),
                 )
+            absent = [t for t in chunk if t not in instances]
+            if absent:
+                for r in conn.execute(
+                    sa.select(collected_table.c.txn_id, collected_table.c.outcome).where(
+                        collected_table.c.txn_id.in_(absent)
+                    )
+                ):
+                    found[r.txn_id] = TxnRecord(first_seen_ms=0, outcome=Outcome(r.outcome), collected=True)
         return found
 
     def _write(
@@ -425,11 +449,26 @@ class AcceptorStore:
         txn_rows = []
         ins_rows = []
         for txn_id, rec in records.items():
-            assert rec is not None
+            assert rec is not None and not rec.collected  # a compact record is never rewritten
             old = original.get(txn_id)
-            if old is None or old.outcome is not rec.outcome or old.first_seen_ms != rec.first_seen_ms:
+            if (
+                old is None
+                or old.outcome is not rec.outcome
+                or old.first_seen_ms != rec.first_seen_ms
+                or old.participants != rec.participants
+                or old.acked != rec.acked
+            ):
                 txn_rows.append(
-                    {"txn_id": txn_id, "first_seen_ms": rec.first_seen_ms, "outcome": rec.outcome.value}
+                    {
+                        "txn_id": txn_id,
+                        "first_seen_ms": rec.first_seen_ms,
+                        "outcome": rec.outcome.value,
+                        "participants": None
+                        if rec.participants is None
+                        else json.dumps(sorted(rec.participants)),
+                        "acked": json.dumps(sorted(rec.acked)) if rec.acked else None,
+                        "collectable": 1 if collectable(rec) else 0,
+                    }
                 )
             before = old.instances if old is not None else {}
             for ins, st in rec.instances.items():
@@ -482,6 +521,10 @@ def _configure_sqlite(engine: Engine) -> None:
         # Take transaction control from the driver so that BEGIN IMMEDIATE is ours.
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
+        # Space freed by collection goes back to the file system in steps
+        # (acceptor/collect.py); it takes effect in a new database only (an existing one is
+        # converted once by acceptor.collect.enable_incremental_vacuum).
+        cur.execute("PRAGMA auto_vacuum=INCREMENTAL")
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA synchronous=FULL")
         cur.execute("PRAGMA busy_timeout=5000")

@@ -41,6 +41,7 @@ from rm_sdk.core.learner import LearnerTimeouts
 from rm_sdk.core.messages import (
     Abort,
     AcceptorReply,
+    Acknowledge,
     AskOutcome,
     AwaitPrepare,
     Begin,
@@ -59,7 +60,7 @@ from rm_sdk.core.owner import OwnerTimeouts
 from rm_sdk.core.ready import Ready
 from rm_sdk.identity import Identity
 from rm_sdk.protocol import Outcome
-from rm_sdk.wire import cause_to_pb, outcome_to_pb, pb
+from rm_sdk.wire import cause_to_pb, outcome_from_pb, outcome_to_pb, pb
 
 __all__ = ["CoordinatorConfig", "CoordinatorServicer", "NotFound", "serve_coordinator"]
 
@@ -79,8 +80,12 @@ class CoordinatorConfig:
     txn_timeout: float = 120.0
     #: How often to look for abandoned transactions on the acceptors (0: never).
     recovery_interval: float = 1.0
-    #: Decided transactions whose outcome is kept in memory.
-    keep_decided: int = 100_000
+    #: Decided transactions whose outcome is kept in memory once their owner let go of
+    #: them (a bounded cache of recent outcomes; older ones are read from the acceptors).
+    keep_decided: int = 10_000
+    #: After a decision, how long the owner waits for every RM's acknowledgement before it
+    #: records the outcome without them (collection; DESIGN.md pitfall 8).
+    ack_wait: float = 2.0
     #: An acceptor silent this long on a request is passed over for the next.
     answer_timeout: float = 1.0
     #: mTLS: this replica's certificate (``coordinator/<name>``), key and CA, for its own
@@ -93,6 +98,7 @@ class CoordinatorConfig:
                 vote_timeout=self.vote_timeout,
                 txn_timeout=self.txn_timeout,
                 answer_timeout=self.answer_timeout,
+                ack_wait=self.ack_wait,
             ),
             learner=LearnerTimeouts(
                 recovery_timeout=self.recovery_timeout, answer_timeout=self.answer_timeout
@@ -150,6 +156,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         m.in_flight.set_function(lambda: _retry(lambda: self.node.undecided_owned))
         m.in_doubt.set_function(lambda: len(_retry(self.node.in_doubt_since)))
         m.oldest_in_doubt.set_function(self._oldest_in_doubt)
+        m.awaiting_acks.set_function(lambda: _retry(lambda: self.node.awaiting_acks))
 
     # ---------------------------------------------------------------- who may ask
 
@@ -376,14 +383,19 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
             r = req.await_prepare
             return AwaitPrepare(r.txn_id, r.rm_id, clamp_wait_ms(r.wait_ms)), _prepare_pb
         if kind == "commit":
-            return Commit(req.commit.txn_id), _commit_pb
+            return Commit(req.commit.txn_id, wait_applied=req.commit.wait_applied), _commit_pb
+        if kind == "acknowledge":
+            r4 = req.acknowledge
+            return Acknowledge(r4.txn_id, r4.rm_id, outcome_from_pb(r4.outcome)), self._acknowledged
         if kind == "abort":
             r2 = req.abort
             return Abort(r2.txn_id, r2.reason, r2.rm_id), _abort_pb
         if kind == "get_outcome":
             r3 = req.get_outcome
             return AskOutcome(r3.txn_id, clamp_wait_ms(r3.wait_ms)), _outcome_pb
-        raise _Refusal("INVALID_ARGUMENT", "empty request: set one of begin, join, ..., get_outcome")
+        raise _Refusal(
+            "INVALID_ARGUMENT", "empty request: set one of begin, join, ..., get_outcome, acknowledge"
+        )
 
     def _begin_msg(self, request: pb.BeginRequest) -> tuple[Request, Callable[[Any], Any]]:
         txn_id = request.txn_id or uuid.uuid4().hex
@@ -393,6 +405,10 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
             return pb.BeginReply(txn_id=txn_id, coordinator=self.address)
 
         return Begin(txn_id), built
+
+    def _acknowledged(self, _reply: Any) -> pb.AcknowledgeReply:
+        self.metrics.acknowledged.inc()
+        return pb.AcknowledgeReply()
 
     def _joined_pb(self, r: Any) -> pb.JoinReply:
         assert isinstance(r, Joined)
@@ -481,7 +497,12 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         self, request: pb.CommitRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.CommitReply:
         return await _unary(
-            context, self._checked(context, request, lambda: self._call(Commit(request.txn_id), _commit_pb))
+            context,
+            self._checked(
+                context,
+                request,
+                lambda: self._call(Commit(request.txn_id, wait_applied=request.wait_applied), _commit_pb),
+            ),
         )
 
     async def Abort(
@@ -528,6 +549,21 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
                 request,
                 lambda: self._call(
                     AwaitPrepare(request.txn_id, request.rm_id, clamp_wait_ms(request.wait_ms)), _prepare_pb
+                ),
+            ),
+        )
+
+    async def Acknowledge(
+        self, request: pb.AcknowledgeRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.AcknowledgeReply:
+        return await _unary(
+            context,
+            self._checked(
+                context,
+                request,
+                lambda: self._call(
+                    Acknowledge(request.txn_id, request.rm_id, outcome_from_pb(request.outcome)),
+                    self._acknowledged,
                 ),
             ),
         )
@@ -600,7 +636,11 @@ def _follow_prepare(
 def _commit_pb(r: Any) -> pb.CommitReply:
     d = _decision(r)
     return pb.CommitReply(
-        outcome=outcome_to_pb(d.outcome), reason=d.reason, cause=cause_to_pb(d.cause), rm_id=d.rm_id
+        outcome=outcome_to_pb(d.outcome),
+        reason=d.reason,
+        cause=cause_to_pb(d.cause),
+        rm_id=d.rm_id,
+        applied=r.applied,
     )
 
 

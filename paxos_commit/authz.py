@@ -19,7 +19,8 @@ Rules (``rule`` names, as counted in ``paxos_commit_authz_refusals_total``):
 - ``outcome-record``, ``list-undecided``: coordinators and admins only;
 - ``read-bundle``: 2b bundles are read by coordinators, RMs and admins;
 - ``application``: begin, commit and abort (without an RM id) come from applications and admins;
-- ``own-rm``: join, await-prepare and an RM's refusal (abort with rm_id) only as that RM;
+- ``own-rm``: join, await-prepare, an RM's acknowledgement of an applied outcome and an
+  RM's refusal (abort with rm_id) only as that RM;
 - ``ask-outcome``: outcomes are asked by applications, RMs, coordinators and admins.
 
 Admins may do everything (tools and tests); acceptors call nobody and may do nothing.
@@ -133,7 +134,7 @@ def check(ident: Identity | None, msg: Any) -> Refusal | None:
     # ------------------------------------------------ coordinator service
     if t is pb.GetOutcomeRequest:
         return None if role in (APP, RM, COORDINATOR) else _deny("ask-outcome", ident, "ask outcomes")
-    if t is pb.JoinRequest or t is pb.AwaitPrepareRequest:
+    if t is pb.JoinRequest or t is pb.AwaitPrepareRequest or t is pb.AcknowledgeRequest:
         if role == RM and msg.rm_id == ident.name:
             return None
         return _deny("own-rm", ident, f"act as resource manager {_short(msg.rm_id)!r}")

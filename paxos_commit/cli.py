@@ -169,6 +169,9 @@ def _acceptor(args: argparse.Namespace) -> int:
         tracing.enable(args.trace_file, f"acceptor-{args.id}")
 
     async def run() -> None:
+        from acceptor.collect import CollectorConfig
+
+        collect = CollectorConfig(interval=args.collect_interval, retention=args.collect_retention)
         async with serve_acceptor(
             args.id,
             url,
@@ -177,6 +180,8 @@ def _acceptor(args: argparse.Namespace) -> int:
             metrics_port=args.metrics_port,
             tls=tls,
             health_listen=_health_listen(args),
+            collect=collect,
+            cache_size=args.cache_size,
         ) as handle:
             tune_gc()
             write_port_file(
@@ -223,6 +228,8 @@ def _coordinator(args: argparse.Namespace) -> int:
         recovery_interval=args.recovery_interval,
         txn_timeout=args.txn_timeout,
         tls=tls,
+        ack_wait=args.ack_wait,
+        keep_decided=args.keep_decided,
     )
 
     if args.trace_file:
@@ -352,6 +359,41 @@ def _bench(args: argparse.Namespace) -> int:
     return asyncio.run(run_bench(args))
 
 
+def _txns(args: argparse.Namespace) -> int:
+    import json as _json
+
+    import sqlalchemy as sa
+
+    from acceptor.collect import live_transactions
+    from acceptor.storage import sqlite_url
+
+    if args.db:
+        url = args.db
+    elif args.id is not None:
+        url = sqlite_url(Path(args.data_dir) / f"acceptor-{args.id}.db")
+    else:
+        print("paxos-commit txns: --db or --id (with --data-dir) is required", file=sys.stderr)
+        return 2
+    engine = sa.create_engine(url)
+    try:
+        rows = live_transactions(engine, unacknowledged=args.unacknowledged, limit=args.limit)
+    finally:
+        engine.dispose()
+    if args.json:
+        print(_json.dumps(rows, indent=2))
+        return 0
+    for r in rows:
+        missing = "set unknown" if r["unacknowledged"] is None else ",".join(r["unacknowledged"]) or "-"
+        print(f"{r['txn_id']}  {r['outcome']:<9} first seen {r['first_seen_ms']}  waiting for: {missing}")
+    return 0
+
+
+def _soak(args: argparse.Namespace) -> int:
+    from paxos_commit.soak import run_soak
+
+    return asyncio.run(run_soak(args))
+
+
 def _trace_check(args: argparse.Namespace) -> int:
     from paxos_commit.tracecheck import check_dir, find_jar
 
@@ -424,6 +466,25 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--metrics-port", type=int, default=_int_env("METRICS_PORT"), help="serve /metrics here")
     a.add_argument("--port-file", default=None, help="write {address, pid, metrics_port} here once serving")
     _add_tls_arguments(a)
+    a.add_argument(
+        "--collect-retention",
+        type=float,
+        default=float(_env("COLLECT_RETENTION", "3600") or 3600),
+        help="seconds a collected transaction's compact outcome record is kept (late messages "
+        "are answered from it)",
+    )
+    a.add_argument(
+        "--collect-interval",
+        type=float,
+        default=float(_env("COLLECT_INTERVAL", "1") or 1),
+        help="seconds between collection passes while there is nothing to collect",
+    )
+    a.add_argument(
+        "--cache-size",
+        type=int,
+        default=int(_env("CACHE_SIZE", "10000") or 10000),
+        help="transaction records kept in memory (a bounded cache of recent ones)",
+    )
     a.set_defaults(func=_acceptor)
 
     c = sub.add_parser("coordinator", help="run one coordinator replica (environment: PAXOS_COMMIT_*)")
@@ -439,6 +500,18 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--recovery-timeout", type=float, default=float(_env("RECOVERY_TIMEOUT", "10") or 10))
     c.add_argument("--recovery-interval", type=float, default=float(_env("RECOVERY_INTERVAL", "1") or 1))
     c.add_argument("--txn-timeout", type=float, default=float(_env("TXN_TIMEOUT", "120") or 120))
+    c.add_argument(
+        "--ack-wait",
+        type=float,
+        default=float(_env("ACK_WAIT", "2") or 2),
+        help="seconds the owner waits for every RM's acknowledgement before recording the outcome without",
+    )
+    c.add_argument(
+        "--keep-decided",
+        type=int,
+        default=int(_env("KEEP_DECIDED", "10000") or 10000),
+        help="recent outcomes kept in memory (older ones are read from the acceptors)",
+    )
     c.add_argument("--metrics-port", type=int, default=_int_env("METRICS_PORT"), help="serve /metrics here")
     c.add_argument("--port-file", default=None)
     _add_tls_arguments(c)
@@ -537,6 +610,31 @@ def build_parser() -> argparse.ArgumentParser:
         "--pool-size", type=int, default=28, help="with --postgres: each PostgresRM's pool max_size"
     )
     b.set_defaults(func=_bench)
+
+    tx = sub.add_parser(
+        "txns", help="transactions an acceptor still holds (live; --unacknowledged: decided, waiting for RMs)"
+    )
+    tx.add_argument("--db", default=_env("DB"), help="the acceptor's SQLAlchemy URL")
+    tx.add_argument("--id", type=int, default=None, help="acceptor id (SQLite file under --data-dir)")
+    tx.add_argument("--data-dir", default=_env("DATA_DIR", "./.paxos-commit"))
+    tx.add_argument(
+        "--unacknowledged", action="store_true", help="only decided ones an RM has not acknowledged"
+    )
+    tx.add_argument("--limit", type=int, default=1000)
+    tx.add_argument("--json", action="store_true")
+    tx.set_defaults(func=_txns)
+
+    so = sub.add_parser(
+        "soak", help="many F=1 transactions; every 10%: commits/s, acceptor DB bytes and rows, RSS"
+    )
+    so.add_argument("--transactions", type=int, default=100_000)
+    so.add_argument("--concurrency", type=int, default=16)
+    so.add_argument(
+        "--retention", type=float, default=30.0, help="acceptors' compact outcome record retention (s)"
+    )
+    so.add_argument("--postgres", metavar="DSN", help="acceptors on Postgres (one database each, made here)")
+    so.add_argument("--json", action="store_true", help="print one JSON document")
+    so.set_defaults(func=_soak)
 
     from paxos_commit.chaos.run import add_arguments as add_chaos_arguments
 

@@ -125,6 +125,9 @@ class LocalCluster:
     trace_dir: Path | None = None
     #: mTLS on every hop (certificates under data_dir/certs); False: --insecure.
     tls: bool = True
+    #: Extra command-line arguments of every acceptor / coordinator process.
+    acceptor_args: list[str] = field(default_factory=list)
+    coordinator_args: list[str] = field(default_factory=list)
     acceptors: list[ServiceProcess] = field(default_factory=list)
     #: True for a cluster found with :meth:`attach`: someone else runs it.
     attached: bool = False
@@ -193,6 +196,7 @@ class LocalCluster:
                     args += ["--data-dir", str(self.data_dir / f"acceptor-{i}")]
                 if fresh:
                     args.append("--init")
+                args += self.acceptor_args
                 self.acceptors.append(self._process(f"acceptor-{i}", args))
             for p in self.acceptors:
                 p.start(self.extra_env)
@@ -230,6 +234,7 @@ class LocalCluster:
             "--txn-timeout",
             str(self.txn_timeout),
             *self._security_args(),
+            *self.coordinator_args,
         ]
 
     def _process(self, name: str, args: list[str]) -> ServiceProcess:

@@ -83,9 +83,66 @@ class AcceptorMetrics(_Base):
             registry=self.registry,
         )
 
+        # Collection (acceptor/collect.py), refreshed after every pass.
+        self.txns_live = Gauge(
+            "paxos_commit_acceptor_transactions_live",
+            "Transactions with state here: undecided, or decided and not collected yet.",
+            registry=self.registry,
+        )
+        self.txns_collectable = Gauge(
+            "paxos_commit_acceptor_transactions_collectable",
+            "Decided transactions every participant acknowledged, waiting for collection.",
+            registry=self.registry,
+        )
+        self.outcome_records = Gauge(
+            "paxos_commit_acceptor_outcome_records",
+            "Compact outcome records of collected transactions kept (retention).",
+            registry=self.registry,
+        )
+        self.txns_collected = Counter(
+            "paxos_commit_acceptor_transactions_collected",
+            "Transactions collected here (state replaced by a compact outcome record).",
+            registry=self.registry,
+        )
+        self.oldest_unacknowledged = Gauge(
+            "paxos_commit_acceptor_oldest_unacknowledged_age_seconds",
+            "Age of the oldest decided transaction some participant has not acknowledged (an RM "
+            "that never comes back keeps it here; 0 if none).",
+            registry=self.registry,
+        )
+        self.instance_rows = Gauge(
+            "paxos_commit_acceptor_instance_rows",
+            "Instance rows stored (of live transactions).",
+            registry=self.registry,
+        )
+        self.db_bytes = Gauge(
+            "paxos_commit_acceptor_database_bytes",
+            "Bytes the acceptor's database takes on disk.",
+            registry=self.registry,
+        )
+        self.collect_batch_seconds = Gauge(
+            "paxos_commit_acceptor_collect_batch_seconds",
+            "How long the last collection batch held the writer.",
+            registry=self.registry,
+        )
+        self._collected_seen = 0
+
     def on_batch(self, size: int, seconds: float) -> None:
         self.batch_size.observe(size)
         self.write_seconds.observe(seconds)
+
+    def on_collect(self, stats: Any) -> None:
+        """After each collection pass (an ``acceptor.collect.CollectStats``)."""
+        self.txns_live.set(stats.live)
+        self.txns_collectable.set(stats.collectable)
+        self.outcome_records.set(stats.records)
+        self.oldest_unacknowledged.set(stats.oldest_unacked_ms / 1000.0)
+        self.db_bytes.set(stats.db_bytes)
+        self.instance_rows.set(stats.instances)
+        self.collect_batch_seconds.set(stats.last_batch_seconds)
+        if stats.collected_total > self._collected_seen:
+            self.txns_collected.inc(stats.collected_total - self._collected_seen)
+            self._collected_seen = stats.collected_total
 
 
 class CoordinatorMetrics(_Base):
@@ -130,6 +187,16 @@ class CoordinatorMetrics(_Base):
             registry=r,
         )
         self.acceptors = Gauge("paxos_commit_acceptors", "Acceptors configured (2F+1).", registry=r)
+        self.acknowledged = Counter(
+            "paxos_commit_acknowledgements",
+            "RM acknowledgements of applied outcomes taken here (counted or passed on).",
+            registry=r,
+        )
+        self.awaiting_acks = Gauge(
+            "paxos_commit_transactions_awaiting_acks",
+            "Decided transactions owned here waiting for their RMs' acknowledgements.",
+            registry=r,
+        )
 
 
 if TYPE_CHECKING:

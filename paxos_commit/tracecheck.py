@@ -194,7 +194,7 @@ class _Mapping:
                 )
                 + "}"
             )
-        if kind == "Decide":
+        if kind in ("Decide", "Collect", "AnswerFromRecord"):
             f["out"] = _s("commit" if e["outcome"] == "committed" else "abort")
         return "[" + ", ".join(f"{k} |-> {v}" for k, v in f.items()) + "]"
 

@@ -35,12 +35,12 @@ from rm_sdk.core.messages import (
 from rm_sdk.protocol import ProtocolError
 from rm_sdk.wire import (
     bundle_from_pb,
-    outcome_to_pb,
     pb,
     phase1a_to_pb,
     phase1b_from_pb,
     phase2a_to_pb,
     phase2b_from_pb,
+    record_outcome_to_pb,
 )
 
 __all__ = ["StreamAcceptors", "StreamCoordinator", "open_channel"]
@@ -73,9 +73,7 @@ def request_to_pb(seq: int, msg: AcceptorRequest) -> pb.AcceptorRequest:
         return pb.AcceptorRequest(
             seq=seq, await_phase2b=pb.AwaitPhase2bRequest(txn_id=msg.txn_id, wait_ms=int(msg.wait * 1000))
         )
-    return pb.AcceptorRequest(
-        seq=seq, record_outcome=pb.RecordOutcomeRequest(txn_id=msg.txn_id, outcome=outcome_to_pb(msg.outcome))
-    )
+    return pb.AcceptorRequest(seq=seq, record_outcome=record_outcome_to_pb(msg))
 
 
 def reply_from_pb(acceptor: int, r: pb.AcceptorReply, request: AcceptorRequest) -> AcceptorReply:
@@ -347,6 +345,12 @@ class StreamCoordinator:
     ) -> pb.GetOutcomeReply:
         r = await self._call(pb.CoordinatorRequest(get_outcome=request), timeout)
         return r.get_outcome
+
+    async def Acknowledge(
+        self, request: pb.AcknowledgeRequest, timeout: float | None = None
+    ) -> pb.AcknowledgeReply:
+        r = await self._call(pb.CoordinatorRequest(acknowledge=request), timeout)
+        return r.acknowledge
 
     def follow(
         self,

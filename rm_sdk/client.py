@@ -341,6 +341,7 @@ class Transaction:
         self.client = client
         self.context = context
         self._finished = False
+        self._applied = False
         self._reason = ""
         self._aborted: TransactionAborted | None = None
 
@@ -366,11 +367,21 @@ class Transaction:
         """True once :meth:`commit` or :meth:`abort` has learned the outcome."""
         return self._finished
 
-    async def commit(self) -> Outcome:
+    async def commit(self, *, wait_applied: bool = False) -> Outcome:
         """Close registration and decide. Returns COMMITTED or raises
         :class:`TransactionAborted`; if the owning coordinator dies meanwhile, the
-        outcome is learned from another replica."""
-        return await self._finish(abort_reason=None)
+        outcome is learned from another replica.
+
+        ``wait_applied``: return only once every RM of the transaction acknowledged it
+        applied the outcome (e.g. committed its database transaction), so a closed loop
+        does not run ahead of its RMs. :attr:`applied` then says whether they all did
+        before the owner's acknowledgement wait (2 s by default) ended."""
+        return await self._finish(abort_reason=None, wait_applied=wait_applied)
+
+    @property
+    def applied(self) -> bool:
+        """After ``commit(wait_applied=True)``: every RM acknowledged applying the outcome."""
+        return self._applied
 
     async def abort(self, reason: str = "aborted by the application") -> Outcome:
         """Abort; returns ABORTED (or COMMITTED if the commit had already been decided).
@@ -391,14 +402,16 @@ class Transaction:
         except Exception as abort_exc:
             log.warning("transaction %s: abort after %r failed: %r", self.txn_id, exc, abort_exc)
 
-    async def _finish(self, abort_reason: str | None) -> Outcome:
+    async def _finish(self, abort_reason: str | None, wait_applied: bool = False) -> Outcome:
         stub = self.client._channels.coordinator(self.context.coordinator)
         try:
             r: pb.CommitReply | pb.AbortReply
             if abort_reason is None:
                 r = await stub.Commit(
-                    pb.CommitRequest(txn_id=self.txn_id), timeout=self.client.outcome_timeout
+                    pb.CommitRequest(txn_id=self.txn_id, wait_applied=wait_applied),
+                    timeout=self.client.outcome_timeout,
                 )
+                self._applied = r.applied
             else:
                 r = await stub.Abort(
                     pb.AbortRequest(txn_id=self.txn_id, reason=abort_reason),

@@ -21,6 +21,7 @@ learned at join, given to :meth:`Participant.resume`, or configured with ``accep
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
 import uuid
@@ -36,6 +37,8 @@ from rm_sdk.client import Client, TransactionContext
 from rm_sdk.core.messages import (
     AbortCause,
     AcceptorReply,
+    Acknowledge,
+    Acknowledged,
     AskOutcome,
     AwaitPrepare,
     Decided,
@@ -58,7 +61,7 @@ from rm_sdk.core.participant import (
 )
 from rm_sdk.core.ready import Ready
 from rm_sdk.protocol import Outcome, Vote, validate_id
-from rm_sdk.wire import decision_from_pb, outcome_from_pb, pb
+from rm_sdk.wire import decision_from_pb, outcome_from_pb, outcome_to_pb, pb
 
 __all__ = ["Participant", "ResourceManager", "RMState"]
 
@@ -134,10 +137,11 @@ class Participant:
                 answer_timeout=min(1.0, rpc_timeout),
             ),
         )
-        #: The state of every transaction this RM took part in (the core's own dict).
+        #: The state of every live transaction of this RM, and of the last
+        #: ``keep_finished`` (10,000) that ended: a bounded cache (the core's own dict).
         self.states: dict[str, RMState] = self._core.states
-        #: Context and acceptor addresses of each transaction joined or resumed; kept for
-        #: the life of this Participant (like ``states``), not only while it runs.
+        #: Context and acceptor addresses of each transaction joined or resumed; kept while
+        #: it runs and, after it ended, as long as ``states`` keeps it.
         self._joined: dict[str, tuple[TransactionContext, list[str]]] = {}
         self._links: dict[tuple[str, ...], StreamAcceptors] = {}
         self._ended: dict[str, asyncio.Future[RMState]] = {}
@@ -146,6 +150,7 @@ class Participant:
         #: Open following joins, by transaction.
         self._follows: dict[str, _Follow] = {}
         self._learn_addrs: dict[str, list[str]] = {}
+        self._done: collections.deque[str] = collections.deque()
         self._tasks: set[asyncio.Task[None]] = set()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
@@ -263,6 +268,7 @@ class Participant:
         if f is None or f.bound is not None or not isinstance(eff.request, f.expect):
             return False
         req = eff.request
+        assert isinstance(req, (AwaitPrepare, AskOutcome))  # f.expect is one of them
         f.bound = req
         f.expect = AskOutcome
         if f.early:
@@ -287,8 +293,8 @@ class Participant:
     def joined(self, txn_id: str) -> tuple[TransactionContext, list[str]] | None:
         """The context and acceptor addresses of a transaction this RM joined (or
         resumed): what a resource manager records with its prepared state so
-        :meth:`resume` can finish it. Kept after the transaction ends, for the life of
-        this Participant."""
+        :meth:`resume` can finish it. Kept after the transaction ends as long as
+        :attr:`states` keeps it (a bounded cache)."""
         return self._joined.get(txn_id)
 
     async def wait(self, txn_id: str) -> RMState:
@@ -483,6 +489,12 @@ class Participant:
                 follow = self._follows.pop(eff.txn_id, None)
                 if follow is not None:
                     follow.close()
+                # Kept while the core keeps the outcome (its bounded cache), no longer.
+                self._done.append(eff.txn_id)
+                while len(self._done) > self._core.timeouts.keep_finished:
+                    old = self._done.popleft()
+                    if not self._core.active(old):
+                        self._joined.pop(old, None)
 
     @staticmethod
     def _resolve(table: dict[str, asyncio.Future[RMState]], txn_id: str, state: RMState) -> None:
@@ -539,6 +551,17 @@ class Participant:
                     timeout=req.wait + self.rpc_timeout,
                 )
                 reply = _prepare_reply(req, r)
+            elif isinstance(req, Acknowledge):
+                # To the coordinator the RM joined at (the owner counts it); any replica
+                # takes it (one that does not own the transaction passes it on).
+                addr = eff.coordinator or self.client.coordinators[0]
+                await self._channels.coordinator(addr).Acknowledge(
+                    pb.AcknowledgeRequest(
+                        txn_id=req.txn_id, rm_id=req.rm_id, outcome=outcome_to_pb(req.outcome)
+                    ),
+                    timeout=self.rpc_timeout,
+                )
+                reply = Acknowledged(req.txn_id, req.rm_id)
             else:
                 assert isinstance(req, AskOutcome)
                 o, reason = await self.client.outcome(

@@ -9,7 +9,16 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from rm_sdk._gen.paxoscommit.v1 import paxoscommit_pb2 as pb
-from rm_sdk.core.messages import AbortCause, Bundle, Decision, Phase1a, Phase1b, Phase2a, Phase2b
+from rm_sdk.core.messages import (
+    AbortCause,
+    Bundle,
+    Decision,
+    Phase1a,
+    Phase1b,
+    Phase2a,
+    Phase2b,
+    RecordOutcome,
+)
 from rm_sdk.protocol import (
     MAX_RMS,
     NO_BALLOT,
@@ -37,6 +46,8 @@ __all__ = [
     "phase1b_from_pb",
     "phase2a_to_pb",
     "phase2b_from_pb",
+    "record_outcome_from_pb",
+    "record_outcome_to_pb",
     "ballot_from_pb",
     "ballot_to_pb",
     "outcome_from_pb",
@@ -184,3 +195,25 @@ def bundle_from_pb(acceptor: int, r: pb.Phase2bBundle) -> Bundle:
 
 def _recorded(o: pb.Outcome.ValueType) -> Outcome:
     return Outcome.PENDING if o == pb.OUTCOME_UNSPECIFIED else outcome_from_pb(o)
+
+
+def record_outcome_to_pb(m: RecordOutcome) -> pb.RecordOutcomeRequest:
+    return pb.RecordOutcomeRequest(
+        txn_id=m.txn_id,
+        outcome=outcome_to_pb(m.outcome),
+        participants=sorted(m.participants or ()),
+        participants_known=m.participants is not None,
+        acked=sorted(m.acked),
+    )
+
+
+def record_outcome_from_pb(r: pb.RecordOutcomeRequest) -> RecordOutcome:
+    """The core message; the outcome is checked by the acceptor's handler."""
+    for rm in [*r.participants, *r.acked]:
+        validate_id("rm id", rm)
+    return RecordOutcome(
+        r.txn_id,
+        outcome_from_pb(r.outcome),
+        frozenset(r.participants) if r.participants_known else None,
+        frozenset(r.acked),
+    )

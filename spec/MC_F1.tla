@@ -11,4 +11,12 @@ Symmetry == Permutations(Acceptor) \cup Permutations(RM)
 
 \* Witness: every RM of a set of two commits somewhere in the model.
 NoCommit == ~\A r \in RM : rmState[r] = "committed"
+\* Witness (MC_F1_Collect_witness.cfg): a committed transaction collected by
+\* every acceptor, and a late message answered from a record.
+NoCollectedCommit ==
+    ~/\ \A a \in Acceptor : coll[a] = "commit"
+     /\ \A r \in RM : rmState[r] = "committed"
+
+\* Overrides CollectionEnabled (see the cfg): no collection in this model.
+NoCollection == FALSE
 =============================================================================

@@ -19,4 +19,6 @@ NoRecoveredAbort ==
         /\ rmState[r] = "aborted"
         /\ [type |-> "phase2a", bal |-> Ballot0,
             prop |-> {[ins |-> r, val |-> "prepared"]}] \in msgs
+\* Overrides CollectionEnabled (see the cfg): no collection in this model.
+NoCollection == FALSE
 =============================================================================

@@ -46,9 +46,22 @@
 (*    working RM that crashes loses its work: it acts like an RM that      *)
 (*    never votes, which the model already allows.                         *)
 (*                                                                         *)
-(* Restarted, FreshBallot and CanAbortUnilaterally are where pitfalls 1-3  *)
-(* would enter. The seeded mutations in mutations/ each override one of    *)
-(* them from a TLC config (Def <- MutatedDef).                             *)
+(* Collection (DESIGN.md pitfall 8). An RM acknowledges an outcome once it *)
+(* applied it durably (RMAck). An acceptor may then collect the            *)
+(* transaction (Collect): it drops its instance state and keeps a compact  *)
+(* outcome record, from which it answers every late 1a or 2a               *)
+(* (AnswerFromRecord: the recorded outcome, never a promise or an accept,  *)
+(* so never new instance state). After the retention setting the record   *)
+(* goes too (Expire): the acceptor then takes no step for the transaction. *)
+(* A transaction is collectable once its outcome is decided and recorded   *)
+(* (the outcome message stands for both) and every RM of the registrar's   *)
+(* set acknowledged. OutcomeLearnable says why the acknowledgements are    *)
+(* needed: a prepared RM must always be able to learn the outcome.         *)
+(*                                                                         *)
+(* Restarted, FreshBallot, CanAbortUnilaterally and AllAcknowledged are    *)
+(* where pitfalls 1-3 and 8 would enter. The seeded mutations in           *)
+(* mutations/ each override one of them from a TLC config                  *)
+(* (Def <- MutatedDef).                                                    *)
 (***************************************************************************)
 EXTENDS Integers, FiniteSets
 
@@ -100,9 +113,14 @@ VARIABLES
     regRM,     \* regRM[r]: "unknown", "joined" or "excluded" (registrar soft state)
     regState,  \* "open", "closed" (ballot-0 set sent) or "aborted" (ballot-0 NoSet sent)
     aState,    \* aState[i][a]: acceptor a's durable [mbal, bal, val] of instance i
-    msgs       \* every message ever sent
+    msgs,      \* every message ever sent
+    acked,     \* the RMs that acknowledged the outcome (the owner's tally of acks)
+    coll       \* coll[a]: "live", the outcome record ("commit"/"abort"), or "gone"
 
-vars == <<rmState, regRM, regState, aState, msgs>>
+vars == <<rmState, regRM, regState, aState, msgs, acked, coll>>
+
+\* Variables that only the collection actions change.
+collVars == <<acked, coll>>
 
 Send(m) == msgs' = msgs \cup {m}
 
@@ -128,6 +146,8 @@ TypeOK ==
                            aState[i][a] \in [mbal : Ballot, bal : Ballot \cup {NoBallot},
                                              val : {None} \cup Value(i)]
     /\ msgs \subseteq Message
+    /\ acked \subseteq RM
+    /\ coll \in [Acceptor -> {"live", "commit", "abort", "gone"}]
     \* a 2a proposes at most one value per instance
     /\ \A m \in msgs : m.type = "phase2a" =>
            \A p, q \in m.prop : p.ins = q.ins => p = q
@@ -167,6 +187,11 @@ AbortRule ==
     \/ NoSet \in ChosenValues(Registrar)
     \/ \E s \in SetsSeen : \E r \in s : "aborted" \in ChosenValues(r)
 
+\* The outcomes ever announced. msgs only grows, so this set is a history
+\* variable: an outcome once decided stays in Decided, and a later
+\* different decision would make the set larger than one.
+Decided == {m.out : m \in {n \in msgs : n.type = "outcome"}}
+
 -----------------------------------------------------------------------------
 (* Mutation points. Each is overridden in one mutations/ model.            *)
 
@@ -182,6 +207,20 @@ FreshBallot(l, b) == ~\E m \in msgs : m.type = "phase2a" /\ m.bal = b
 \* An RM may abort on its own only before it prepared (pitfall 3).
 CanAbortUnilaterally(r) == rmState[r] = "working"
 
+\* Registration is over and every RM of the registrar's set acknowledged the
+\* outcome (pitfall 8). The set is the joined RMs: the owner's set at
+\* Close, and on its abort every RM that joined (and so may have acted).
+\* While registration is open the set is not final: a recovery leader may
+\* have decided "no set" while an RM still joins, prepares and must learn.
+\* Whether the model runs collection at all: MC_F1 and MC_F1_Recovery turn
+\* it off (their state spaces grow tenfold with it), MC_F1_Collect and
+\* MC_F0 check it.
+CollectionEnabled == TRUE
+
+AllAcknowledged ==
+    /\ regState # "open"
+    /\ {r \in RM : regRM[r] = "joined"} \subseteq acked
+
 -----------------------------------------------------------------------------
 PCInit ==
     /\ rmState  = [r \in RM |-> "working"]
@@ -190,6 +229,8 @@ PCInit ==
     /\ aState   = [i \in Ins |-> [a \in Acceptor |->
                        [mbal |-> Ballot0, bal |-> NoBallot, val |-> None]]]
     /\ msgs     = {}
+    /\ acked    = {}
+    /\ coll     = [a \in Acceptor |-> "live"]
 
 (* Registration (paper section 6.2; coordinator/rules.py Registration).    *)
 
@@ -198,7 +239,7 @@ Join(r) ==
     /\ regState = "open"
     /\ regRM[r] = "unknown"
     /\ regRM' = [regRM EXCEPT ![r] = "joined"]
-    /\ UNCHANGED <<rmState, regState, aState, msgs>>
+    /\ UNCHANGED <<rmState, regState, aState, msgs, collVars>>
 
 \* The code's close is one atomic step that shuts out every RM that has not
 \* joined. Here it is one Exclude step per absent RM, then Close. The code's
@@ -209,7 +250,7 @@ Exclude(r) ==
     /\ regState = "open"
     /\ regRM[r] = "unknown"
     /\ regRM' = [regRM EXCEPT ![r] = "excluded"]
-    /\ UNCHANGED <<rmState, regState, aState, msgs>>
+    /\ UNCHANGED <<rmState, regState, aState, msgs, collVars>>
 
 \* The owner closes registration: its ballot-0 2a proposes the joined set,
 \* and the RMs are told to prepare (coordinator/service.py _decide_owned).
@@ -219,7 +260,7 @@ Close ==
     /\ regState' = "closed"
     /\ Send([type |-> "phase2a", bal |-> Ballot0,
              prop |-> {[ins |-> Registrar, val |-> {r \in RM : regRM[r] = "joined"}]}])
-    /\ UNCHANGED <<rmState, regRM, aState>>
+    /\ UNCHANGED <<rmState, regRM, aState, collVars>>
 
 \* The application (or the transaction timeout) aborts before commit: the
 \* owner's ballot-0 2a proposes NoSet, and later joins fail.
@@ -227,7 +268,7 @@ ApplicationAbort ==
     /\ regState = "open"
     /\ regState' = "aborted"
     /\ Send([type |-> "phase2a", bal |-> Ballot0, prop |-> {[ins |-> Registrar, val |-> NoSet]}])
-    /\ UNCHANGED <<rmState, regRM, aState>>
+    /\ UNCHANGED <<rmState, regRM, aState, collVars>>
 
 (* Resource managers (rm_sdk/participant.py Participant).                  *)
 
@@ -239,7 +280,7 @@ RMPrepare(r) ==
     /\ rmState[r] = "working"
     /\ rmState' = [rmState EXCEPT ![r] = "prepared"]
     /\ Send([type |-> "phase2a", bal |-> Ballot0, prop |-> {[ins |-> r, val |-> "prepared"]}])
-    /\ UNCHANGED <<regRM, regState, aState>>
+    /\ UNCHANGED <<regRM, regState, aState, collVars>>
 
 \* The RM aborts on its own (its prepare failed, or the owner is gone) and
 \* says so at ballot 0.
@@ -248,20 +289,20 @@ RMChooseToAbort(r) ==
     /\ CanAbortUnilaterally(r)
     /\ rmState' = [rmState EXCEPT ![r] = "aborted"]
     /\ Send([type |-> "phase2a", bal |-> Ballot0, prop |-> {[ins |-> r, val |-> "aborted"]}])
-    /\ UNCHANGED <<regRM, regState, aState>>
+    /\ UNCHANGED <<regRM, regState, aState, collVars>>
 
 RMRcvCommitMsg(r) ==
     /\ rmState[r] = "prepared"
     /\ [type |-> "outcome", out |-> "commit"] \in msgs
     /\ rmState' = [rmState EXCEPT ![r] = "committed"]
-    /\ UNCHANGED <<regRM, regState, aState, msgs>>
+    /\ UNCHANGED <<regRM, regState, aState, msgs, collVars>>
 
 RMRcvAbortMsg(r) ==
     /\ regRM[r] = "joined"
     /\ rmState[r] \in {"working", "prepared"}
     /\ [type |-> "outcome", out |-> "abort"] \in msgs
     /\ rmState' = [rmState EXCEPT ![r] = "aborted"]
-    /\ UNCHANGED <<regRM, regState, aState, msgs>>
+    /\ UNCHANGED <<regRM, regState, aState, msgs, collVars>>
 
 (* Leaders: coordinators and RMs (rm_sdk/ballots.py, rm_sdk/leader.py).    *)
 
@@ -283,7 +324,7 @@ Phase1a(l, b) ==
     /\ b \in LeaderBallots(l)
     /\ ~\E m \in msgs : m.type = "phase1a" /\ m.bal[2] = l /\ BallotLE(b, m.bal)
     /\ \E I \in BallotInstances : Send([type |-> "phase1a", bal |-> b, ins |-> I])
-    /\ UNCHANGED <<rmState, regRM, regState, aState>>
+    /\ UNCHANGED <<rmState, regRM, regState, aState, collVars>>
 
 \* The values a leader may propose in instance i at ballot b: for a majority
 \* Q that promised b, the value of the highest ballot any of Q accepted, or
@@ -317,7 +358,7 @@ Phase2a(l, b) ==
                 /\ \E P \in SUBSET UNION {{[ins |-> i, val |-> v] : v \in pv[i]} : i \in m.ins} :
                      /\ \A i \in m.ins : Cardinality({p \in P : p.ins = i}) = 1
                      /\ Send([type |-> "phase2a", bal |-> b, prop |-> P])
-    /\ UNCHANGED <<rmState, regRM, regState, aState>>
+    /\ UNCHANGED <<rmState, regRM, regState, aState, collVars>>
 
 \* A leader (the owner included) that sees the decision rule hold announces
 \* the outcome to the RMs and records it at the acceptors (rm_sdk/leader.py
@@ -329,7 +370,7 @@ Phase2a(l, b) ==
 Decide ==
     /\ \/ CommitRule /\ Send([type |-> "outcome", out |-> "commit"])
        \/ AbortRule  /\ Send([type |-> "outcome", out |-> "abort"])
-    /\ UNCHANGED <<rmState, regRM, regState, aState>>
+    /\ UNCHANGED <<rmState, regRM, regState, aState, collVars>>
 
 (* Acceptors (acceptor/rules.py phase1b, phase2b; acceptor/service.py).    *)
 
@@ -337,6 +378,7 @@ Decide ==
 \* whose mbal is lower. Instances at or above it are left alone (the code's
 \* NACK tells the leader to move on; it carries nothing used for safety).
 Phase1b(a) ==
+    /\ coll[a] = "live"
     /\ \E m \in msgs :
          /\ m.type = "phase1a"
          /\ LET P == {i \in m.ins : BallotLT(aState[i][a].mbal, m.bal)}
@@ -347,13 +389,14 @@ Phase1b(a) ==
                 /\ msgs' = msgs \cup
                      {[type |-> "phase1b", ins |-> i, acc |-> a, mbal |-> m.bal,
                        bal |-> aState[i][a].bal, val |-> aState[i][a].val] : i \in P}
-    /\ UNCHANGED <<rmState, regRM, regState>>
+    /\ UNCHANGED <<rmState, regRM, regState, collVars>>
 
 \* Acceptor a answers a 2a: it accepts each proposal whose ballot is not
 \* below its mbal. A different value at the ballot it already accepted is a
 \* ConflictError, which refuses the whole request; the same value again
 \* changes nothing (a duplicate).
 Phase2b(a) ==
+    /\ coll[a] = "live"
     /\ \E m \in msgs :
          /\ m.type = "phase2a"
          /\ LET st(p) == aState[p.ins][a]
@@ -371,7 +414,7 @@ Phase2b(a) ==
                                 ELSE aState[i]]
                 /\ msgs' = msgs \cup {[type |-> "phase2b", ins |-> p.ins, acc |-> a,
                                        bal |-> m.bal, val |-> p.val] : p \in new}
-    /\ UNCHANGED <<rmState, regRM, regState>>
+    /\ UNCHANGED <<rmState, regRM, regState, collVars>>
 
 \* A crash and restart of acceptor a: what it sent stays sent, what was sent
 \* to it may never arrive, and its state is what Restarted keeps, which is
@@ -380,17 +423,58 @@ Phase2b(a) ==
 \* and a mutation can change what survives.
 AcceptorRestart(a) ==
     /\ aState' = [i \in Ins |-> [aState[i] EXCEPT ![a] = Restarted(aState[i][a])]]
-    /\ UNCHANGED <<rmState, regRM, regState, msgs>>
+    /\ UNCHANGED <<rmState, regRM, regState, msgs, collVars>>
+
+(* Collection (acceptor/core.py collect, answer_from_record).             *)
+
+\* RM r applied the outcome durably (its commit or abort returned) and says
+\* so; the coordinator that hears it counts it (participant.py Applied ->
+\* Acknowledge; coordinator owner tally; RecordOutcome's acked set).
+RMAck(r) ==
+    /\ CollectionEnabled
+    /\ rmState[r] \in {"committed", "aborted"}
+    /\ r \notin acked
+    /\ acked' = acked \cup {r}
+    /\ UNCHANGED <<rmState, regRM, regState, aState, msgs, coll>>
+
+\* Acceptor a collects the transaction: its instance state goes and a
+\* compact record of the outcome stays. Only once the outcome is decided
+\* and recorded, and every RM of the set acknowledged.
+Collect(a) ==
+    /\ CollectionEnabled
+    /\ coll[a] = "live"
+    /\ AllAcknowledged
+    /\ \E o \in Decided :
+         coll' = [coll EXCEPT ![a] = o]
+    /\ UNCHANGED <<rmState, regRM, regState, aState, msgs, acked>>
+
+\* A late or duplicated 1a or 2a (a ballot-0 vote among them) reaches an
+\* acceptor that collected: it answers with the recorded outcome, and its
+\* state does not change (no promise, no accept: nothing a recovery could
+\* decide differently from).
+AnswerFromRecord(a) ==
+    /\ coll[a] \in {"commit", "abort"}
+    /\ \E m \in msgs : m.type \in {"phase1a", "phase2a"}
+    /\ Send([type |-> "outcome", out |-> coll[a]])
+    /\ UNCHANGED <<rmState, regRM, regState, aState, collVars>>
+
+\* The record's retention ends: the acceptor keeps nothing of the
+\* transaction and takes no step for it any more.
+Expire(a) ==
+    /\ coll[a] \in {"commit", "abort"}
+    /\ coll' = [coll EXCEPT ![a] = "gone"]
+    /\ UNCHANGED <<rmState, regRM, regState, aState, msgs, acked>>
 
 -----------------------------------------------------------------------------
 PCNext ==
     \/ \E r \in RM : \/ Join(r) \/ Exclude(r)
                      \/ RMPrepare(r) \/ RMChooseToAbort(r)
-                     \/ RMRcvCommitMsg(r) \/ RMRcvAbortMsg(r)
+                     \/ RMRcvCommitMsg(r) \/ RMRcvAbortMsg(r) \/ RMAck(r)
     \/ Close \/ ApplicationAbort
     \/ \E l \in Leader : \E b \in LeaderBallots(l) : Phase1a(l, b) \/ Phase2a(l, b)
     \/ Decide
     \/ \E a \in Acceptor : Phase1b(a) \/ Phase2b(a) \/ AcceptorRestart(a)
+                           \/ Collect(a) \/ AnswerFromRecord(a) \/ Expire(a)
 
 \* Safety only: no fairness, so any process may stop forever (a crash).
 Spec == PCInit /\ [][PCNext]_vars
@@ -405,16 +489,23 @@ TCConsistent ==
 \* Paxos safety, per instance: at most one value is ever chosen.
 OneValuePerInstance == \A i \in Ins : Cardinality(ChosenValues(i)) <= 1
 
-\* The outcomes ever announced. msgs only grows, so this set is a history
-\* variable: an outcome once decided stays in Decided, and a later
-\* different decision would make the set larger than one.
-Decided == {m.out : m \in {n \in msgs : n.type = "outcome"}}
-
 \* A decided outcome never changes: never two different outcomes.
 DecisionStable == Cardinality(Decided) <= 1
 
 \* The same as an action property.
 DecisionNeverChanges == [][Decided # {} => Decided' = Decided]_vars
+
+\* Pitfall 7 needs this of collection: a prepared RM, which must learn the
+\* outcome and never guess, can still find it at the acceptors, in a record
+\* or in the instance states of a majority. (Acknowledgements give it: no
+\* acceptor collects while an RM of the set has not applied the outcome.)
+OutcomeLearnable ==
+    \A r \in RM : rmState[r] = "prepared" =>
+        \/ \E a \in Acceptor : coll[a] \in {"commit", "abort"}
+        \/ IsMajority({a \in Acceptor : coll[a] = "live"})
+
+\* A collected acceptor's record holds the decided outcome.
+RecordsAgree == \A a \in Acceptor : coll[a] \in {"commit", "abort"} => coll[a] \in Decided
 
 -----------------------------------------------------------------------------
 (* Refinement of TCommit.                                                  *)
@@ -431,6 +522,7 @@ TC == INSTANCE TCommit WITH rmState <- tcState
 
 TCRefinement == TC!TCSpec
 
-THEOREM Spec => [](TypeOK /\ TCConsistent /\ OneValuePerInstance /\ DecisionStable)
+THEOREM Spec => [](TypeOK /\ TCConsistent /\ OneValuePerInstance /\ DecisionStable
+                   /\ OutcomeLearnable /\ RecordsAgree)
 THEOREM Refinement == Spec => TC!TCSpec
 =============================================================================

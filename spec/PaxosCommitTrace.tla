@@ -49,6 +49,12 @@ MatchEvent(e) ==
       [] e.event = "Decide"           -> /\ Decide
                                          /\ [type |-> "outcome", out |-> e.out] \in msgs'
       [] e.event = "AcceptorRestart"  -> AcceptorRestart(e.acc)
+      [] e.event = "RMAck"            -> RMAck(e.rm)
+      [] e.event = "Collect"          -> /\ Collect(e.acc)
+                                         /\ coll'[e.acc] = e.out
+      [] e.event = "AnswerFromRecord" -> /\ AnswerFromRecord(e.acc)
+                                         /\ coll[e.acc] = e.out
+      [] e.event = "Expire"           -> Expire(e.acc)
       [] OTHER                        -> FALSE
 
 TraceInit == PCInit /\ l = 1

@@ -58,7 +58,9 @@ MODELS: tuple[Model, ...] = (
     Model("MC_F1", "MC_F1.tla", "MC_F1.cfg"),
     Model("MC_F0", "MC_F0.tla", "MC_F0.cfg"),
     Model("MC_F1_Recovery", "MC_F1_Recovery.tla", "MC_F1_Recovery.cfg"),
+    Model("MC_F1_Collect", "MC_F1.tla", "MC_F1_Collect.cfg"),
     Model("MC_F1_witness", "MC_F1.tla", "MC_F1_witness.cfg", "NoCommit", "witness"),
+    Model("MC_F1_Collect_witness", "MC_F1.tla", "MC_F1_Collect_witness.cfg", "NoCollectedCommit", "witness"),
     Model("MC_F0_witness", "MC_F0.tla", "MC_F0_witness.cfg", "NoRecoveredCommit", "witness"),
     Model(
         "MC_F1_Recovery_witness",
@@ -86,6 +88,13 @@ MODELS: tuple[Model, ...] = (
         "mutations/MC_AbortAfterPrepare.tla",
         "mutations/MC_AbortAfterPrepare.cfg",
         "TCConsistent",
+        "mutation",
+    ),
+    Model(
+        "CollectEarly",
+        "mutations/MC_CollectEarly.tla",
+        "mutations/MC_CollectEarly.cfg",
+        "OutcomeLearnable",
         "mutation",
     ),
 )

@@ -19,6 +19,8 @@ from rm_sdk.core.learner import Learner, LearnerTimeouts
 from rm_sdk.core.messages import (
     Abort,
     AcceptorReply,
+    Acknowledge,
+    Acknowledged,
     AskOutcome,
     AwaitPrepare,
     Begin,
@@ -33,7 +35,7 @@ from rm_sdk.core.messages import (
 )
 from rm_sdk.core.owner import Owner, OwnerTimeouts, RegistrationClosed
 from rm_sdk.core.ready import Deadlines, Ready
-from rm_sdk.protocol import MAX_RMS, ProtocolError, RMSet, validate_id
+from rm_sdk.protocol import MAX_RMS, Outcome, ProtocolError, RMSet, validate_id
 
 __all__ = ["CoordinatorNode", "CoordinatorTimeouts", "NotFound"]
 
@@ -48,8 +50,9 @@ class NotFound(ProtocolError):
 class CoordinatorTimeouts:
     owner: OwnerTimeouts = field(default_factory=OwnerTimeouts)
     learner: LearnerTimeouts = field(default_factory=LearnerTimeouts)
-    #: Decided transactions whose outcome (and participant set) is kept in memory.
-    keep_decided: int = 100_000
+    #: Decided transactions whose outcome (and participant set) is kept in memory, once
+    #: their owner let go of them (the bounded cache of recent outcomes).
+    keep_decided: int = 10_000
     #: Transactions whose first question is remembered (pitfall 9's clock).
     keep_asked: int = 100_000
 
@@ -92,6 +95,9 @@ class CoordinatorNode:
         if isinstance(msg, AskOutcome):
             self._ask(token, txn_id, msg.wait, now)
             return
+        if isinstance(msg, Acknowledge):
+            self._acknowledge(token, msg, now)
+            return
         done = self.decided.get(txn_id)
         owner = self.owned.get(txn_id)
         if owner is None and done is None:
@@ -117,7 +123,7 @@ class CoordinatorNode:
                 out.reply(token, Decided(txn_id, done[0]))
         elif isinstance(msg, Commit):
             if owner is not None:
-                owner.commit(token, now, out)
+                owner.commit(token, now, out, wait_applied=msg.wait_applied)
             else:
                 assert done is not None
                 out.reply(token, Decided(txn_id, done[0]))
@@ -143,6 +149,23 @@ class CoordinatorNode:
         learner = self._learner(txn_id, now)
         learner.ask(token, wait, now, self.ready)
         self._settle(txn_id)
+
+    def _acknowledge(self, token: Any, msg: Acknowledge, now: float) -> None:
+        """Spec ``RMAck``. The owner counts it; any other replica (the owner let go of the
+        transaction, or is gone) passes it to the acceptors, which count it there."""
+        validate_id("rm id", msg.rm_id)
+        if msg.outcome is Outcome.PENDING:
+            raise ProtocolError("an acknowledgement names the applied outcome")
+        owner = self.owned.get(msg.txn_id)
+        if owner is not None:
+            if owner.decision is not None and owner.decision.outcome is not msg.outcome:
+                raise ProtocolError(f"transaction {msg.txn_id} was not {msg.outcome.value}")
+            owner.acknowledge(msg.rm_id, now, self.ready)
+        else:
+            for i in range(self.n):
+                self.ready.send(i, RecordOutcome(msg.txn_id, msg.outcome, None, frozenset({msg.rm_id})))
+        self.ready.reply(token, Acknowledged(msg.txn_id, msg.rm_id))
+        self._settle(msg.txn_id)
 
     def _learner(self, txn_id: str, now: float) -> Learner:
         learner = self.learners.get(txn_id)
@@ -202,6 +225,11 @@ class CoordinatorNode:
     def undecided_owned(self) -> int:
         return sum(1 for o in self.owned.values() if o.decision is None)
 
+    @property
+    def awaiting_acks(self) -> int:
+        """Decided transactions owned here whose RMs have not all acknowledged yet."""
+        return sum(1 for o in self.owned.values() if o.decision is not None and not o.recorded)
+
     def in_doubt_since(self) -> list[float]:
         """When each transaction being driven to a decision here started that."""
         times = [o.closed_at for o in self.owned.values() if o.closing and o.decision is None]
@@ -220,19 +248,28 @@ class CoordinatorNode:
     def _settle(self, txn_id: str) -> None:
         """Move a decided transaction to the bounded cache of outcomes."""
         owner = self.owned.get(txn_id)
-        if owner is not None and owner.decision is not None and not owner.prepare_waiters:
+        if owner is not None and owner.decision is not None and owner.recorded and not owner.prepare_waiters:
             del self.owned[txn_id]
+            if txn_id not in self.learners:
+                self._deadlines.discard(txn_id)
             self._remember(txn_id, owner.decision, owner.known_set)
         learner = self.learners.get(txn_id)
         if learner is not None and learner.finished:
             del self.learners[txn_id]
+            if txn_id not in self.owned:
+                self._deadlines.discard(txn_id)
             if learner.decision is not None:
                 self._first_asked.pop(txn_id, None)
                 self._remember(txn_id, learner.decision, learner.tally.known_set())
                 if learner.decided_here:
                     self.ready.decided.append((txn_id, learner.decision, 0.0))
-                    for i in range(self.n):
-                        self.ready.send(i, RecordOutcome(txn_id, learner.decision.outcome))
+                # Decided here or read from a record: every acceptor gets the record, so an
+                # acceptor that missed it stops listing the transaction as undecided long
+                # before the other acceptors' compact records expire (collection).
+                known = learner.tally.known_set()
+                rms = frozenset(known.rms) if known is not None else None
+                for i in range(self.n):
+                    self.ready.send(i, RecordOutcome(txn_id, learner.decision.outcome, rms))
 
     def _remember(self, txn_id: str, d: Decision, s: RMSet | None) -> None:
         self.decided[txn_id] = (d, s)

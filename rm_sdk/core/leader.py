@@ -187,6 +187,9 @@ class Recovery:
             return
         if isinstance(msg, (Phase1b, Phase2b, Bundle)):
             self.tally.add(msg.acceptor, msg.states)
+            if msg.outcome is not Outcome.PENDING and self.decision is None:
+                # A recorded outcome (a collected acceptor answers only from its record).
+                self.decision = Decision.recorded(msg.outcome)
         if self._check_decided():
             return
         run = self.run

@@ -18,6 +18,8 @@ from rm_sdk.protocol import Ballot, Instance, InstanceState, Outcome, Value
 __all__ = [
     "Abort",
     "AbortCause",
+    "Acknowledge",
+    "Acknowledged",
     "AcceptorReply",
     "AcceptorRequest",
     "AskOutcome",
@@ -112,10 +114,19 @@ class BundleRequest:
 
 @dataclass(frozen=True, slots=True)
 class RecordOutcome:
-    """Record a decided outcome, so later questions are answered from the record."""
+    """Record a decided outcome, so later questions are answered from the record.
+
+    Collection (DESIGN.md pitfall 8, spec ``Collect``): ``participants`` is the registrar's
+    set as the decider knows it (for an abort, every RM that joined; None: not known here),
+    ``acked`` the RMs that acknowledged they applied the outcome. The acceptor keeps the
+    union of every ``acked`` it is told, and the first ``participants``; once every
+    participant acknowledged, the transaction is collectable there. Acknowledgements
+    without participants are passed-on acks, not a decision: they record no outcome."""
 
     txn_id: str
     outcome: Outcome
+    participants: frozenset[str] | None = None
+    acked: frozenset[str] = frozenset()
 
 
 AcceptorRequest: TypeAlias = Phase1a | Phase2a | BundleRequest | RecordOutcome
@@ -214,7 +225,11 @@ class AwaitPrepare:
 
 @dataclass(frozen=True, slots=True)
 class Commit:
+    """Close registration and decide. ``wait_applied``: answer only once every RM of the
+    set acknowledged it applied the outcome (or the owner's ack wait ended)."""
+
     txn_id: str
+    wait_applied: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,7 +249,25 @@ class AskOutcome:
     wait: float = 0.0
 
 
-Request: TypeAlias = Begin | Join | AwaitPrepare | Commit | Abort | AskOutcome
+@dataclass(frozen=True, slots=True)
+class Acknowledge:
+    """Spec ``RMAck``: ``rm_id`` applied ``outcome`` of ``txn_id`` durably and will never
+    ask about it again (DESIGN.md pitfall 8)."""
+
+    txn_id: str
+    rm_id: str
+    outcome: Outcome
+
+
+@dataclass(frozen=True, slots=True)
+class Acknowledged:
+    """The coordinator took an :class:`Acknowledge` (counted it, or passed it on)."""
+
+    txn_id: str
+    rm_id: str
+
+
+Request: TypeAlias = Begin | Join | AwaitPrepare | Commit | Abort | AskOutcome | Acknowledge
 
 # ---------------------------------------------------------------- coordinator -> application/RM
 
@@ -257,8 +290,12 @@ class Prepare:
 
 @dataclass(frozen=True, slots=True)
 class Decided:
+    """The outcome. ``applied``: every RM of the set acknowledged applying it (only
+    reported to a :class:`Commit` with ``wait_applied``)."""
+
     txn_id: str
     decision: Decision
+    applied: bool = False
 
 
 @dataclass(frozen=True, slots=True)

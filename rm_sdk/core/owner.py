@@ -88,6 +88,10 @@ class OwnerTimeouts:
     txn_timeout: float = 120.0
     #: An acceptor that has not answered a request this long is passed over for the next.
     answer_timeout: float = 1.0
+    #: After the decision, how long the owner waits for every RM's acknowledgement before
+    #: it records the outcome without them (pitfall 8: the acknowledgements ride on the
+    #: outcome's record, one message per acceptor; later ones follow one by one).
+    ack_wait: float = 2.0
 
 
 class Owner:
@@ -125,6 +129,14 @@ class Owner:
         #: Set when the registrar instance chose a value this owner never proposed (a
         #: forged ballot-0 2a): it then never decides commit (see :meth:`_decide`).
         self.foreign: str | None = None
+        #: After the decision: the RMs that must acknowledge it, those that did, when the
+        #: owner stops waiting for them, whether the outcome went to the acceptors, and
+        #: the commit callers waiting until every RM applied it.
+        self.participants: frozenset[str] = frozenset()
+        self.acked: set[str] = set()
+        self.ack_deadline = 0.0
+        self.recorded = False
+        self.applied_waiters: list[Any] = []
 
     @property
     def closing(self) -> bool:
@@ -166,13 +178,31 @@ class Owner:
         else:
             self.outcome_waiters[token] = now + wait
 
-    def commit(self, token: Any, now: float, out: Ready) -> None:
+    def commit(self, token: Any, now: float, out: Ready, *, wait_applied: bool = False) -> None:
         self._refuse_if_foreign()
-        self.commit_waiters.append(token)
+        if wait_applied and not self.recorded:
+            self.applied_waiters.append(token)
+        else:
+            self.commit_waiters.append(token)
         if self.decision is not None:
             self._answer(out)
         elif not self.closing:
             self._close(None, now, out)
+
+    def acknowledge(self, rm_id: str, now: float, out: Ready) -> None:
+        """Spec ``RMAck``: ``rm_id`` applied the outcome durably. Once every participant
+        did, the outcome is recorded with them (the acceptors may then collect the
+        transaction); after the record, each late one is passed on alone."""
+        if rm_id in self.acked:
+            return
+        self.acked.add(rm_id)  # before the decision: an RM that aborted on its own
+        if self.decision is None:
+            return
+        if self.recorded:
+            for i in range(self.n):
+                out.send(i, RecordOutcome(self.txn_id, self.decision.outcome, None, frozenset({rm_id})))
+        elif self.participants <= self.acked:
+            self._record(out)
 
     def abort_requested(self, token: Any, reason: str, now: float, out: Ready, rm_id: str = "") -> None:
         """The application's abort, or (``rm_id``) a joined RM's refusal before it
@@ -242,11 +272,11 @@ class Owner:
             return
         if isinstance(msg, (Phase2b, Bundle)):
             self.tally.add(msg.acceptor, msg.states)
-        if isinstance(msg, Phase2b):
+        if isinstance(msg, Phase2b) and msg.outcome is Outcome.PENDING:
             st = msg.states.get(REGISTRAR)
             if st is not None and st.bal == RM_BALLOT and st.val == self.value:
                 self.accepted.add(msg.acceptor)
-        elif isinstance(msg, Bundle) and msg.outcome is not Outcome.PENDING:
+        elif isinstance(msg, (Bundle, Phase2b)) and msg.outcome is not Outcome.PENDING:
             contradicted = self._contradicts(msg.outcome)
             if contradicted is None:
                 self._decide(Decision.recorded(msg.outcome), now, out)
@@ -303,6 +333,10 @@ class Owner:
                 out.reply(token, Pending(self.txn_id))
                 del self.outcome_waiters[token]
         if self.decision is not None:
+            if not self.recorded and now >= self.ack_deadline:
+                missing = sorted(self.participants - self.acked)
+                out.log.append((self.txn_id, f"not acknowledged by {', '.join(missing)}: recorded without"))
+                self._record(out)
             return
         if not self.closing:
             if now >= self.created + self.timeouts.txn_timeout:
@@ -343,6 +377,8 @@ class Owner:
         if self.foreign is not None:
             return None
         times = [d for _, d in self.prepare_waiters.values()] + list(self.outcome_waiters.values())
+        if self.decision is not None and not self.recorded:
+            times.append(self.ack_deadline)
         if self.decision is None:
             if not self.closing:
                 times.append(self.created + self.timeouts.txn_timeout)
@@ -377,8 +413,26 @@ class Owner:
         for token in list(self.prepare_waiters):
             out.reply(token, Decided(self.txn_id, d))
         self.prepare_waiters.clear()
+        # The registrar's set, or on an abort every RM that joined (any may have acted).
+        if self.known_set is not None:
+            self.participants = frozenset(self.known_set.rms)
+        else:
+            self.participants = frozenset(self.registration.joined)
+        self.ack_deadline = now + self.timeouts.ack_wait
+        if self.participants <= self.acked or self.timeouts.ack_wait <= 0:
+            self._record(out)
+
+    def _record(self, out: Ready) -> None:
+        """The outcome to every acceptor, with the participants and their acks."""
+        assert self.decision is not None
+        self.recorded = True
+        acked = frozenset(self.acked)
         for i in range(self.n):
-            out.send(i, RecordOutcome(self.txn_id, d.outcome))
+            out.send(i, RecordOutcome(self.txn_id, self.decision.outcome, self.participants, acked))
+        applied = self.participants <= self.acked
+        for token in self.applied_waiters:
+            out.reply(token, Decided(self.txn_id, self.decision, applied=applied))
+        self.applied_waiters.clear()
 
     def _foreign(self, why: str, out: Ready) -> None:
         """Someone else's registrar value was chosen: refuse to decide (every commit and

@@ -20,6 +20,7 @@ Rules (DESIGN.md pitfalls 3 and 7):
 from __future__ import annotations
 
 import enum
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -29,6 +30,8 @@ from rm_sdk.ballots import BallotSource
 from rm_sdk.core.learner import Learner, LearnerTimeouts
 from rm_sdk.core.messages import (
     AcceptorReply,
+    Acknowledge,
+    Acknowledged,
     AskOutcome,
     AwaitPrepare,
     Decided,
@@ -89,7 +92,7 @@ class CallCoordinator:
 
     txn_id: str
     coordinator: str
-    request: AwaitPrepare | AskOutcome
+    request: AwaitPrepare | AskOutcome | Acknowledge
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +119,7 @@ class Unreachable:
     detail: str = ""
 
 
-CoordinatorReply: TypeAlias = Prepare | Decided | Pending | Unknown | Unreachable
+CoordinatorReply: TypeAlias = Prepare | Decided | Pending | Unknown | Unreachable | Acknowledged
 
 
 @dataclass(frozen=True)
@@ -138,6 +141,12 @@ class ParticipantTimeouts:
     #: Backoff of a failed commit/abort: first delay and cap (seconds).
     apply_backoff: float = 0.1
     apply_backoff_cap: float = 5.0
+    #: Tries of an acknowledgement whose coordinator does not answer (then the transaction
+    #: stays live on the acceptors, visible, until an operator or a later ack settles it).
+    ack_attempts: int = 5
+    #: Finished transactions whose state stays in ``ParticipantCore.states`` (a bounded
+    #: cache of recent outcomes; live ones are always there).
+    keep_finished: int = 10_000
 
 
 class _Phase(enum.Enum):
@@ -193,6 +202,9 @@ class _VoteRun:
         if self.settled:
             return
         i = msg.acceptor
+        if isinstance(msg, Phase2b) and msg.outcome is not Outcome.PENDING:
+            self.settled = True  # decided and recorded: the outcome no longer needs our vote
+            return
         if isinstance(msg, Phase2b):
             st = msg.states.get(self.rm_id)
             if st is not None and st.mbal > RM_BALLOT:
@@ -261,9 +273,17 @@ class _Txn:
         self.learn_at: float | None = None
         self.learner: Learner | None = None
         self.scheduled: float | None = None
+        #: The acknowledgement (spec RMAck): tries so far, the next try, and whether it
+        #: is settled (taken by a coordinator, or given up).
+        self.ack_tries = 0
+        self.ack_retry_at: float | None = None
+        self.ack_inflight = False
+        self.ack_settled = False
 
     def next_deadline(self) -> float | None:
-        times = [t for t in (self.retry_at, self.apply_retry_at, self.learn_at) if t is not None]
+        times = [
+            t for t in (self.retry_at, self.apply_retry_at, self.learn_at, self.ack_retry_at) if t is not None
+        ]
         for sub in (self.vote, self.learner):
             nd = sub.next_deadline() if sub is not None else None
             if nd is not None:
@@ -282,6 +302,8 @@ class ParticipantCore:
         #: The state of every transaction this RM took part in (spec ``rmState``), set
         #: to COMMITTED/ABORTED once applied.
         self.states: dict[str, RMState] = {}
+        #: Ended transactions, oldest first: the bounded part of ``states``.
+        self._finished: OrderedDict[str, None] = OrderedDict()
         self._txns: dict[str, _Txn] = {}
         self._learns: dict[Any, Learner] = {}
         self._deadlines: Deadlines[Any] = Deadlines()
@@ -341,12 +363,25 @@ class ParticipantCore:
     # ------------------------------------------------------------------ events
 
     def on_coordinator(
-        self, txn_id: str, request: AwaitPrepare | AskOutcome, reply: CoordinatorReply, now: float, out: Ready
+        self,
+        txn_id: str,
+        request: AwaitPrepare | AskOutcome | Acknowledge,
+        reply: CoordinatorReply,
+        now: float,
+        out: Ready,
     ) -> None:
         t = self._txns.get(txn_id)
         if t is None:
             return
-        if isinstance(request, AwaitPrepare):
+        if isinstance(request, Acknowledge):
+            t.ack_inflight = False
+            if isinstance(reply, Unreachable) and t.ack_tries < self.timeouts.ack_attempts:
+                t.ack_retry_at = now + self.timeouts.retry_delay * 2**t.ack_tries
+            else:
+                if not isinstance(reply, Acknowledged):
+                    out.log.append((txn_id, f"acknowledgement not taken: {type(reply).__name__}"))
+                t.ack_settled = True
+        elif isinstance(request, AwaitPrepare):
             t.awaiting = False
             if t.phase is not _Phase.AWAIT_PREPARE:
                 pass
@@ -421,6 +456,9 @@ class ParticipantCore:
             t.state = RMState.COMMITTED if t.apply_op is ResourceOp.COMMIT else RMState.ABORTED
             self.states[txn_id] = t.state
             out.effect(Applied(txn_id, t.state))
+            # Spec RMAck: applied durably, so this RM will never ask again (pitfall 8).
+            out.event("RMAck", txn_id, rm=self.rm_id)
+            self._acknowledge(t, out)
         else:
             # The outcome is decided; applying it must not be lost: retry with backoff.
             t.apply_delay = (
@@ -492,6 +530,9 @@ class ParticipantCore:
         if t.apply_retry_at is not None and now >= t.apply_retry_at:
             t.apply_retry_at = None
             self._call_apply(t, out)
+        if t.ack_retry_at is not None and now >= t.ack_retry_at:
+            t.ack_retry_at = None
+            self._acknowledge(t, out)
         if t.phase is _Phase.PREPARED:
             if t.learner is not None:
                 learner = t.learner
@@ -572,6 +613,14 @@ class ParticipantCore:
             t.apply_inflight = True
             out.effect(CallResource(t.txn_id, t.apply_op))
 
+    def _acknowledge(self, t: _Txn, out: Ready) -> None:
+        if t.ack_inflight or t.ack_settled:
+            return
+        t.ack_inflight = True
+        t.ack_tries += 1
+        outcome = Outcome.COMMITTED if t.state is RMState.COMMITTED else Outcome.ABORTED
+        out.effect(CallCoordinator(t.txn_id, t.coordinator, Acknowledge(t.txn_id, self.rm_id, outcome)))
+
     def _start_learner(self, t: _Txn, now: float, out: Ready) -> None:
         t.learn_at = None
         if t.n == 0 or t.n % 2 == 0:
@@ -629,9 +678,21 @@ class ParticipantCore:
         return sub.replies
 
     def _maybe_end(self, t: _Txn, out: Ready) -> None:
-        if t.phase is _Phase.APPLIED and (t.vote is None or t.vote.settled) and t.txn_id in self._txns:
+        if (
+            t.phase is _Phase.APPLIED
+            and (t.vote is None or t.vote.settled)
+            and t.ack_settled
+            and t.txn_id in self._txns
+        ):
             del self._txns[t.txn_id]
+            self._deadlines.discard(t.txn_id)
             out.effect(Ended(t.txn_id, t.state))
+            # Per-transaction state only while live, plus a bounded cache of outcomes.
+            self._finished[t.txn_id] = None
+            while len(self._finished) > self.timeouts.keep_finished:
+                old, _ = self._finished.popitem(last=False)
+                if old not in self._txns:
+                    self.states.pop(old, None)
 
     def _after(self, t: _Txn, out: Ready) -> None:
         """After every step of ``t``: end it if finished, else plan its next tick."""

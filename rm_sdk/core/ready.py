@@ -87,24 +87,70 @@ class Ready:
 
 class Deadlines(Generic[K]):
     """When each key next wants a tick. Stale entries are fine: a tick that finds nothing
-    due for its key does nothing."""
+    due for its key does nothing. :meth:`discard` drops every entry of a key whose
+    transaction ended, so no timer outlives its transaction (memory stays bounded by the
+    live ones: dropped entries are skipped, and compacted away once they are many)."""
 
     def __init__(self) -> None:
         self._heap: list[tuple[float, int, K]] = []
         self._seq = 0
+        #: Entries in the heap per key (keys with none are not here).
+        self._pending: dict[K, int] = {}
+        #: The seq below which a key's entries were discarded.
+        self._cut: dict[K, int] = {}
+        self._stale = 0
 
     def at(self, when: float, key: K) -> None:
         self._seq += 1
         heapq.heappush(self._heap, (when, self._seq, key))
+        self._pending[key] = self._pending.get(key, 0) + 1
+
+    def discard(self, key: K) -> None:
+        """Forget every deadline of ``key`` so far."""
+        n = self._pending.pop(key, 0)
+        if n:
+            self._cut[key] = self._seq
+            self._stale += n
+            if self._stale > 1024 and self._stale * 2 > len(self._heap):
+                self._compact()
+
+    def _dead(self, seq: int, key: K) -> bool:
+        cut = self._cut.get(key)
+        return cut is not None and seq <= cut
+
+    def _pop(self) -> tuple[K, bool]:
+        """The head's key, and whether it is live."""
+        _, seq, key = heapq.heappop(self._heap)
+        if self._dead(seq, key):
+            self._stale -= 1
+            if not self._stale:
+                self._cut.clear()  # no discarded entry is left anywhere
+            return key, False
+        left = self._pending[key] - 1
+        if left:
+            self._pending[key] = left
+        else:
+            del self._pending[key]
+        return key, True
+
+    def _compact(self) -> None:
+        self._heap = [e for e in self._heap if not self._dead(e[1], e[2])]
+        heapq.heapify(self._heap)
+        self._stale = 0
+        self._cut.clear()
 
     def due(self, now: float) -> list[K]:
         keys: list[K] = []
         while self._heap and self._heap[0][0] <= now:
-            keys.append(heapq.heappop(self._heap)[2])
+            key, live = self._pop()
+            if live:
+                keys.append(key)
         return keys
 
     def next(self) -> float | None:
+        while self._heap and self._dead(self._heap[0][1], self._heap[0][2]):
+            self._pop()
         return self._heap[0][0] if self._heap else None
 
     def __len__(self) -> int:
-        return len(self._heap)
+        return len(self._heap) - self._stale

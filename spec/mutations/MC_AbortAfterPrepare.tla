@@ -8,4 +8,6 @@ EXTENDS PaxosCommit, TLC
 AbortAnyTime(r) == rmState[r] \in {"working", "prepared"}
 
 Symmetry == Permutations(Acceptor) \cup Permutations(RM)
+\* Overrides CollectionEnabled (see the cfg): collection is checked elsewhere.
+NoCollection == FALSE
 =============================================================================

@@ -10,4 +10,6 @@ EXTENDS PaxosCommit, TLC
 ForgetPromise(s) == [s EXCEPT !.mbal = IF s.bal = NoBallot THEN Ballot0 ELSE s.bal]
 
 Symmetry == Permutations(Acceptor) \cup Permutations(RM)
+\* Overrides CollectionEnabled (see the cfg): collection is checked elsewhere.
+NoCollection == FALSE
 =============================================================================

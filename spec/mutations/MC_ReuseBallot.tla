@@ -12,4 +12,6 @@ AnyBallot(l, b) == TRUE
 Symmetry == Permutations(Acceptor) \cup Permutations(RM)
 
 RMInstancesOnly == IF LiveIns = {Registrar} THEN {} ELSE {LiveIns \ {Registrar}}
+\* Overrides CollectionEnabled (see the cfg): collection is checked elsewhere.
+NoCollection == FALSE
 =============================================================================

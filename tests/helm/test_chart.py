@@ -65,6 +65,14 @@ METRICS = {
     "paxos_commit_acceptor_batch_size",
     "paxos_commit_grpc_requests_total",
     "paxos_commit_acceptor_peers_reachable",
+    "paxos_commit_acceptor_transactions_collectable",
+    "paxos_commit_acceptor_oldest_unacknowledged_age_seconds",
+    "paxos_commit_acceptor_collect_batch_seconds",
+    "paxos_commit_acceptor_transactions_live",
+    "paxos_commit_acceptor_outcome_records",
+    "paxos_commit_acceptor_database_bytes",
+    "paxos_commit_acceptor_transactions_collected_total",
+    "paxos_commit_acceptor_instance_rows",
 }
 ALL_FEATURES: dict[str, Any] = {
     "metrics": {
@@ -370,6 +378,8 @@ def test_prometheus_operator_resources(n: int) -> None:
         "PaxosCommitNoCoordinator",
         "PaxosCommitTargetDown",
         "PaxosCommitHighAbortRate",
+        "PaxosCommitCollectionBehind",
+        "PaxosCommitOutcomeUnacknowledged",
     } | ({"PaxosCommitAcceptorQuorumAtRisk"} if f >= 1 else set())
     assert set(alerts) == expected
     for a in alerts.values():
@@ -387,6 +397,8 @@ def test_prometheus_operator_resources(n: int) -> None:
         assert alerts["PaxosCommitAcceptorQuorumAtRisk"]["expr"].endswith(f") <= {f + 1}")
     assert alerts["PaxosCommitInDoubtTransactionTooOld"]["expr"].endswith("> 300")
     assert "paxos_commit_transactions_aborted_total" in alerts["PaxosCommitHighAbortRate"]["expr"]
+    assert alerts["PaxosCommitCollectionBehind"]["expr"].endswith("> 10000")
+    assert alerts["PaxosCommitOutcomeUnacknowledged"]["expr"].endswith("> 3600")
 
 
 def dashboard(r: Rendered) -> dict[str, Any]:

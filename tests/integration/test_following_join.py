@@ -65,8 +65,9 @@ async def test_one_request_per_rm_and_transaction_on_the_happy_path(calls: dict[
             assert await txn.commit() is Outcome.COMMITTED
             for p in parts:
                 assert await p.applied(txn.txn_id) is RMState.COMMITTED
-        # Per transaction: begin and commit from the application, one following join per RM.
-        assert calls == {"begin": 5, "commit": 5, "follow": 10}, calls
+        # Per transaction: begin and commit from the application; per RM, one following
+        # join (join, Prepare, outcome) and the acknowledgement of the applied outcome.
+        assert calls == {"begin": 5, "commit": 5, "follow": 10, "acknowledge": 10}, calls
         assert all(not p._follows for p in parts), "a finished transaction keeps no follow"
         for p in parts:
             await p.close()

@@ -50,6 +50,7 @@ from rm_sdk.core.coordinator import CoordinatorNode, CoordinatorTimeouts
 from rm_sdk.core.learner import LearnerTimeouts
 from rm_sdk.core.messages import (
     Abort,
+    Acknowledge,
     AskOutcome,
     AwaitPrepare,
     Begin,
@@ -132,6 +133,8 @@ MUTATIONS: Final[dict[str, str]] = {
     "commit_without_set": "a leader decides commit when every RM instance it saw chose prepared, "
     "without the registrar's set being chosen (paper section 6.2)",
     "count_twice": "a leader's tally counts every report as another acceptor (pitfall 6)",
+    "collect_early": "an acceptor collects a decided transaction before every RM of the set "
+    "acknowledged the outcome (pitfall 8)",
 }
 
 WORKING: Final = "working"
@@ -402,6 +405,7 @@ class RMStandIn:
         self.state = ABORTED
         self.vote = Vote.ABORTED
         self._vote(range(self.sim.n))
+        self.acknowledge()
 
     def resend_vote(self) -> None:
         self.sim.line(f"{self.rm} resends its vote for {self.txn} to every acceptor")
@@ -491,6 +495,16 @@ class RMStandIn:
         self.learned = outcome
         self.state = COMMITTED if outcome is Outcome.COMMITTED else ABORTED
         self.sim.event(f"{self.rm} learns {self.txn} {outcome.value}")
+        self.acknowledge()
+
+    def acknowledge(self) -> None:
+        """Spec ``RMAck``: applied (durably), so say so to the owner; lost or not, the RM
+        never asks again (what it answers is on no call of its own)."""
+        outcome = Outcome.COMMITTED if self.state == COMMITTED else Outcome.ABORTED
+        self.sim.line(f"{self.rm} acknowledges {self.txn} {outcome.value}")
+        self.sim.send(
+            Msg(self.name, "c0", Acknowledge(self.txn, self.rm, outcome), token=(self.name, self.sim.seq()))
+        )
 
 
 # ----------------------------------------------------------------------------- mutants
@@ -1155,11 +1169,49 @@ class Sim:
                 if node is None or txn in node.owned or txn in node.learners or txn in node.decided:
                     continue
                 add((0.5 * self.k("recovery"), partial(self._scan, slot, txn)))
+        # Collection (acceptor/collect.py) and the end of a record's retention.
+        for a in self.accs:
+            if not a.up:
+                continue
+            for txn, rec in a.records.items():
+                early = self.cfg.mutation == "collect_early" and rec.outcome is not Outcome.PENDING
+                if not rec.collected and (acceptor_core.collectable(rec) or early):
+                    add((0.3, partial(self._collect, a, txn)))
+                elif rec.collected and not self._busy(txn):
+                    # Retention outlasts every message about the transaction in flight and
+                    # every coordinator still working on it (an hour by default).
+                    add((0.1, partial(self._expire, a, txn)))
         for r in self.rms.values():
             more, more_faults = r.actions(quiet, self.k)
             acts += more
             faults += more_faults
         return acts, faults
+
+    def _busy(self, txn: str) -> bool:
+        """Whether the record of ``txn`` must still be kept. The retention (an hour by
+        default) outlasts every message in flight, every coordinator still working on the
+        transaction, and the recovery scan (seconds) that records the outcome at an
+        acceptor that missed it."""
+        if any(txn == getattr(m.body, "txn_id", None) for m in self.net):
+            return True
+        if any(txn in a.records and a.records[txn].outcome is Outcome.PENDING for a in self.accs):
+            return True
+        return any(
+            slot.node is not None and (txn in slot.node.owned or txn in slot.node.learners)
+            for slot in self.coords.values()
+        )
+
+    def _collect(self, a: AcceptorNode, txn: str) -> None:
+        rec = a.records[txn]
+        self.line(f"a{a.idx} collects {txn} ({rec.outcome.value})")
+        if acceptor_core.collectable(rec):
+            a.records[txn] = acceptor_core.collect(rec)
+        else:  # the mutant collect_early
+            a.records[txn] = TxnRecord(first_seen_ms=rec.first_seen_ms, outcome=rec.outcome, collected=True)
+
+    def _expire(self, a: AcceptorNode, txn: str) -> None:
+        self.line(f"a{a.idx}: the record of {txn} expires")
+        del a.records[txn]
 
     def _act_deliver(self) -> None:
         self._deliver(self.rng.randrange(len(self.net)), keep=False)

@@ -121,6 +121,9 @@ def _first_failure(
         ("commit_without_set", ALL, "P3", 300, {}),
         # pitfall 6: one acceptor's reports counted as several.
         ("count_twice", ALL, "P3", 300, {}),
+        # pitfall 8: collected (and, after the retention, forgotten) before every RM of the
+        # set acknowledged: a prepared RM can no longer learn the outcome.
+        ("collect_early", ALL, "progress", 2000, {}),
     ],
     ids=[
         "free_prepared",
@@ -132,6 +135,7 @@ def _first_failure(
         "restart_rounds",
         "commit_without_set",
         "count_twice",
+        "collect_early",
     ],
 )
 def test_seeded_core_bug_is_caught(

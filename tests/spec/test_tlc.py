@@ -52,7 +52,7 @@ def test_every_mutation_and_witness_names_an_invariant_of_its_config() -> None:
         if m.violates is not None:
             assert m.violates in cfg, f"{m.config} does not check {m.violates}"
     assert {m.kind for m in check.MODELS} == {"model", "witness", "mutation"}
-    assert sum(m.kind == "mutation" for m in check.MODELS) == 3
+    assert sum(m.kind == "mutation" for m in check.MODELS) == 4
 
 
 def test_parse_output_reads_states_and_the_violated_invariant() -> None:

@@ -19,6 +19,7 @@ from rm_sdk.core.learner import LearnerTimeouts
 from rm_sdk.core.messages import (
     Abort,
     AbortCause,
+    Acknowledge,
     AskOutcome,
     AwaitPrepare,
     Begin,
@@ -162,8 +163,62 @@ def test_begin_join_commit_failure_free_sends_the_registrar_2a_to_the_first_majo
     r = h.deliver(h.acc.handle(1, BundleRequest("t1", 5.0)))
     d = h.answer("c")
     assert isinstance(d, Decided) and d.decision.outcome is Outcome.COMMITTED
-    # The outcome is recorded on every acceptor.
-    assert sorted(i for i, m in r.sends if isinstance(m, RecordOutcome)) == [0, 1, 2]
+    # The outcome is recorded on every acceptor once every RM acknowledged applying it
+    # (pitfall 8): one RecordOutcome per acceptor carries the outcome and the acks.
+    assert not [m for _, m in r.sends if isinstance(m, RecordOutcome)]
+    r = h.request("ack-a", Acknowledge("t1", "a", Outcome.COMMITTED))
+    assert not [m for _, m in r.sends if isinstance(m, RecordOutcome)]
+    assert "t1" in h.node.owned
+    r = h.request("ack-b", Acknowledge("t1", "b", Outcome.COMMITTED))
+    rec = [(i, m) for i, m in r.sends if isinstance(m, RecordOutcome)]
+    assert sorted(i for i, _ in rec) == [0, 1, 2]
+    assert all(m.participants == m.acked == frozenset({"a", "b"}) for _, m in rec)
+    assert "t1" not in h.node.owned and "t1" in h.node.decided
+
+
+def test_the_outcome_is_recorded_without_the_missing_acks_after_the_ack_wait() -> None:
+    """An RM that never acknowledges keeps the transaction live on the acceptors (its set
+    is recorded, its ack is not), and does not keep it in the coordinator's memory."""
+    h = Harness()
+    h.begin()
+    r = h.request("c", Commit("t1", wait_applied=True))
+    h.deliver_all(r.sends)
+    for i in (0, 1):
+        h.acc.vote(i, "t1", "a", Vote.PREPARED)
+        h.acc.vote(i, "t1", "b", Vote.PREPARED)
+    h.deliver(h.acc.handle(0, BundleRequest("t1", 5.0)))
+    h.deliver(h.acc.handle(1, BundleRequest("t1", 5.0)))
+    assert not [m for t, m in h.replies if t == "c"]  # waits for the RMs to apply
+    h.request("ack-a", Acknowledge("t1", "a", Outcome.COMMITTED))
+    r = h.advance(1.9)
+    assert not [m for _, m in r.sends if isinstance(m, RecordOutcome)]
+    r = h.advance(0.2)
+    rec = [m for _, m in r.sends if isinstance(m, RecordOutcome)]
+    assert len(rec) == N and all(m.acked == frozenset({"a"}) for m in rec)
+    d = h.answer("c")
+    assert isinstance(d, Decided) and d.decision.outcome is Outcome.COMMITTED and not d.applied
+    assert "t1" not in h.node.owned
+    # A late ack reaches a replica that no longer owns it: passed on to every acceptor.
+    r = h.request("ack-b", Acknowledge("t1", "b", Outcome.COMMITTED))
+    late = [m for _, m in r.sends if isinstance(m, RecordOutcome)]
+    assert len(late) == N and all(m.acked == frozenset({"b"}) and m.participants is None for m in late)
+
+
+def test_commit_wait_applied_is_answered_once_every_rm_acknowledged() -> None:
+    h = Harness()
+    h.begin()
+    r = h.request("c", Commit("t1", wait_applied=True))
+    h.deliver_all(r.sends)
+    for i in (0, 1):
+        h.acc.vote(i, "t1", "a", Vote.PREPARED)
+        h.acc.vote(i, "t1", "b", Vote.PREPARED)
+    h.deliver(h.acc.handle(0, BundleRequest("t1", 5.0)))
+    h.deliver(h.acc.handle(1, BundleRequest("t1", 5.0)))
+    h.request("ack-a", Acknowledge("t1", "a", Outcome.COMMITTED))
+    assert not [m for t, m in h.replies if t == "c"]
+    h.request("ack-b", Acknowledge("t1", "b", Outcome.COMMITTED))
+    d = h.answer("c")
+    assert isinstance(d, Decided) and d.applied
 
 
 def test_a_bundle_from_one_acceptor_does_not_decide() -> None:
@@ -492,3 +547,37 @@ def test_join_is_idempotent_and_traced_once() -> None:
     r2 = h.request("j2", Join("t1", "a"))
     assert h.answer("j1") == h.answer("j2") == Joined("t1", "a")
     assert [e.name for e in r1.trace] == ["Join"] and r2.trace == []
+
+
+def test_deadlines_of_ended_transactions_are_dropped() -> None:
+    """Memory bounded: no per-transaction timer outlives its transaction."""
+    from rm_sdk.core.ready import Deadlines
+
+    d: Deadlines[str] = Deadlines()
+    for i in range(3000):
+        d.at(100.0 + i, f"t{i}")
+        d.at(200.0 + i, f"t{i}")
+    for i in range(2990):
+        d.discard(f"t{i}")
+    assert len(d) == 20 and len(d._heap) < 3000  # compacted
+    assert d.next() == 100.0 + 2990
+    d.at(50.0, "t0")  # a key used again after discard is live again
+    tail = [f"t{i}" for i in range(2990, 3000)]
+    assert d.due(10_000.0) == ["t0", *tail, *tail]
+    assert len(d) == 0 and not d._pending and not d._cut
+
+
+def test_the_coordinator_keeps_no_timer_of_a_finished_transaction() -> None:
+    h = Harness()
+    for k in range(3):
+        txn = f"t{k}"
+        h.begin(txn, rms=("a",))
+        r = h.request(f"c{k}", Commit(txn))
+        h.deliver_all(r.sends)
+        for i in (0, 1):
+            h.acc.vote(i, txn, "a", Vote.PREPARED)
+        h.deliver(h.acc.handle(0, BundleRequest(txn, 5.0)))
+        h.deliver(h.acc.handle(1, BundleRequest(txn, 5.0)))
+        h.request(f"ack{k}", Acknowledge(txn, "a", Outcome.COMMITTED))
+    assert not h.node.owned
+    assert len(h.node._deadlines) == 0

@@ -14,6 +14,8 @@ import pytest
 
 from rm_sdk.core.messages import (
     AbortCause,
+    Acknowledge,
+    Acknowledged,
     AskOutcome,
     AwaitPrepare,
     Bundle,
@@ -70,6 +72,9 @@ class Harness:
     def coord(self, request: Any, reply: Any) -> Ready:
         return self.step(self.core.on_coordinator, T, request, reply)
 
+    def coord_txn(self, txn: str, request: Any, reply: Any) -> Ready:
+        return self.step(self.core.on_coordinator, txn, request, reply)
+
     def acc(self, reply: Any) -> Ready:
         return self.step(self.core.on_acceptor, reply)
 
@@ -86,6 +91,12 @@ class Harness:
 
 def effects(r: Ready, kind: type) -> list[Any]:
     return [e for e in r.effects if isinstance(e, kind)]
+
+
+def ack_req(r: Ready) -> Acknowledge:
+    (c,) = [e for e in effects(r, CallCoordinator) if isinstance(e.request, Acknowledge)]
+    assert isinstance(c.request, Acknowledge)
+    return c.request
 
 
 def await_req(r: Ready) -> AwaitPrepare:
@@ -352,8 +363,59 @@ def test_prepared_applies_the_outcome_it_learns(d: Decision, event: str, op: Res
     assert names(r) == [event] and resource_calls(r) == [op]
     r = h.step(h.core.on_applied, T, True)
     assert effects(r, Applied) == [Applied(T, RMState.COMMITTED if d is COMMIT else RMState.ABORTED)]
+    # Spec RMAck: once applied durably, the RM acknowledges (pitfall 8); it ends once a
+    # coordinator took the acknowledgement.
+    assert names(r) == ["RMAck"] and not effects(r, Ended)
+    r = h.coord(ack_req(r), Acknowledged(T, RM))
     assert effects(r, Ended)
     assert not h.core.active(T)
+
+
+def test_the_acknowledgement_is_sent_only_after_the_outcome_is_applied() -> None:
+    """Pitfall 8: an RM acknowledges only what it applied durably: a failed commit() sends
+    none; the retry that succeeds does."""
+    h = Harness(apply_backoff=0.1)
+    r = h.prepared()
+    r = h.coord(ask_req(r), Decided(T, COMMIT))
+    assert not [e for e in effects(r, CallCoordinator) if isinstance(e.request, Acknowledge)]
+    r = h.step(h.core.on_applied, T, False)
+    assert not [e for e in effects(r, CallCoordinator) if isinstance(e.request, Acknowledge)]
+    h.tick(0.1)
+    r = h.step(h.core.on_applied, T, True)
+    assert ack_req(r) == Acknowledge(T, RM, Outcome.COMMITTED)
+
+
+def test_an_unanswered_acknowledgement_is_retried_then_given_up() -> None:
+    """No coordinator answering: a few tries with backoff, then the RM lets go (the
+    transaction then stays live on the acceptors, visible in their metrics)."""
+    h = Harness(ack_attempts=2, retry_delay=0.1)
+    r = h.prepared()
+    h.coord(ask_req(r), Decided(T, COMMIT))
+    ack = ack_req(h.step(h.core.on_applied, T, True))
+    r = h.coord(ack, Unreachable(T))
+    assert not effects(r, Ended)
+    start = h.now
+    assert not effects(h.tick(start + 0.1), CallCoordinator)
+    r = h.tick(start + 0.25)  # retry_delay * 2 ** tries
+    assert ack_req(r) == ack
+    r = h.coord(ack, Unreachable(T))
+    assert effects(r, Ended)
+
+
+def test_finished_states_are_a_bounded_cache() -> None:
+    """Memory bounded: ``states`` keeps every live transaction and the last
+    ``keep_finished`` finished ones."""
+    h = Harness(keep_finished=2)
+    for k in range(4):
+        txn = f"x{k}"
+        h.step(h.core.abandon, txn, 1)
+        h.step(h.core.on_applied, txn, True)
+        h.step(h.core.on_acceptor, Phase2b(txn, 0, {RM: InstanceState(RM_BALLOT, RM_BALLOT, Vote.ABORTED)}))
+    # Each waits for its acknowledgement: all live.
+    assert set(h.core.states) == {"x0", "x1", "x2", "x3"}
+    for k in range(4):
+        h.coord_txn(f"x{k}", Acknowledge(f"x{k}", RM, Outcome.ABORTED), Acknowledged(f"x{k}", RM))
+    assert set(h.core.states) == {"x2", "x3"}
 
 
 def test_applies_each_outcome_once() -> None:
@@ -386,6 +448,7 @@ def test_failed_commit_is_retried_with_backoff() -> None:
     assert resource_calls(h.tick(0.6)) == []
     assert resource_calls(h.tick(0.62)) == [ResourceOp.COMMIT]  # capped at 0.3
     r = h.step(h.core.on_applied, T, True)
+    r = h.coord(ack_req(r), Acknowledged(T, RM))
     assert h.core.states[T] is RMState.COMMITTED and effects(r, Ended)
 
 
@@ -478,6 +541,7 @@ def test_abandon_aborts_and_votes_aborted() -> None:
     assert names(r) == ["RMChooseToAbort"] and set(votes(r).values()) == {Vote.ABORTED}
     r = h.step(h.core.on_applied, T, True)
     assert not effects(r, Ended)  # the vote is not settled yet
+    h.coord(ack_req(r), Acknowledged(T, RM))
     h.acc(accepted(0, Vote.ABORTED))
     r = h.acc(accepted(1, Vote.ABORTED))
     assert effects(r, Ended) == [Ended(T, RMState.ABORTED)]

@@ -530,19 +530,42 @@ class RecordOutcomeRequest(_message.Message):
 
     TXN_ID_FIELD_NUMBER: _builtins.int
     OUTCOME_FIELD_NUMBER: _builtins.int
+    PARTICIPANTS_FIELD_NUMBER: _builtins.int
+    PARTICIPANTS_KNOWN_FIELD_NUMBER: _builtins.int
+    ACKED_FIELD_NUMBER: _builtins.int
     txn_id: _builtins.str
     """The decided transaction."""
     outcome: Global___Outcome.ValueType
     """OUTCOME_COMMITTED or OUTCOME_ABORTED."""
+    participants_known: _builtins.bool
+    """True when participants is set (an empty set is a set: nobody needs to acknowledge)."""
+    @_builtins.property
+    def participants(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The registrar's set as the decider knows it (on an abort: every RM that joined); only
+        meaningful with participants_known. The acceptor keeps the first set it is told.
+        """
+
+    @_builtins.property
+    def acked(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """RMs that acknowledged they applied the outcome durably; the acceptor keeps the union
+        of every acked it is told. Once every participant acknowledged, the acceptor may
+        collect the transaction (keep only a compact outcome record; DESIGN.md pitfall 8).
+        With acked set and participants_known false, the request only passes acknowledgements
+        on: it records no outcome, and creates nothing for a transaction the acceptor lacks.
+        """
+
     def __init__(
         self,
         *,
         txn_id: _builtins.str = ...,
         outcome: Global___Outcome.ValueType = ...,
+        participants: _abc.Iterable[_builtins.str] | None = ...,
+        participants_known: _builtins.bool = ...,
+        acked: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["outcome", b"outcome", "txn_id", b"txn_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acked", b"acked", "outcome", b"outcome", "participants", b"participants", "participants_known", b"participants_known", "txn_id", b"txn_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -860,16 +883,22 @@ class CommitRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     TXN_ID_FIELD_NUMBER: _builtins.int
+    WAIT_APPLIED_FIELD_NUMBER: _builtins.int
     txn_id: _builtins.str
     """A transaction begun at this coordinator."""
+    wait_applied: _builtins.bool
+    """Answer only once every RM of the set acknowledged it applied the outcome (or the
+    owner's acknowledgement wait ended first: then applied is false in the reply).
+    """
     def __init__(
         self,
         *,
         txn_id: _builtins.str = ...,
+        wait_applied: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["txn_id", b"txn_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["txn_id", b"txn_id", "wait_applied", b"wait_applied"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -883,6 +912,7 @@ class CommitReply(_message.Message):
     REASON_FIELD_NUMBER: _builtins.int
     CAUSE_FIELD_NUMBER: _builtins.int
     RM_ID_FIELD_NUMBER: _builtins.int
+    APPLIED_FIELD_NUMBER: _builtins.int
     outcome: Global___Outcome.ValueType
     """OUTCOME_COMMITTED or OUTCOME_ABORTED."""
     reason: _builtins.str
@@ -890,6 +920,8 @@ class CommitReply(_message.Message):
     cause: Global___AbortCause.ValueType
     """For an abort: its cause, and the RM it names (RM_REFUSED, VOTE_TIMEOUT)."""
     rm_id: _builtins.str
+    applied: _builtins.bool
+    """With wait_applied: true iff every RM of the set acknowledged applying the outcome."""
     def __init__(
         self,
         *,
@@ -897,10 +929,11 @@ class CommitReply(_message.Message):
         reason: _builtins.str = ...,
         cause: Global___AbortCause.ValueType = ...,
         rm_id: _builtins.str = ...,
+        applied: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cause", b"cause", "outcome", b"outcome", "reason", b"reason", "rm_id", b"rm_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied", b"applied", "cause", b"cause", "outcome", b"outcome", "reason", b"reason", "rm_id", b"rm_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1156,6 +1189,54 @@ class AwaitPrepareReply(_message.Message):
 Global___AwaitPrepareReply: _TypeAlias = AwaitPrepareReply  # noqa: Y015
 
 @_typing.final
+class AcknowledgeRequest(_message.Message):
+    """An RM applied a transaction's outcome durably and will not ask about it again (spec
+    RMAck). The owner counts it and records the acknowledgements with the outcome at the
+    acceptors; any other replica passes it on to the acceptors.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TXN_ID_FIELD_NUMBER: _builtins.int
+    RM_ID_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    txn_id: _builtins.str
+    """The transaction whose outcome was applied."""
+    rm_id: _builtins.str
+    """The RM that applied it."""
+    outcome: Global___Outcome.ValueType
+    """The outcome it applied: OUTCOME_COMMITTED or OUTCOME_ABORTED."""
+    def __init__(
+        self,
+        *,
+        txn_id: _builtins.str = ...,
+        rm_id: _builtins.str = ...,
+        outcome: Global___Outcome.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["outcome", b"outcome", "rm_id", b"rm_id", "txn_id", b"txn_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AcknowledgeRequest: _TypeAlias = AcknowledgeRequest  # noqa: Y015
+
+@_typing.final
+class AcknowledgeReply(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AcknowledgeReply: _TypeAlias = AcknowledgeReply  # noqa: Y015
+
+@_typing.final
 class CoordinatorRequest(_message.Message):
     """One request to a coordinator inside a batch (the Coordinator service's calls)."""
 
@@ -1168,6 +1249,7 @@ class CoordinatorRequest(_message.Message):
     COMMIT_FIELD_NUMBER: _builtins.int
     ABORT_FIELD_NUMBER: _builtins.int
     GET_OUTCOME_FIELD_NUMBER: _builtins.int
+    ACKNOWLEDGE_FIELD_NUMBER: _builtins.int
     seq: _builtins.int
     """Chosen by the sender, unique on its stream; the reply carries it back."""
     @_builtins.property
@@ -1182,6 +1264,8 @@ class CoordinatorRequest(_message.Message):
     def abort(self) -> Global___AbortRequest: ...
     @_builtins.property
     def get_outcome(self) -> Global___GetOutcomeRequest: ...
+    @_builtins.property
+    def acknowledge(self) -> Global___AcknowledgeRequest: ...
     def __init__(
         self,
         *,
@@ -1192,12 +1276,13 @@ class CoordinatorRequest(_message.Message):
         commit: Global___CommitRequest | None = ...,
         abort: Global___AbortRequest | None = ...,
         get_outcome: Global___GetOutcomeRequest | None = ...,
+        acknowledge: Global___AcknowledgeRequest | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["abort", b"abort", "await_prepare", b"await_prepare", "begin", b"begin", "commit", b"commit", "get_outcome", b"get_outcome", "join", b"join", "msg", b"msg"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["abort", b"abort", "acknowledge", b"acknowledge", "await_prepare", b"await_prepare", "begin", b"begin", "commit", b"commit", "get_outcome", b"get_outcome", "join", b"join", "msg", b"msg"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["abort", b"abort", "await_prepare", b"await_prepare", "begin", b"begin", "commit", b"commit", "get_outcome", b"get_outcome", "join", b"join", "msg", b"msg", "seq", b"seq"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["abort", b"abort", "acknowledge", b"acknowledge", "await_prepare", b"await_prepare", "begin", b"begin", "commit", b"commit", "get_outcome", b"get_outcome", "join", b"join", "msg", b"msg", "seq", b"seq"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_msg: _TypeAlias = _typing.Literal["begin", "join", "await_prepare", "commit", "abort", "get_outcome"]  # noqa: Y015
+    _WhichOneofReturnType_msg: _TypeAlias = _typing.Literal["begin", "join", "await_prepare", "commit", "abort", "get_outcome", "acknowledge"]  # noqa: Y015
     _WhichOneofArgType_msg: _TypeAlias = _typing.Literal["msg", b"msg"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_msg) -> _WhichOneofReturnType_msg | None: ...
 
@@ -1217,6 +1302,7 @@ class CoordinatorReply(_message.Message):
     ABORT_FIELD_NUMBER: _builtins.int
     GET_OUTCOME_FIELD_NUMBER: _builtins.int
     REFUSED_FIELD_NUMBER: _builtins.int
+    ACKNOWLEDGE_FIELD_NUMBER: _builtins.int
     MORE_FIELD_NUMBER: _builtins.int
     seq: _builtins.int
     more: _builtins.bool
@@ -1237,6 +1323,8 @@ class CoordinatorReply(_message.Message):
     def refused(self) -> Global___Refusal:
         """The status the unary call would have ended with (NOT_FOUND, INVALID_ARGUMENT, ...)."""
 
+    @_builtins.property
+    def acknowledge(self) -> Global___AcknowledgeReply: ...
     def __init__(
         self,
         *,
@@ -1248,13 +1336,14 @@ class CoordinatorReply(_message.Message):
         abort: Global___AbortReply | None = ...,
         get_outcome: Global___GetOutcomeReply | None = ...,
         refused: Global___Refusal | None = ...,
+        acknowledge: Global___AcknowledgeReply | None = ...,
         more: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["abort", b"abort", "await_prepare", b"await_prepare", "begin", b"begin", "commit", b"commit", "get_outcome", b"get_outcome", "join", b"join", "msg", b"msg", "refused", b"refused"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["abort", b"abort", "acknowledge", b"acknowledge", "await_prepare", b"await_prepare", "begin", b"begin", "commit", b"commit", "get_outcome", b"get_outcome", "join", b"join", "msg", b"msg", "refused", b"refused"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["abort", b"abort", "await_prepare", b"await_prepare", "begin", b"begin", "commit", b"commit", "get_outcome", b"get_outcome", "join", b"join", "more", b"more", "msg", b"msg", "refused", b"refused", "seq", b"seq"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["abort", b"abort", "acknowledge", b"acknowledge", "await_prepare", b"await_prepare", "begin", b"begin", "commit", b"commit", "get_outcome", b"get_outcome", "join", b"join", "more", b"more", "msg", b"msg", "refused", b"refused", "seq", b"seq"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_msg: _TypeAlias = _typing.Literal["begin", "join", "await_prepare", "commit", "abort", "get_outcome", "refused"]  # noqa: Y015
+    _WhichOneofReturnType_msg: _TypeAlias = _typing.Literal["begin", "join", "await_prepare", "commit", "abort", "get_outcome", "refused", "acknowledge"]  # noqa: Y015
     _WhichOneofArgType_msg: _TypeAlias = _typing.Literal["msg", b"msg"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_msg) -> _WhichOneofReturnType_msg | None: ...
 

@@ -364,6 +364,11 @@ class CoordinatorStub:
                 request_serializer=paxoscommit_dot_v1_dot_paxoscommit__pb2.CoordinatorRequestBatch.SerializeToString,
                 response_deserializer=paxoscommit_dot_v1_dot_paxoscommit__pb2.CoordinatorReplyBatch.FromString,
                 _registered_method=True)
+        self.Acknowledge = channel.unary_unary(
+                '/paxoscommit.v1.Coordinator/Acknowledge',
+                request_serializer=paxoscommit_dot_v1_dot_paxoscommit__pb2.AcknowledgeRequest.SerializeToString,
+                response_deserializer=paxoscommit_dot_v1_dot_paxoscommit__pb2.AcknowledgeReply.FromString,
+                _registered_method=True)
 
 
 class CoordinatorServicer:
@@ -416,6 +421,13 @@ class CoordinatorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Acknowledge(self, request, context):
+        """RM-facing: the outcome is applied (batched on Stream like the others).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CoordinatorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -453,6 +465,11 @@ def add_CoordinatorServicer_to_server(servicer, server):
                     servicer.Stream,
                     request_deserializer=paxoscommit_dot_v1_dot_paxoscommit__pb2.CoordinatorRequestBatch.FromString,
                     response_serializer=paxoscommit_dot_v1_dot_paxoscommit__pb2.CoordinatorReplyBatch.SerializeToString,
+            ),
+            'Acknowledge': grpc.unary_unary_rpc_method_handler(
+                    servicer.Acknowledge,
+                    request_deserializer=paxoscommit_dot_v1_dot_paxoscommit__pb2.AcknowledgeRequest.FromString,
+                    response_serializer=paxoscommit_dot_v1_dot_paxoscommit__pb2.AcknowledgeReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -644,6 +661,33 @@ class Coordinator:
             '/paxoscommit.v1.Coordinator/Stream',
             paxoscommit_dot_v1_dot_paxoscommit__pb2.CoordinatorRequestBatch.SerializeToString,
             paxoscommit_dot_v1_dot_paxoscommit__pb2.CoordinatorReplyBatch.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Acknowledge(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paxoscommit.v1.Coordinator/Acknowledge',
+            paxoscommit_dot_v1_dot_paxoscommit__pb2.AcknowledgeRequest.SerializeToString,
+            paxoscommit_dot_v1_dot_paxoscommit__pb2.AcknowledgeReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -148,6 +148,8 @@ class CoordinatorStub:
     """The same calls, batched on one long-lived stream per client process (what the SDK
     uses); the unary calls above stay for people and other languages.
     """
+    Acknowledge: _grpc.UnaryUnaryMultiCallable[_paxoscommit_pb2.AcknowledgeRequest, _paxoscommit_pb2.AcknowledgeReply]
+    """RM-facing: the outcome is applied (batched on Stream like the others)."""
 
 @_typing.type_check_only
 class CoordinatorAsyncStub(CoordinatorStub):
@@ -166,6 +168,8 @@ class CoordinatorAsyncStub(CoordinatorStub):
     """The same calls, batched on one long-lived stream per client process (what the SDK
     uses); the unary calls above stay for people and other languages.
     """
+    Acknowledge: _aio.UnaryUnaryMultiCallable[_paxoscommit_pb2.AcknowledgeRequest, _paxoscommit_pb2.AcknowledgeReply]  # type: ignore[assignment]
+    """RM-facing: the outcome is applied (batched on Stream like the others)."""
 
 class CoordinatorServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -223,5 +227,13 @@ class CoordinatorServicer(metaclass=_abc_1.ABCMeta):
         """The same calls, batched on one long-lived stream per client process (what the SDK
         uses); the unary calls above stay for people and other languages.
         """
+
+    @_abc_1.abstractmethod
+    def Acknowledge(
+        self,
+        request: _paxoscommit_pb2.AcknowledgeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_paxoscommit_pb2.AcknowledgeReply, _abc.Awaitable[_paxoscommit_pb2.AcknowledgeReply]]:
+        """RM-facing: the outcome is applied (batched on Stream like the others)."""
 
 def add_CoordinatorServicer_to_server(servicer: CoordinatorServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
