@@ -136,7 +136,8 @@ PROPERTIES: Final[dict[str, str]] = {
 #: Seeded bugs in the real core (or in a process around it), each a simulator option.
 MUTATIONS: Final[dict[str, str]] = {
     "free_prepared": "a leader's ballot proposes prepared in a free RM instance (pitfall 4)",
-    "lower_mbal": "a leader's ballot counts 1b's whose mbal is below its ballot as promises (pitfall 4)",
+    "lower_mbal": "a leader counts states whose mbal is below its ballot as promises: what its tally "
+    "already holds (2b bundles and replies) and late 1b's of its earlier ballots (pitfall 4)",
     "abort_after_prepare": "an RM may abort on its own after it prepared (pitfall 3)",
     "reuse_ballot": "a restarted coordinator keeps its old leader id, so reuses its ballots (pitfall 2)",
     "restart_rounds": "a BallotSource counts rounds from the highest ballot seen only, not from its "
@@ -638,13 +639,21 @@ class _LowerMbalRun(BallotRun):
 
 class _LowerMbalRecovery(core_leader.Recovery):
     """Mutation lower_mbal, the other half: what the tally already holds (2b bundles and
-    replies, older than the ballot) is fed to the ballot as 1b's."""
+    replies, older than the ballot; an instance an acceptor did not report taken as
+    nothing accepted) is fed to the ballot as 1b's, and if that makes a majority the
+    ballot proposes at once, without waiting for a phase 1."""
 
     def _ballot(self, now: float, out: Ready) -> None:
         super()._ballot(now, out)
-        if self.run is not None and self.phase is core_leader.RecoveryPhase.PHASE1:
-            for acc, states in self.tally.reports.items():
-                self.run.on_phase1b(acc, states)
+        run = self.run
+        if run is None or self.phase is not core_leader.RecoveryPhase.PHASE1:
+            return
+        for acc, states in sorted(self.tally.reports.items()):
+            run.on_phase1b(acc, {ins: states.get(ins, InstanceState()) for ins in run.instances})
+        proposals = run.proposals()
+        if proposals is not None:
+            out.log.append((self.txn_id, "mutant: counts its tally as promises, skips phase 1"))
+            self._phase2a(proposals, now, out)
 
 
 class _RestartingSource(BallotSource):

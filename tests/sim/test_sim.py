@@ -111,6 +111,9 @@ def _first_failure(
         # waits for good, which progress would name first in some seeds.)
         ("free_prepared", ALL, "P6", 300, {}),
         ("free_prepared", SAFETY, "P1", 3000, {}),
+        # pitfall 4: a leader counts what its tally holds (older than its ballot) as
+        # promises and skips phase 1: it proposes aborted where prepared was chosen.
+        ("lower_mbal", ALL, "P2", 500, {}),
         # pitfall 3: a prepared RM aborts on its own (ParticipantCore.refuse lets it). P1
         # names the consequence only once another RM committed: left out, so that P5 names
         # the bug itself.
@@ -132,6 +135,7 @@ def _first_failure(
     ids=[
         "free_prepared",
         "free_prepared-five-properties",
+        "lower_mbal",
         "abort_after_prepare",
         "amnesia",
         "forget_promise",
