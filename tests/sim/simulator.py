@@ -897,7 +897,8 @@ class Sim:
 
     def send(self, m: Msg) -> None:
         self.net.append(m)
-        self.trace(f"send {show(m.body)} {m.src}->{m.dst}")
+        if self.verbose:  # (the line is costly to make: only when shown)
+            self.trace(f"send {show(m.body)} {m.src}->{m.dst}")
         body = m.body
         if isinstance(body, Phase2a):
             if body.ballot == RM_BALLOT and m.src in self.rms:
