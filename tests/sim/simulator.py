@@ -563,6 +563,7 @@ class RMProcess:
         for txn, st in sorted(self.resource.items()):
             if st == PREPARED:
                 sim.event(f"{self.rm} resumes {txn} (prepared, durably)")
+                sim.rm_resumed = True
                 self.step(partial(self.core.resume, txn, "c0", sim.n))
             elif st == WORKING:
                 sim.event(f"{self.rm} abandons {txn} (never prepared)")
@@ -785,6 +786,10 @@ class Result:
     dueling: bool
     #: Abort causes of the decisions (a coverage count).
     causes: set[str] = field(default_factory=set)
+    #: Whether a restarted RM resumed a prepared transaction, and whether an RM ran a
+    #: recovery ballot of its own.
+    rm_resumed: bool = False
+    rm_led: bool = False
 
 
 Action = tuple[float, Callable[[], None]]
@@ -866,6 +871,8 @@ class Sim:
         self.leader_2a: set[str] = set()
         self.ballot_leaders: dict[str, set[str]] = {}
         self.violations: list[tuple[str, str]] = []
+        self.rm_resumed = False
+        self.rm_led = False
         for name in self.coords:
             self._start_node(name)
 
@@ -1086,6 +1093,7 @@ class Sim:
                     self._violate("P7", f"{leader_id} starts ballot {bal} of {ev.txn_id} a second time")
                 self.started.add(key)
                 self.ballot_leaders.setdefault(ev.txn_id, set()).add(name)
+                self.rm_led = self.rm_led or name in self.rms
                 self.event(f"{leader_id} starts ballot {bal} of {ev.txn_id}")
             elif ev.name == "Phase2a":
                 self.leader_2a.add(ev.txn_id)
@@ -1466,6 +1474,8 @@ class Sim:
             committed_rms=sum(st == COMMITTED for st in self.states().values()),
             dueling=any(len(ls) > 1 for ls in self.ballot_leaders.values()),
             causes=self.causes,
+            rm_resumed=self.rm_resumed,
+            rm_led=self.rm_led,
         )
 
     def _begin(self) -> None:
@@ -1553,6 +1563,9 @@ class Sweep:
     rm_committed: int = 0
     configs: set[tuple[int, int, int]] = field(default_factory=set)
     causes: dict[str, int] = field(default_factory=dict)
+    #: Runs in which a restarted RM resumed a prepared transaction / an RM led a ballot.
+    rm_resumed: int = 0
+    rm_led: int = 0
     seconds: float = 0.0
 
     def merge(self, other: Sweep) -> None:
@@ -1568,6 +1581,8 @@ class Sweep:
         self.dueling += other.dueling
         self.faulty += other.faulty
         self.rm_committed += other.rm_committed
+        self.rm_resumed += other.rm_resumed
+        self.rm_led += other.rm_led
         self.configs |= other.configs
         self.seconds = max(self.seconds, other.seconds)
 
@@ -1576,7 +1591,8 @@ class Sweep:
         return (
             f"{self.seeds} seeds in {self.seconds:.1f}s: {len(self.failures)} failed; txns {self.outcomes}; "
             f"{self.rm_committed} runs in which RMs committed; {self.steps} steps, {self.ballots} leader "
-            f"ballots ({self.dueling} runs with two leaders), {self.recovered} decisions by recovery; "
+            f"ballots ({self.dueling} runs with two leaders, {self.rm_led} with an RM's own), "
+            f"{self.recovered} decisions by recovery, {self.rm_resumed} runs with a prepared RM restarted; "
             f"abort causes: {causes}"
         )
 
@@ -1604,6 +1620,8 @@ def sweep(
         out.dueling += res.dueling
         out.faulty += res.faults > 0
         out.rm_committed += res.committed_rms > 0
+        out.rm_resumed += res.rm_resumed
+        out.rm_led += res.rm_led
         for c in res.causes:
             out.causes[c] = out.causes.get(c, 0) + 1
         for o in res.outcomes.values():
