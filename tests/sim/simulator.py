@@ -139,6 +139,10 @@ MUTATIONS: Final[dict[str, str]] = {
     "lower_mbal": "a leader counts states whose mbal is below its ballot as promises: what its tally "
     "already holds (2b bundles and replies) and late 1b's of its earlier ballots (pitfall 4)",
     "abort_after_prepare": "an RM may abort on its own after it prepared (pitfall 3)",
+    "vote_before_prepare": "an RM sends its prepared vote as soon as it is asked to prepare, before its "
+    "resource's prepare made it durable (pitfall 3)",
+    "guess_after_restart": "a restarted RM that had prepared guesses abort instead of learning the "
+    "outcome (pitfall 7)",
     "reuse_ballot": "a restarted coordinator keeps its old leader id, so reuses its ballots (pitfall 2)",
     "restart_rounds": "a BallotSource counts rounds from the highest ballot seen only, not from its "
     "own last one, so a new recovery of a transaction starts its ballots again (pitfall 2)",
@@ -710,6 +714,40 @@ def _refuse_after_prepare(self: ParticipantCore, txn_id: str, reason: str, now: 
     return True
 
 
+_real_on_coordinator = ParticipantCore.on_coordinator
+_real_resume = ParticipantCore.resume
+
+
+def _vote_at_prepare(
+    self: ParticipantCore,
+    txn_id: str,
+    request: AwaitPrepare | AskOutcome,
+    reply: CoordinatorReply,
+    now: float,
+    out: Ready,
+) -> None:
+    """Mutation vote_before_prepare: the paper's Prepare sends the prepared vote at once."""
+    _real_on_coordinator(self, txn_id, request, reply, now, out)
+    t = self._txns.get(txn_id)
+    if isinstance(reply, Prepare) and t is not None and t.phase is core_participant._Phase.PREPARING:
+        for i in range(majority(t.n)):
+            out.send(i, Phase2a(txn_id, RM_BALLOT, {self.rm_id: Vote.PREPARED}))
+
+
+def _guessing_resume(
+    self: ParticipantCore, txn_id: str, coordinator: str, n_acceptors: int, now: float, out: Ready
+) -> None:
+    """Mutation guess_after_restart: resumed, a prepared RM aborts without learning."""
+    _real_resume(self, txn_id, coordinator, n_acceptors, now, out)
+    t = self._txns.get(txn_id)
+    if t is not None and t.apply_op is None:
+        out.event("RMChooseToAbort", txn_id, rm=self.rm_id)
+        t.learner = None
+        t.learn_at = None
+        self._apply(t, ResourceOp.ABORT, out)
+        self._after(t, out)
+
+
 @contextlib.contextmanager
 def _mutated(mutation: str) -> Iterator[None]:
     """Patch one seeded bug into the core for one run, and take it out again."""
@@ -723,6 +761,10 @@ def _mutated(mutation: str) -> Iterator[None]:
         patches += [(m, "BallotSource", _RestartingSource) for m in (core_coordinator, core_participant)]
     elif mutation == "abort_after_prepare":
         patches.append((ParticipantCore, "refuse", _refuse_after_prepare))
+    elif mutation == "vote_before_prepare":
+        patches.append((ParticipantCore, "on_coordinator", _vote_at_prepare))
+    elif mutation == "guess_after_restart":
+        patches.append((ParticipantCore, "resume", _guessing_resume))
     elif mutation == "count_twice":
         patches += [(core_owner, "Tally", _CountTwiceTally), (core_learner, "Tally", _CountTwiceTally)]
     elif mutation == "commit_without_set":

@@ -123,6 +123,13 @@ def _first_failure(
         # names the consequence only once another RM committed: left out, so that P5 names
         # the bug itself.
         ("abort_after_prepare", ALL - {"P1"}, "P5", 200, {}),
+        # pitfall 3: the prepared vote leaves before the resource's prepare made it
+        # durable. P6 sees it at once; the five safety properties see the damage when the
+        # prepare then refuses: prepared was chosen, the RM aborted, another committed.
+        ("vote_before_prepare", ALL, "P6", 100, {}),
+        ("vote_before_prepare", SAFETY, "P1", 500, {}),
+        # pitfall 7: a restarted prepared RM guesses abort instead of learning the outcome.
+        ("guess_after_restart", ALL, "P5", 300, {}),
         # pitfall 1: an acceptor restarts blank; a chosen value is forgotten and replaced.
         ("amnesia", ALL, "P2", 300, {}),
         # pitfall 1: an acceptor promises without persisting mbal, then accepts a lower ballot.
@@ -142,6 +149,9 @@ def _first_failure(
         "free_prepared-five-properties",
         "lower_mbal",
         "abort_after_prepare",
+        "vote_before_prepare",
+        "vote_before_prepare-five-properties",
+        "guess_after_restart",
         "amnesia",
         "forget_promise",
         "reuse_ballot",
