@@ -2,18 +2,19 @@
 
 What runs is the code the services run: every coordinator replica is a
 :class:`rm_sdk.core.coordinator.CoordinatorNode` (a crash drops it, a restart makes a new
-one with a fresh leader id), every acceptor runs the pure handlers of :mod:`acceptor.core`
-over durable :class:`~acceptor.core.TxnRecord`'s (a crash keeps them). This module owns
-only what is not the protocol: the network (loss, duplication, reordering, partitions),
-the transport's give-up (:class:`~rm_sdk.core.messages.NoAnswer` when a call can no
-longer be answered), a simulated clock that the scheduler advances to the next deadline,
-the application, faults, and the safety checks (:data:`PROPERTIES`) after every step.
-
-Resource managers are a SMALL STAND-IN (:class:`RMStandIn`) until the participant core
-(``rm_sdk/core/participant.py``) lands: join, await prepare, vote at ballot 0 to the first
-majority of acceptors (then all of them), learn the outcome by AskOutcome. Everything the
-simulator needs of an RM goes through that class's few methods, so replacing it with the
-real participant is a local change.
+one with a fresh leader id), every resource-manager process is a
+:class:`rm_sdk.core.participant.ParticipantCore` (one per process, for all its
+transactions; a crash drops it, the restarted process resumes what its resource holds as
+prepared and abandons the rest), every acceptor runs the pure handlers of
+:mod:`acceptor.core` over durable :class:`~acceptor.core.TxnRecord`'s (a crash keeps
+them). This module owns only what is not the protocol: the network (loss, duplication,
+reordering, partitions), the transport's give-up (:class:`~rm_sdk.core.messages.NoAnswer`
+when a call can no longer be answered, ``Unreachable`` for an RM's coordinator call), a
+simulated clock that the scheduler advances to the next deadline, the application, the
+resources behind the RMs (their prepare, commit and abort, which may refuse or fail),
+faults, and the safety checks (:data:`PROPERTIES`) after every step. :class:`RMProcess`
+plays the part of ``rm_sdk.participant.Participant``, the service's driver of the same
+core, with simulated time and network.
 
 Deterministic: one ``random.Random(seed)`` makes every choice; no clock, threads or
 asyncio. Each seed also scales every kind of fault and timeout differently (swarm
@@ -43,6 +44,7 @@ import rm_sdk.core.coordinator as core_coordinator
 import rm_sdk.core.leader as core_leader
 import rm_sdk.core.learner as core_learner
 import rm_sdk.core.owner as core_owner
+import rm_sdk.core.participant as core_participant
 from acceptor import core as acceptor_core
 from acceptor.core import TxnRecord
 from rm_sdk.ballots import BallotRun, BallotSource, Tally, next_ballot
@@ -50,7 +52,7 @@ from rm_sdk.core.coordinator import CoordinatorNode, CoordinatorTimeouts
 from rm_sdk.core.learner import LearnerTimeouts
 from rm_sdk.core.messages import (
     Abort,
-    Acknowledge,
+    Acknowledged,
     AskOutcome,
     AwaitPrepare,
     Begin,
@@ -75,6 +77,18 @@ from rm_sdk.core.messages import (
     Unknown,
 )
 from rm_sdk.core.owner import OwnerTimeouts
+from rm_sdk.core.participant import (
+    Applied,
+    CallCoordinator,
+    CallResource,
+    CoordinatorReply,
+    Ended,
+    ParticipantCore,
+    ParticipantTimeouts,
+    ResourceOp,
+    RMState,
+    Unreachable,
+)
 from rm_sdk.core.ready import Ready
 from rm_sdk.protocol import (
     REGISTRAR,
@@ -97,7 +111,7 @@ __all__ = [
     "MUTATIONS",
     "PROPERTIES",
     "Config",
-    "RMStandIn",
+    "RMProcess",
     "Result",
     "SimulationFailure",
     "Sweep",
@@ -123,8 +137,13 @@ PROPERTIES: Final[dict[str, str]] = {
 #: Seeded bugs in the real core (or in a process around it), each a simulator option.
 MUTATIONS: Final[dict[str, str]] = {
     "free_prepared": "a leader's ballot proposes prepared in a free RM instance (pitfall 4)",
-    "lower_mbal": "a leader's ballot counts 1b's whose mbal is below its ballot as promises (pitfall 4)",
+    "lower_mbal": "a leader counts states whose mbal is below its ballot as promises: what its tally "
+    "already holds (2b bundles and replies) and late 1b's of its earlier ballots (pitfall 4)",
     "abort_after_prepare": "an RM may abort on its own after it prepared (pitfall 3)",
+    "vote_before_prepare": "an RM sends its prepared vote as soon as it is asked to prepare, before its "
+    "resource's prepare made it durable (pitfall 3)",
+    "guess_after_restart": "a restarted RM that had prepared guesses abort instead of learning the "
+    "outcome (pitfall 7)",
     "reuse_ballot": "a restarted coordinator keeps its old leader id, so reuses its ballots (pitfall 2)",
     "restart_rounds": "a BallotSource counts rounds from the highest ballot seen only, not from its "
     "own last one, so a new recovery of a transaction starts its ballots again (pitfall 2)",
@@ -158,6 +177,7 @@ FAULT_KINDS: Final = (
     "rm_timeout",
     "own_abort",
     "crash_rm",
+    "resource_error",
     "partition",
     "clock",
 )
@@ -166,8 +186,16 @@ TIMEOUT_KINDS: Final = ("vote_timeout", "recovery")
 TIMEOUT_SCALES: Final = (0.3, 1.0, 3.0)
 #: Probability that a step of the faulty phase is a fault, when one is enabled.
 FAULT_RATES: Final = (0.04, 0.12, 0.3)
-#: Seconds a stand-in RM's AwaitPrepare / AskOutcome waits at the coordinator.
+#: Seconds an RM's AwaitPrepare waits at the coordinator.
 RM_WAIT: Final = 3.0
+COORDINATORS: Final = ("c0", "c1")
+#: The participant core's trace events, as the schedule tells them.
+_RM_EVENTS: Final = {
+    "RMPrepare": "votes prepared in",
+    "RMChooseToAbort": "aborts on its own in",
+    "RMRcvCommitMsg": "learns commit of",
+    "RMRcvAbortMsg": "learns abort of",
+}
 #: Ticks of one node at one instant beyond which the core is livelocked.
 MAX_TICKS: Final = 100
 
@@ -305,9 +333,10 @@ class Msg:
 
 @dataclass
 class Call:
-    """A coordinator's request to an acceptor, until answered or given up (NoAnswer)."""
+    """A coordinator's (or an RM's) request to an acceptor, until answered or given up
+    (NoAnswer): ``src`` and its incarnation ``inc``."""
 
-    coord: str
+    src: str
     inc: int
     acceptor: int
     request: Any
@@ -333,178 +362,265 @@ class CoordSlot:
     node: CoordinatorNode | None
 
 
-# ----------------------------------------------------------------------------- RM stand-in
+# ----------------------------------------------------------------------------- RM processes (ParticipantCore)
 
 
-class RMStandIn:
-    """STAND-IN for the participant core until ``rm_sdk/core/participant.py`` lands.
+class RMProcess:
+    """One resource-manager process: the real :class:`ParticipantCore` (soft state, lost in
+    a crash) over a simulated resource (durable), driven the way
+    :class:`rm_sdk.participant.Participant` drives it, with the simulated clock and network.
 
-    One RM in one transaction, as small as the simulation needs: join the owner, await
-    Prepare, vote at ballot 0 (prepared: durably, then 2a's to the first majority of
-    acceptors, the rest only on failure), learn the outcome with AskOutcome. The simulator
-    uses only :meth:`deliver`, :meth:`actions`, ``state``, ``learned`` and
-    ``was_prepared``; messages leave through ``send(dst, body)``.
+    One core runs every transaction of the RM, as in the service. The application joins
+    (the core's ``join`` runs after the coordinator's Joined, like ``Participant.join``);
+    the core's :class:`CallCoordinator` effects become requests with tokens, whose answer,
+    or the transport's give-up (:class:`Unreachable`; NOT_FOUND is :class:`Unknown`), feeds
+    ``on_coordinator``; its :class:`CallResource` effects become actions of the simulation
+    that report ``on_prepared`` (PREPARED, ABORTED, or None: ``prepare`` raised) and
+    ``on_applied``; its sends go to the acceptors as calls whose replies (or NoAnswer) feed
+    ``on_acceptor``; the clock ticks it at ``next_deadline()``. A crash drops the core: the
+    restarted process has a new one with a fresh leader id (pitfall 2), ``resume``s every
+    transaction its resource holds as prepared and ``abandon``s those it never prepared.
     """
 
-    def __init__(self, sim: Sim, rm: str, txn: str) -> None:
+    def __init__(self, sim: Sim, rm: str) -> None:
         self.sim = sim
         self.rm = rm
-        self.txn = txn
-        self.name = f"{rm}/{txn}"
-        self.state = IDLE
-        self.joins = 0
-        #: The one coordinator request outstanding (its token), and its kind.
-        self.call: tuple[str, int] | None = None
-        self.call_kind = ""
-        self.vote: Vote | None = None
-        self.acked: set[int] = set()
-        self.learned: Outcome | None = None
-        self.was_prepared = False
+        self.incarnation = 0
+        #: Durable: each transaction's work at the resource (WORKING: done, not prepared;
+        #: PREPARED; COMMITTED; ABORTED). Absent: not joined.
+        self.resource: dict[str, str] = {}
+        #: The application's join attempts per transaction, and the one in flight (token).
+        self.joins: dict[str, int] = {}
+        self.joining: dict[str, tuple[str, int]] = {}
+        #: Transactions this RM already asked the acceptors about on its own (``learn``).
+        self.probed: set[str] = set()
+        self._start()
 
-    # -------------------------------------------------------------- sending
+    def _start(self) -> None:
+        """A new incarnation: a fresh core and no soft state."""
+        self.incarnation += 1
+        self.leader_id = f"{self.rm}.{self.incarnation}"
+        self.core = ParticipantCore(self.rm, self.leader_id, self.sim.rm_timeouts)
+        #: Coordinator calls outstanding: token -> the core's request.
+        self.calls: dict[tuple[str, int], AwaitPrepare | AskOutcome] = {}
+        #: The resource's calls running (the core's CallResource effects).
+        self.running: list[CallResource] = []
+        #: The core's ``learn`` questions outstanding: token -> transaction.
+        self.learning: dict[tuple[str, int], str] = {}
 
-    def _request(self, kind: str, dst: str, body: Any) -> None:
-        token = (self.name, self.sim.seq())
-        self.call, self.call_kind = token, kind
-        self.sim.send(Msg(self.name, dst, body, token=token))
+    def state(self, txn: str) -> str:
+        """What the checks see of this RM in ``txn``: its resource's state, else whether
+        the application is joining."""
+        st = self.resource.get(txn)
+        if st is not None:
+            return st
+        return JOINING if txn in self.joining else IDLE
 
-    def _vote(self, targets: range | list[int]) -> None:
-        assert self.vote is not None
-        for i in targets:
-            self.sim.send(Msg(self.name, f"a{i}", Phase2a(self.txn, RM_BALLOT, {self.rm: self.vote})))
+    # -------------------------------------------------------------- the driver
 
-    # -------------------------------------------------------------- actions
+    def step(self, fn: Callable[[float, Ready], object]) -> None:
+        """One step of the core, then its Ready carried out (the driver's ``_step``)."""
+        out = Ready()
+        fn(self.sim.now, out)
+        self._execute(out)
 
-    def join(self) -> None:
-        self.sim.line(f"{self.rm} joins {self.txn}")
-        self.joins += 1
-        self.state = JOINING
-        self._request("join", "c0", Join(self.txn, self.rm))
+    def _execute(self, out: Ready) -> None:
+        sim = self.sim
+        sim.observe(self.rm, self.leader_id, out)
+        for i, req in out.sends:
+            call = sim.seq()
+            sim.calls[call] = Call(self.rm, self.incarnation, i, req)
+            sim.send(Msg(self.rm, f"a{i}", req, inc=self.incarnation, call=call))
+        for token, msg in out.replies:
+            txn = self.learning.pop(token, None)
+            if txn is not None:
+                sim.event(f"{self.rm} learns from the acceptors: {show(msg)}")
+        for eff in out.effects:
+            if isinstance(eff, CallResource):
+                self.running.append(eff)
+            elif isinstance(eff, CallCoordinator):
+                self._call(eff)
+            elif isinstance(eff, Applied):
+                sim.event(f"{self.rm} applied {eff.txn_id}: {eff.state.value}")
+            elif isinstance(eff, Ended):
+                sim.trace(f"{self.rm} is done with {eff.txn_id}")
 
-    def poll(self) -> None:
-        self.sim.line(f"{self.rm} awaits prepare for {self.txn}")
-        self._request("await_prepare", "c0", AwaitPrepare(self.txn, self.rm, RM_WAIT))
-
-    def ask(self) -> None:
-        dst = self.sim.rng.choice(("c0", "c1"))
-        self.sim.line(f"{self.rm} asks {dst} the outcome of {self.txn}")
-        self._request("ask", dst, AskOutcome(self.txn, RM_WAIT))
-
-    def timeout(self) -> None:
-        self.sim.line(f"{self.rm}: its {self.call_kind} call for {self.txn} times out")
-        if self.call_kind == "join" and self.state == JOINING:
-            self.state = IDLE  # the application saw the join fail
-        self.call = None
-
-    def abort_on_own(self, why: str) -> None:
-        """The spec's ``RMChooseToAbort`` (before preparing; the mutant also after)."""
-        self.sim.line(f"{self.rm} aborts {self.txn} on its own ({why})")
-        if self.state == PREPARED:
-            self.state = ABORTED  # the mutant abort_after_prepare: no vote can follow
-            return
-        self.state = ABORTED
-        self.vote = Vote.ABORTED
-        self._vote(range(self.sim.n))
-        self.acknowledge()
-
-    def resend_vote(self) -> None:
-        self.sim.line(f"{self.rm} resends its vote for {self.txn} to every acceptor")
-        self._vote([i for i in range(self.sim.n) if i not in self.acked])
-
-    def crash(self) -> None:
-        """Restart a prepared RM: its vote is durable; it resends it and learns the outcome."""
-        self.sim.line(f"crash and restart {self.rm} (prepared in {self.txn}, durably)")
-        self.call = None
-        self.acked.clear()
-        self._vote(range(self.sim.n))
-
-    def actions(self, quiet: bool, k: Callable[[str], float]) -> tuple[list[Action], list[Action]]:
-        acts: list[Action] = []
-        faults: list[Action] = []
-        if self.state == IDLE and self.joins < 2 and not quiet:
-            acts.append((1.0, self.join))
-        if self.call is not None:
-            if not self.sim.token_alive(self.call):
-                acts.append((1.0, self.timeout))
-            elif not quiet:
-                faults.append((0.3 * k("rm_timeout"), self.timeout))
-        if self.state == WORKING:
-            if self.call is None:
-                acts.append((1.0, self.poll))
-            if self.sim.owner_gone():
-                # The participant gives up on an owner it cannot reach (its lease).
-                acts.append((0.5, partial(self.abort_on_own, "its owner is gone")))
-            elif not quiet:
-                faults.append((0.3 * k("own_abort"), partial(self.abort_on_own, "unilateral")))
-        if self.state == PREPARED:
-            if self.call is None:
-                acts.append((1.0, self.ask))
-            if len(self.acked) < self.sim.need and not self.sim.in_flight_from(self.name, Phase2a):
-                acts.append((1.0, self.resend_vote))
-            if not quiet:
-                faults.append((0.15 * k("crash_rm"), self.crash))
-                if self.sim.cfg.mutation == "abort_after_prepare":
-                    faults.append((0.3, partial(self.abort_on_own, "mutant: after it prepared")))
-        return acts, faults
-
-    # -------------------------------------------------------------- replies
+    def _call(self, eff: CallCoordinator) -> None:
+        req = eff.request
+        # An outcome question may go to any replica (the client tries them in turn).
+        # An acknowledgement of a resumed transaction names no coordinator: the first one
+        # (as the participant driver sends it).
+        dst = self.sim.rng.choice(COORDINATORS) if isinstance(req, AskOutcome) else eff.coordinator or "c0"
+        token = (self.rm, self.sim.seq())
+        self.calls[token] = req
+        self.sim.send(Msg(self.rm, dst, req, token=token))
 
     def deliver(self, m: Msg) -> None:
         body = m.body
-        if isinstance(body, (Phase2b, Refused)):
-            if isinstance(body, Phase2b):
-                st = body.states.get(self.rm)
-                if st is not None and st.bal == RM_BALLOT and st.val == self.vote:
-                    self.acked.add(body.acceptor)
+        if m.token is None:  # an acceptor's reply, on the connection of the incarnation that asked
+            if m.inc != self.incarnation:
+                self.sim.event(f"lost: {self.rm}.{m.inc} is gone")
+                return
+            self.step(partial(self.core.on_acceptor, body))
             return
-        current = m.token == self.call
-        if current:
-            self.call = None
-        if isinstance(body, Decided):
-            self._learn(body.decision.outcome)
-        elif not current:
+        txn = body.txn_id
+        if self.joining.get(txn) == m.token:
+            del self.joining[txn]
+            if isinstance(body, Joined):
+                # Participant.join: the core joins once the registrar has the join.
+                self.resource[txn] = WORKING
+                self.step(partial(self.core.join, txn, "c0", self.sim.n))
+            else:
+                self.sim.event(f"{self.rm}'s join of {txn} fails: {show(body)}")
             return
-        elif isinstance(body, Joined) and self.state == JOINING:
-            self.state = WORKING
-        elif isinstance(body, Failed):
-            if self.state == JOINING:
-                self.state = IDLE
-            elif self.state == WORKING:
-                self.abort_on_own(f"the coordinator answered {type(body.error).__name__}")
-        elif isinstance(body, Prepare) and body.prepare and self.state == WORKING:
-            self._prepare()
+        req = self.calls.pop(m.token, None)
+        if req is None:
+            return  # nobody waits for it any more (timed out, or asked before a crash)
+        reply = _coordinator_reply(req, body)
+        self.step(lambda now, out: self.core.on_coordinator(req.txn_id, req, reply, now, out))
 
-    def _prepare(self) -> None:
-        if self.sim.rng.random() < 0.12 * self.sim.k("own_abort"):
-            self.sim.event(f"{self.rm} votes aborted")
-            self.state = ABORTED
-            self.vote = Vote.ABORTED
-            self._vote(range(self.sim.n))
-            return
-        # Pitfall 3: prepared is durable before the 2a leaves; then to the first majority.
-        self.sim.event(f"{self.rm} prepares (durably) and votes prepared")
-        self.state = PREPARED
-        self.was_prepared = True
-        self.vote = Vote.PREPARED
-        self.sim.prepared_votes.add((self.txn, self.rm))
-        self._vote(range(self.sim.need))
+    # -------------------------------------------------------------- actions
 
-    def _learn(self, outcome: Outcome) -> None:
-        if self.state in (COMMITTED, ABORTED) or self.state == IDLE:
-            return
-        self.learned = outcome
-        self.state = COMMITTED if outcome is Outcome.COMMITTED else ABORTED
-        self.sim.event(f"{self.rm} learns {self.txn} {outcome.value}")
-        self.acknowledge()
+    def join(self, txn: str) -> None:
+        self.sim.line(f"{self.rm} joins {txn}")
+        self.joins[txn] = self.joins.get(txn, 0) + 1
+        token = (self.rm, self.sim.seq())
+        self.joining[txn] = token
+        self.sim.send(Msg(self.rm, "c0", Join(txn, self.rm), token=token))
 
-    def acknowledge(self) -> None:
-        """Spec ``RMAck``: applied (durably), so say so to the owner; lost or not, the RM
-        never asks again (what it answers is on no call of its own)."""
-        outcome = Outcome.COMMITTED if self.state == COMMITTED else Outcome.ABORTED
-        self.sim.line(f"{self.rm} acknowledges {self.txn} {outcome.value}")
-        self.sim.send(
-            Msg(self.name, "c0", Acknowledge(self.txn, self.rm, outcome), token=(self.name, self.sim.seq()))
-        )
+    def timeout(self, token: tuple[str, int]) -> None:
+        """The deadline of a coordinator call passes: the core hears Unreachable."""
+        for txn, t in list(self.joining.items()):
+            if t == token:
+                self.sim.line(f"{self.rm}: its join of {txn} times out")
+                del self.joining[txn]  # the application saw the join fail
+                return
+        req = self.calls.pop(token)
+        self.sim.line(f"{self.rm}: its {show(req)} times out")
+        unreachable = Unreachable(req.txn_id, "deadline exceeded")
+        self.step(lambda now, out: self.core.on_coordinator(req.txn_id, req, unreachable, now, out))
+
+    def run_resource(self, eff: CallResource) -> None:
+        """The resource's prepare/commit/abort returns."""
+        self.running.remove(eff)
+        sim, txn = self.sim, eff.txn_id
+        x = sim.rng.random()
+        if eff.op is ResourceOp.PREPARE:
+            vote: Vote | None
+            if x < 0.12 * sim.k("own_abort"):
+                sim.line(f"{self.rm}'s prepare of {txn} refuses: it votes aborted")
+                vote = Vote.ABORTED
+            elif x < 0.12 * sim.k("own_abort") + 0.05 * sim.k("resource_error"):
+                sim.line(f"{self.rm}'s prepare of {txn} raises")
+                vote = None
+            else:
+                sim.line(f"{self.rm} prepares {txn} (durably)")
+                self._prepared(txn)
+                vote = Vote.PREPARED
+            self.step(lambda now, out: self.core.on_prepared(txn, vote, now, out))
+            return
+        if sim.phase != "quiet" and x < 0.1 * sim.k("resource_error"):
+            sim.line(f"{self.rm}'s {eff.op.value} of {txn} fails")
+            self.step(lambda now, out: self.core.on_applied(txn, False, now, out))
+            return
+        sim.line(f"{self.rm} {'commits' if eff.op is ResourceOp.COMMIT else 'aborts'} {txn}")
+        self._applied(eff)
+        self.step(lambda now, out: self.core.on_applied(txn, True, now, out))
+
+    def _prepared(self, txn: str) -> None:
+        self.resource[txn] = PREPARED
+        self.sim.prepared_votes.add((txn, self.rm))
+
+    def _applied(self, eff: CallResource) -> None:
+        self.resource[eff.txn_id] = COMMITTED if eff.op is ResourceOp.COMMIT else ABORTED
+
+    def refuse(self, txn: str) -> None:
+        """The application gives up on its work (``Participant.refuse``): the core aborts
+        only if it has not begun to prepare; then the owner is told."""
+        self.sim.line(f"{self.rm} tries to refuse {txn}")
+        done: list[bool] = []
+        self.step(lambda now, out: done.append(self.core.refuse(txn, "unilateral", now, out)))
+        if not done[0]:
+            self.sim.event("too late: the core says no")
+            return
+        token = (self.rm, self.sim.seq())  # the answer is not awaited
+        self.sim.send(Msg(self.rm, "c0", Abort(txn, "unilateral", rm_id=self.rm), token=token))
+
+    def learn(self, txn: str) -> None:
+        """Ask the acceptors alone how ``txn`` ended (``Participant.learn_from_acceptors``)."""
+        self.sim.line(f"{self.rm} asks the acceptors how {txn} ended")
+        self.probed.add(txn)
+        token = (self.rm, self.sim.seq())
+        self.learning[token] = txn
+        self.step(partial(self.core.learn, token, txn, self.sim.n))
+
+    def crash(self) -> None:
+        sim = self.sim
+        sim.line(f"crash and restart {self.rm} ({self.leader_id}; the core's soft state is lost)")
+        sim.faults += 1
+        for eff in self.running:
+            # Cut short: each call may or may not have taken effect at the resource.
+            if sim.rng.random() < 0.5:
+                sim.event(f"its {eff.op.value} of {eff.txn_id} took effect before the crash")
+                if eff.op is ResourceOp.PREPARE:
+                    self._prepared(eff.txn_id)
+                else:
+                    self._applied(eff)
+        self.joining.clear()
+        self._start()
+        sim.event(f"{self.rm} restarts as {self.leader_id}")
+        for txn, st in sorted(self.resource.items()):
+            if st == PREPARED:
+                sim.event(f"{self.rm} resumes {txn} (prepared, durably)")
+                sim.rm_resumed = True
+                self.step(partial(self.core.resume, txn, "c0", sim.n))
+            elif st == WORKING:
+                sim.event(f"{self.rm} abandons {txn} (never prepared)")
+                self.step(partial(self.core.abandon, txn, sim.n))
+
+    def actions(
+        self, quiet: bool, k: Callable[[str], float], live: set[Any]
+    ) -> tuple[list[Action], list[Action]]:
+        sim = self.sim
+        acts: list[Action] = []
+        faults: list[Action] = []
+        if not quiet:
+            for txn in sim.txns:
+                if txn not in self.resource and txn not in self.joining and self.joins.get(txn, 0) < 2:
+                    acts.append((1.0, partial(self.join, txn)))
+        for token in [*self.joining.values(), *self.calls]:
+            if token not in live:
+                acts.append((1.0, partial(self.timeout, token)))
+            elif not quiet:
+                faults.append((0.3 * k("rm_timeout"), partial(self.timeout, token)))
+        for eff in self.running:
+            acts.append((1.0, partial(self.run_resource, eff)))
+        if quiet:
+            return acts, faults
+        live = [t for t, st in self.resource.items() if st in (WORKING, PREPARED)]
+        for txn in live:
+            if self.core.active(txn):
+                # Also after prepare began, where the core must refuse to abort (pitfall 3).
+                w = 0.3 * k("own_abort") if self.resource[txn] == WORKING else 0.1
+                faults.append((w, partial(self.refuse, txn)))
+        if live:
+            faults.append((0.15 * k("crash_rm"), self.crash))
+        for txn, st in self.resource.items():
+            if st in (COMMITTED, ABORTED) and txn not in self.probed and not self.core.active(txn):
+                acts.append((0.05, partial(self.learn, txn)))
+        return acts, faults
+
+
+def _coordinator_reply(req: AwaitPrepare | AskOutcome, body: Any) -> CoordinatorReply:
+    """A coordinator's answer as the participant driver gives it to the core: NOT_FOUND
+    is Unknown, any other error Unreachable."""
+    if isinstance(body, (Prepare, Decided, Pending, Unknown, Acknowledged)):
+        return body
+    if isinstance(body, Failed):
+        if getattr(body.error, "status", "") == "NOT_FOUND":
+            return Unknown(req.txn_id, str(body.error))
+        return Unreachable(req.txn_id, str(body.error))
+    return Unreachable(req.txn_id, f"unexpected {type(body).__name__}")
 
 
 # ----------------------------------------------------------------------------- mutants
@@ -533,13 +649,21 @@ class _LowerMbalRun(BallotRun):
 
 class _LowerMbalRecovery(core_leader.Recovery):
     """Mutation lower_mbal, the other half: what the tally already holds (2b bundles and
-    replies, older than the ballot) is fed to the ballot as 1b's."""
+    replies, older than the ballot; an instance an acceptor did not report taken as
+    nothing accepted) is fed to the ballot as 1b's, and if that makes a majority the
+    ballot proposes at once, without waiting for a phase 1."""
 
     def _ballot(self, now: float, out: Ready) -> None:
         super()._ballot(now, out)
-        if self.run is not None and self.phase is core_leader.RecoveryPhase.PHASE1:
-            for acc, states in self.tally.reports.items():
-                self.run.on_phase1b(acc, states)
+        run = self.run
+        if run is None or self.phase is not core_leader.RecoveryPhase.PHASE1:
+            return
+        for acc, states in sorted(self.tally.reports.items()):
+            run.on_phase1b(acc, {ins: states.get(ins, InstanceState()) for ins in run.instances})
+        proposals = run.proposals()
+        if proposals is not None:
+            out.log.append((self.txn_id, "mutant: counts its tally as promises, skips phase 1"))
+            self._phase2a(proposals, now, out)
 
 
 class _RestartingSource(BallotSource):
@@ -579,6 +703,56 @@ def _forgetful_phase1a(acc: int, rec: TxnRecord | None, msg: Phase1a, now_ms: in
     return acceptor_core.Step(None, step.reply, step.trace)
 
 
+_real_refuse = ParticipantCore.refuse
+
+
+def _refuse_after_prepare(self: ParticipantCore, txn_id: str, reason: str, now: float, out: Ready) -> bool:
+    """Mutation abort_after_prepare: a prepared RM's refusal aborts it (no vote can follow:
+    its prepared one is out)."""
+    t = self._txns.get(txn_id)
+    if t is None or t.state is not RMState.PREPARED or t.apply_op is not None:
+        return _real_refuse(self, txn_id, reason, now, out)
+    out.event("RMChooseToAbort", txn_id, rm=self.rm_id)
+    t.learner = None
+    self._apply(t, ResourceOp.ABORT, out)
+    self._after(t, out)
+    return True
+
+
+_real_on_coordinator = ParticipantCore.on_coordinator
+_real_resume = ParticipantCore.resume
+
+
+def _vote_at_prepare(
+    self: ParticipantCore,
+    txn_id: str,
+    request: AwaitPrepare | AskOutcome,
+    reply: CoordinatorReply,
+    now: float,
+    out: Ready,
+) -> None:
+    """Mutation vote_before_prepare: the paper's Prepare sends the prepared vote at once."""
+    _real_on_coordinator(self, txn_id, request, reply, now, out)
+    t = self._txns.get(txn_id)
+    if isinstance(reply, Prepare) and t is not None and t.phase is core_participant._Phase.PREPARING:
+        for i in range(majority(t.n)):
+            out.send(i, Phase2a(txn_id, RM_BALLOT, {self.rm_id: Vote.PREPARED}))
+
+
+def _guessing_resume(
+    self: ParticipantCore, txn_id: str, coordinator: str, n_acceptors: int, now: float, out: Ready
+) -> None:
+    """Mutation guess_after_restart: resumed, a prepared RM aborts without learning."""
+    _real_resume(self, txn_id, coordinator, n_acceptors, now, out)
+    t = self._txns.get(txn_id)
+    if t is not None and t.apply_op is None:
+        out.event("RMChooseToAbort", txn_id, rm=self.rm_id)
+        t.learner = None
+        t.learn_at = None
+        self._apply(t, ResourceOp.ABORT, out)
+        self._after(t, out)
+
+
 @contextlib.contextmanager
 def _mutated(mutation: str) -> Iterator[None]:
     """Patch one seeded bug into the core for one run, and take it out again."""
@@ -589,7 +763,13 @@ def _mutated(mutation: str) -> Iterator[None]:
         patches.append((core_leader, "BallotRun", _LowerMbalRun))
         patches += [(m, "Recovery", _LowerMbalRecovery) for m in (core_owner, core_learner)]
     elif mutation == "restart_rounds":
-        patches.append((core_coordinator, "BallotSource", _RestartingSource))
+        patches += [(m, "BallotSource", _RestartingSource) for m in (core_coordinator, core_participant)]
+    elif mutation == "abort_after_prepare":
+        patches.append((ParticipantCore, "refuse", _refuse_after_prepare))
+    elif mutation == "vote_before_prepare":
+        patches.append((ParticipantCore, "on_coordinator", _vote_at_prepare))
+    elif mutation == "guess_after_restart":
+        patches.append((ParticipantCore, "resume", _guessing_resume))
     elif mutation == "count_twice":
         patches += [(core_owner, "Tally", _CountTwiceTally), (core_learner, "Tally", _CountTwiceTally)]
     elif mutation == "commit_without_set":
@@ -653,6 +833,10 @@ class Result:
     dueling: bool
     #: Abort causes of the decisions (a coverage count).
     causes: set[str] = field(default_factory=set)
+    #: Whether a restarted RM resumed a prepared transaction, and whether an RM ran a
+    #: recovery ballot of its own.
+    rm_resumed: bool = False
+    rm_led: bool = False
 
 
 Action = tuple[float, Callable[[], None]]
@@ -691,15 +875,20 @@ class Sim:
                 max_attempts=cfg.recover_attempts,
             ),
         )
+        self.rm_timeouts = ParticipantTimeouts(
+            owner_timeout=6.0 * self.knobs["vote_timeout"],
+            recovery_timeout=10.0 * self.knobs["recovery"],
+            answer_timeout=1.0,
+            prepare_wait=RM_WAIT,
+            recovery_attempts=cfg.recover_attempts,
+        )
         self.now = 0.0
         self.accs = [AcceptorNode(i) for i in range(self.n)]
-        self.coords = {c: CoordSlot(c, 1, f"{c}.1", None) for c in ("c0", "c1")}
+        self.coords = {c: CoordSlot(c, 1, f"{c}.1", None) for c in COORDINATORS}
+        #: Who a partition may separate (RMs and the application reach everyone).
+        self.partitionable = frozenset([f"a{a.idx}" for a in self.accs] + list(self.coords))
         self.txns = [f"t{i + 1}" for i in range(cfg.n_txns)]
-        self.rms: dict[str, RMStandIn] = {}
-        for t in self.txns:
-            for i in range(cfg.n_rms):
-                r = RMStandIn(self, f"rm{i + 1}", t)
-                self.rms[r.name] = r
+        self.rms = {f"rm{i + 1}": RMProcess(self, f"rm{i + 1}") for i in range(cfg.n_rms)}
         #: The application: per transaction, its outstanding Commit/Abort token, or done.
         self.app_call: dict[str, tuple[str, int] | None] = {t: None for t in self.txns}
         self.app_done: set[str] = set()
@@ -729,6 +918,9 @@ class Sim:
         self.leader_2a: set[str] = set()
         self.ballot_leaders: dict[str, set[str]] = {}
         self.violations: list[tuple[str, str]] = []
+        self.rm_resumed = False
+        self.rm_led = False
+        self._last_states: dict[tuple[str, str], str] | None = None
         for name in self.coords:
             self._start_node(name)
 
@@ -760,9 +952,17 @@ class Sim:
 
     def send(self, m: Msg) -> None:
         self.net.append(m)
-        self.trace(f"send {show(m.body)} {m.src}->{m.dst}")
+        if self.verbose:  # (the line is costly to make: only when shown)
+            self.trace(f"send {show(m.body)} {m.src}->{m.dst}")
         body = m.body
         if isinstance(body, Phase2a):
+            if body.ballot == RM_BALLOT and m.src in self.rms:
+                # Pitfall 3: an RM's prepared vote leaves only once its resource prepared.
+                for ins, val in body.proposals.items():
+                    if ins != m.src or (
+                        val is Vote.PREPARED and (body.txn_id, ins) not in self.prepared_votes
+                    ):
+                        self._violate("P6", f"{m.src} sent {show(body)} (its resource never prepared)")
             for ins, val in body.proposals.items():
                 key = (body.txn_id, ins, body.ballot)
                 old = self.sent2a.setdefault(key, val)
@@ -783,34 +983,28 @@ class Sim:
         if c is not None:
             c.alive += d
 
-    def token_alive(self, token: Any) -> bool:
-        """Whether a request of ``token`` or an answer to it may still arrive."""
-        if any(m.token == token for m in self.net):
-            return True
+    def live_tokens(self) -> set[Any]:
+        """The tokens whose request, or an answer to it, may still arrive: in flight, or
+        held by a coordinator."""
+        live = {m.token for m in self.net if m.token is not None}
         for slot in self.coords.values():
             node = slot.node
             if node is None:
                 continue
             for o in node.owned.values():
-                if token in o.prepare_waiters or token in o.outcome_waiters or token in o.commit_waiters:
-                    return True
+                live.update(o.prepare_waiters, o.outcome_waiters, o.commit_waiters)
             for lr in node.learners.values():
-                if token in lr.waiters:
-                    return True
-        return False
-
-    def owner_gone(self) -> bool:
-        """Whether c0's first incarnation, which began every transaction, is gone."""
-        c0 = self.coords["c0"]
-        return c0.node is None or c0.incarnation != 1
-
-    def in_flight_from(self, src: str, kind: type) -> bool:
-        return any(m.src == src and isinstance(m.body, kind) for m in self.net)
+                live.update(lr.waiters)
+        return live
 
     def _severed(self, x: str, y: str) -> bool:
-        if not self.side or "/" in x or "/" in y or x == "app" or y == "app":
+        if not self.side or x not in self.partitionable or y not in self.partitionable:
             return False
         return (x in self.side) != (y in self.side)
+
+    def states(self) -> dict[tuple[str, str], str]:
+        """Every RM's state in every transaction (what the checks compare)."""
+        return {(r.rm, t): r.state(t) for r in self.rms.values() for t in self.txns}
 
     def _deliver(self, idx: int, keep: bool) -> None:
         m = self.net[idx]
@@ -845,6 +1039,8 @@ class Sim:
                 node.acceptor_reply(m.body, self.now)
             self._flush(slot)
         else:
+            if m.token is None:
+                self.calls.pop(m.call, None)
             self.rms[m.dst].deliver(m)
 
     # ------------------------------------------------------------------ acceptors (acceptor.core)
@@ -917,26 +1113,7 @@ class Sim:
         self._carry(slot, ready)
 
     def _carry(self, slot: CoordSlot, ready: Ready) -> None:
-        self.ballots += ready.ballots
-        for txn, text in ready.log:
-            self.trace(f"{slot.name} log {txn}: {text}")
-        for ev in ready.trace:
-            if ev.name == "Phase1a":
-                bal = Ballot(*ev.fields["bal"])
-                key = (ev.txn_id, bal)
-                if key in self.started:
-                    self._violate("P7", f"{slot.leader_id} starts ballot {bal} of {ev.txn_id} a second time")
-                self.started.add(key)
-                self.ballot_leaders.setdefault(ev.txn_id, set()).add(slot.name)
-                self.event(f"{slot.leader_id} starts ballot {bal} of {ev.txn_id}")
-            elif ev.name == "Phase2a":
-                self.leader_2a.add(ev.txn_id)
-            elif ev.name == "Decide":
-                self._decided(slot, ev.txn_id, Outcome(ev.fields["outcome"]))
-            elif ev.name == "Close":
-                self.event(f"{slot.name} closes {ev.txn_id} with set {{{','.join(ev.fields['set'])}}}")
-            elif ev.name == "ApplicationAbort":
-                self.event(f"{slot.name} aborts {ev.txn_id} before close")
+        self.observe(slot.name, slot.leader_id, ready)
         for _txn, d, _ in ready.decided:
             if d.cause is not None:
                 self.causes.add(d.cause.value)
@@ -951,21 +1128,45 @@ class Sim:
         for token, body in ready.replies:
             self.send(Msg(slot.name, token[0], body, inc=slot.incarnation, token=token))
 
-    def _decided(self, slot: CoordSlot, txn: str, outcome: Outcome) -> None:
-        self.event(f"{slot.name} decides {txn} {outcome.value}")
+    def observe(self, name: str, leader_id: str, ready: Ready) -> None:
+        """What a node's (coordinator's or RM's) Ready shows: ballots started, decisions."""
+        self.ballots += ready.ballots
+        for txn, text in ready.log:
+            self.trace(f"{name} log {txn}: {text}")
+        for ev in ready.trace:
+            if ev.name == "Phase1a":
+                bal = Ballot(*ev.fields["bal"])
+                key = (ev.txn_id, bal)
+                if key in self.started:
+                    self._violate("P7", f"{leader_id} starts ballot {bal} of {ev.txn_id} a second time")
+                self.started.add(key)
+                self.ballot_leaders.setdefault(ev.txn_id, set()).add(name)
+                self.rm_led = self.rm_led or name in self.rms
+                self.event(f"{leader_id} starts ballot {bal} of {ev.txn_id}")
+            elif ev.name == "Phase2a":
+                self.leader_2a.add(ev.txn_id)
+            elif ev.name == "Decide":
+                self._decided(name, ev.txn_id, Outcome(ev.fields["outcome"]))
+            elif ev.name == "Close":
+                self.event(f"{name} closes {ev.txn_id} with set {{{','.join(ev.fields['set'])}}}")
+            elif ev.name == "ApplicationAbort":
+                self.event(f"{name} aborts {ev.txn_id} before close")
+            elif ev.name in _RM_EVENTS:
+                self.event(f"{name} {_RM_EVENTS[ev.name]} {ev.txn_id}")
+
+    def _decided(self, name: str, txn: str, outcome: Outcome) -> None:
+        self.event(f"{name} decides {txn} {outcome.value}")
         if txn in self.leader_2a:
             self.recovered_txns.add(txn)
-        self.decisions[txn].append((slot.name, outcome))
+        self.decisions[txn].append((name, outcome))
         if len({o for _, o in self.decisions[txn]}) > 1:
             so_far = ", ".join(f"{c} {o.value}" for c, o in self.decisions[txn])
-            self._violate("P3", f"{slot.name} decides {txn} {outcome.value}; decisions so far: {so_far}")
+            self._violate("P3", f"{name} decides {txn} {outcome.value}; decisions so far: {so_far}")
         values = {ins: v for (t, ins), v in self.hist_chosen.items() if t == txn}
         b0 = self.ballot0.get(txn)
         rule, _ = decide(values, b0 if isinstance(b0, RMSet) else None)
         if rule is not outcome:
-            self._violate(
-                "P3", f"{slot.name} decides {txn} {outcome.value}, the chosen values give {rule.value}"
-            )
+            self._violate("P3", f"{name} decides {txn} {outcome.value}, the chosen values give {rule.value}")
 
     def _tick_due(self) -> None:
         """The drivers' timers: tick every node whose deadline has come."""
@@ -981,6 +1182,14 @@ class Sim:
                 self._flush(slot)
             else:
                 raise _Violation([("progress", f"{slot.leader_id} keeps wanting ticks at {self.now:g}s")])
+        for rm in self.rms.values():
+            for _ in range(MAX_TICKS):
+                nd = rm.core.next_deadline()
+                if nd is None or nd > self.now:
+                    break
+                rm.step(rm.core.tick)
+            else:
+                raise _Violation([("progress", f"{rm.leader_id} keeps wanting ticks at {self.now:g}s")])
         for acc in self.accs:
             for w in [w for w in acc.waiters if w[1] <= self.now]:
                 acc.waiters.remove(w)
@@ -1001,6 +1210,10 @@ class Sim:
                 nd = slot.node.next_deadline()
                 if nd is not None:
                     times.append(nd)
+        for rm in self.rms.values():
+            nd = rm.core.next_deadline()
+            if nd is not None:
+                times.append(nd)
         later = [t for t in times if t > self.now]
         return min(later) if later else None
 
@@ -1059,20 +1272,25 @@ class Sim:
             if self.hist_chosen.get((txn, ins)) != val:
                 self._violate("P2", f"chosen() says {txn}/{ins}={show_val(val)}, the history says otherwise")
 
-    def _check_step(self, before: dict[str, str]) -> None:
-        decided_outcomes = {t: {o for _, o in ds} for t, ds in self.decisions.items()}
-        for name, r in self.rms.items():
-            old = before[name]
-            if old == r.state:
+    def _check_step(self, before: dict[tuple[str, str], str]) -> None:
+        after = self._last_states = self.states()
+        if after == before:
+            # No RM changed: P1 and P4 stand as checked (chosen values never change; P2
+            # says so), and the other checks ran as the step went.
+            if self.violations:
+                raise _Violation(self.violations)
+            return
+        decided_outcomes = {t: {o.value for _, o in ds} for t, ds in self.decisions.items()}
+        for (rm, txn), new in after.items():
+            old = before[(rm, txn)]
+            if old == new:
                 continue
-            if old == PREPARED and (
-                r.learned is None or r.state != r.learned.value or r.learned not in decided_outcomes[r.txn]
-            ):
-                self._violate("P5", f"{r.rm} of {r.txn} went from prepared to {r.state} without learning it")
-            if r.state == COMMITTED and not r.was_prepared:
-                self._violate("P6", f"{r.rm} of {r.txn} committed without having prepared")
+            if old == PREPARED and new not in decided_outcomes[txn]:
+                self._violate("P5", f"{rm} of {txn} went from prepared to {new}, which nobody decided")
+            if new == COMMITTED and old != PREPARED:
+                self._violate("P6", f"{rm} of {txn} committed without having prepared")
         for txn in self.txns:
-            states = {r.rm: r.state for r in self.rms.values() if r.txn == txn}
+            states = {rm: st for (rm, t), st in after.items() if t == txn}
             done = [rm for rm, s in states.items() if s == COMMITTED]
             if not done:
                 continue
@@ -1142,15 +1360,16 @@ class Sim:
                 elif slot.node is None:
                     add((0.4, partial(self._restart_coordinator, slot)))
         # The application: commit (or abort) each transaction once, retrying a lost call.
+        live = self.live_tokens()
         for txn in self.txns:
             if txn in self.app_done:
                 continue
             token = self.app_call[txn]
             if token is not None:
-                if not self.token_alive(token):
+                if token not in live:
                     add((0.5, partial(self._app_request, txn, False)))
                 continue
-            waiting = any(r.state in (IDLE, JOINING) for r in self.rms.values() if r.txn == txn)
+            waiting = any(r.state(txn) in (IDLE, JOINING) for r in self.rms.values())
             w = 0.04 if waiting and not quiet else 1.0
             add((w, partial(self._app_request, txn, False)))
             add((w * 0.15, partial(self._app_request, txn, True)))
@@ -1182,7 +1401,7 @@ class Sim:
                     # every coordinator still working on it (an hour by default).
                     add((0.1, partial(self._expire, a, txn)))
         for r in self.rms.values():
-            more, more_faults = r.actions(quiet, self.k)
+            more, more_faults = r.actions(quiet, self.k, live)
             acts += more
             faults += more_faults
         return acts, faults
@@ -1231,13 +1450,19 @@ class Sim:
 
     def _no_answer(self, call_id: int) -> None:
         call = self.calls.pop(call_id)
-        self.line(f"{call.coord}: the transport gives up on {show(call.request)} to a{call.acceptor}")
-        slot = self.coords[call.coord]
+        self.line(f"{call.src}: the transport gives up on {show(call.request)} to a{call.acceptor}")
         if call.alive > 0:
             self.faults += 1
+        gave_up = NoAnswer(call.request.txn_id, call.acceptor, call.request)
+        rm = self.rms.get(call.src)
+        if rm is not None:
+            if rm.incarnation == call.inc:
+                rm.step(partial(rm.core.on_acceptor, gave_up))
+            return
+        slot = self.coords[call.src]
         if slot.node is None or slot.incarnation != call.inc:
             return
-        slot.node.acceptor_reply(NoAnswer(call.request.txn_id, call.acceptor, call.request), self.now)
+        slot.node.acceptor_reply(gave_up, self.now)
         self._flush(slot)
 
     def _partition(self) -> None:
@@ -1309,13 +1534,14 @@ class Sim:
                 pick = fn
                 break
         self.step_no += 1
-        before = {k: r.state for k, r in self.rms.items()}
+        # What the last check saw: nothing changes an RM between steps.
+        before = self._last_states if self._last_states is not None else self.states()
         pick()
         self._tick_due()
         self._check_step(before)
 
     def _progress_done(self) -> bool:
-        return all(r.state not in UNDONE for r in self.rms.values())
+        return all(st not in UNDONE for st in self.states().values())
 
     def run(self) -> Result:
         try:
@@ -1338,9 +1564,11 @@ class Sim:
             ballots=self.ballots,
             recovered=len(self.recovered_txns),
             faults=self.faults,
-            committed_rms=sum(r.state == COMMITTED for r in self.rms.values()),
+            committed_rms=sum(st == COMMITTED for st in self.states().values()),
             dueling=any(len(ls) > 1 for ls in self.ballot_leaders.values()),
             causes=self.causes,
+            rm_resumed=self.rm_resumed,
+            rm_led=self.rm_led,
         )
 
     def _begin(self) -> None:
@@ -1383,14 +1611,14 @@ class Sim:
             elif slot is not survivor and slot.node is not None:
                 self.step_no += 1
                 self._crash_coordinator(slot, "for good: one leader from here on")
-        self._check_step({k: r.state for k, r in self.rms.items()})
+        self._check_step(self.states())
         limit = self.step_no + self.cfg.quiet_steps
         while not self._progress_done():
             if "progress" not in self.cfg.checks:
                 break
             acts, _ = self._actions()
             if self.step_no >= limit or not acts:
-                stuck = ", ".join(f"{r.rm}/{r.txn} {r.state}" for r in self.rms.values() if r.state in UNDONE)
+                stuck = ", ".join(f"{rm}/{t} {st}" for (rm, t), st in self.states().items() if st in UNDONE)
                 why = f"after {self.cfg.quiet_steps} quiet steps" if acts else "with nothing left to do"
                 raise _Violation([("progress", f"{why}: still {stuck}")])
             self._step(acts, [])
@@ -1398,7 +1626,7 @@ class Sim:
         self.schedule.append("# every RM is done; delivering what is still in flight")
         while self.net and self.step_no < limit:
             self.step_no += 1
-            before = {k: r.state for k, r in self.rms.items()}
+            before = self.states()
             self._deliver(0, keep=False)
             self._tick_due()
             self._check_step(before)
@@ -1428,6 +1656,9 @@ class Sweep:
     rm_committed: int = 0
     configs: set[tuple[int, int, int]] = field(default_factory=set)
     causes: dict[str, int] = field(default_factory=dict)
+    #: Runs in which a restarted RM resumed a prepared transaction / an RM led a ballot.
+    rm_resumed: int = 0
+    rm_led: int = 0
     seconds: float = 0.0
 
     def merge(self, other: Sweep) -> None:
@@ -1443,6 +1674,8 @@ class Sweep:
         self.dueling += other.dueling
         self.faulty += other.faulty
         self.rm_committed += other.rm_committed
+        self.rm_resumed += other.rm_resumed
+        self.rm_led += other.rm_led
         self.configs |= other.configs
         self.seconds = max(self.seconds, other.seconds)
 
@@ -1451,7 +1684,8 @@ class Sweep:
         return (
             f"{self.seeds} seeds in {self.seconds:.1f}s: {len(self.failures)} failed; txns {self.outcomes}; "
             f"{self.rm_committed} runs in which RMs committed; {self.steps} steps, {self.ballots} leader "
-            f"ballots ({self.dueling} runs with two leaders), {self.recovered} decisions by recovery; "
+            f"ballots ({self.dueling} runs with two leaders, {self.rm_led} with an RM's own), "
+            f"{self.recovered} decisions by recovery, {self.rm_resumed} runs with a prepared RM restarted; "
             f"abort causes: {causes}"
         )
 
@@ -1479,6 +1713,8 @@ def sweep(
         out.dueling += res.dueling
         out.faulty += res.faults > 0
         out.rm_committed += res.committed_rms > 0
+        out.rm_resumed += res.rm_resumed
+        out.rm_led += res.rm_led
         for c in res.causes:
             out.causes[c] = out.causes.get(c, 0) + 1
         for o in res.outcomes.values():
