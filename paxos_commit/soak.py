@@ -99,8 +99,12 @@ async def _soak(args: argparse.Namespace, root: Path, urls: list[str] | None) ->
     rows: list[dict[str, Any]] = []
     try:
         coords = cluster.coordinator_addresses
-        client = Client(coords)
-        rms = [Participant(NullRM(f"rm-{i}"), coords) for i in range(2)]
+        # TLS on, as a user runs it (and as the bench does): each client its own identity.
+        client = Client(coords, credentials=cluster.credentials("app", "soak"))
+        rms = [
+            Participant(NullRM(f"rm-{i}"), coords, credentials=cluster.credentials("rm", f"rm-{i}"))
+            for i in range(2)
+        ]
         procs = {p.name: p for p in [*cluster.acceptors, *cluster.coordinators]}
         n = args.transactions
         step = max(1, n // 10)
