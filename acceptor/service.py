@@ -10,10 +10,11 @@ from typing import Any
 
 import grpc
 
-from acceptor import core
+from acceptor import core, operations
 from acceptor.core import TxnRecord
 from acceptor.rules import bundle_complete, check_phase1a, check_phase2a
 from acceptor.storage import AcceptorStore
+from paxos_commit import authz
 from paxos_commit.metrics import AcceptorMetrics, RequestCounter, serve_metrics
 from paxos_commit.serving import ServerHandle, abort_on_error, clamp_wait_ms, serve_batches, start_server
 from rm_sdk import tracing
@@ -198,6 +199,20 @@ class AcceptorServicer(pb_grpc.AcceptorServicer):
         limit = min(request.limit or 1000, 10_000)
         ids = await self.store.list_undecided(request.older_than_ms, limit)
         return pb.ListUndecidedReply(acceptor_id=self.id, txn_ids=ids)
+
+    # Operators' reads (acceptor/operations.py); authorization in paxos_commit/authz.py.
+
+    async def InspectTransaction(
+        self, request: pb.InspectTransactionRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.InspectTransactionReply:
+        await authz.require(context, authz.Action.INSPECT)
+        return await abort_on_error(context, operations.inspect_transaction(self.store, request))
+
+    async def ListTransactions(
+        self, request: pb.ListTransactionsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.ListTransactionsReply:
+        await authz.require(context, authz.Action.INSPECT)
+        return await abort_on_error(context, operations.list_transactions(self.store, request))
 
 
 @contextlib.asynccontextmanager

@@ -265,6 +265,17 @@ class AcceptorStore:
 
         await asyncio.get_running_loop().run_in_executor(self._executor, query)
 
+    async def query(self, fn: Callable[[Connection], R]) -> R:
+        """Run a read-only query (operators' tools) on the store's connection thread, in
+        order with its group commits, so it sees only committed state."""
+        engine = self._require_engine()
+
+        def run() -> R:
+            with engine.connect() as conn:
+                return fn(conn)
+
+        return await asyncio.get_running_loop().run_in_executor(self._executor, run)
+
     def _require_engine(self) -> Engine:
         if self._engine is None:
             raise StorageError("store not started")

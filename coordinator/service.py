@@ -20,6 +20,8 @@ from typing import Any, TypeVar
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from coordinator import operations
+from paxos_commit import authz
 from paxos_commit.metrics import CoordinatorMetrics, RequestCounter, serve_metrics
 from paxos_commit.serving import ServerHandle, clamp_wait_ms, serve_batches, start_server
 from rm_sdk import tracing
@@ -46,7 +48,7 @@ from rm_sdk.core.messages import (
 )
 from rm_sdk.core.owner import OwnerTimeouts
 from rm_sdk.core.ready import Ready
-from rm_sdk.protocol import Outcome
+from rm_sdk.protocol import Outcome, ProtocolError
 from rm_sdk.wire import cause_to_pb, outcome_to_pb, pb
 
 __all__ = ["CoordinatorConfig", "CoordinatorServicer", "NotFound", "serve_coordinator"]
@@ -121,6 +123,8 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         self._timer_at: float | None = None
         self._background: asyncio.Task[None] | None = None
         self._health: asyncio.Task[None] | None = None
+        #: Decisions made here, for operators (coordinator/operations.py).
+        self.recent = operations.RecentOutcomes()
         m = self.metrics
         m.acceptors.set(self.acceptors.n)
         # Computed when scraped (not on the hot path); scrapes come from another thread.
@@ -137,8 +141,9 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
 
     def _pump(self) -> None:
         ready = self.node.take_ready()
-        for _txn, d, took in ready.decided:
+        for txn, d, took in ready.decided:
             self._count(d, took)
+            self.recent.add(txn, d)
         if ready.ballots:
             self.metrics.recovery_ballots.inc(ready.ballots)
         run_ready(ready, self.acceptors, self._answer, log)
@@ -394,6 +399,32 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         self, request: pb.AwaitPrepareRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.AwaitPrepareReply:
         return await _unary(context, self._await_prepare(request))
+
+    # Operators' calls (coordinator/operations.py); authorization in paxos_commit/authz.py.
+
+    async def Retry(
+        self, request: pb.RetryRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.RetryReply:
+        await authz.require(context, authz.Action.RETRY)
+        try:
+            reply = operations.retry(self.node, request, self._now())
+        except ProtocolError as exc:
+            self.metrics.operator_actions.labels("retry", "refused").inc()
+            await context.abort(grpc.StatusCode[exc.status], str(exc))
+        self._pump()
+        self.metrics.operator_actions.labels("retry", "ok").inc()
+        log.info("txn %s: operator retry: %s", request.txn_id, reply.action, extra={"txn_id": request.txn_id})
+        return reply
+
+    async def ListOwned(
+        self, request: pb.ListOwnedRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.ListOwnedReply:
+        await authz.require(context, authz.Action.INSPECT)
+        try:
+            return operations.list_owned(self.node, self.recent, request, self._now())
+        except ProtocolError as exc:
+            await context.abort(grpc.StatusCode[exc.status], str(exc))
+        raise AssertionError("unreachable")
 
 
 R = TypeVar("R")

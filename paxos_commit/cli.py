@@ -368,6 +368,10 @@ def build_parser() -> argparse.ArgumentParser:
     ch = sub.add_parser("chaos", help="a nemesis: faults from a seeded schedule, then an independent check")
     add_chaos_arguments(ch)
     ch.set_defaults(func=_chaos)
+
+    from paxos_commit.txn_cli import add_txn_parser
+
+    add_txn_parser(sub)
     return p
 
 

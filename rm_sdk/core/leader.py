@@ -240,3 +240,17 @@ class Recovery:
         if self.phase in (RecoveryPhase.DONE, RecoveryPhase.GAVE_UP):
             return None
         return self.deadline
+
+    def wake(self, now: float, out: Ready) -> str:
+        """An operator's "recover now": a ballot backing off starts at once (one in phase 1
+        or 2 is left to finish); returns what it did."""
+        if self.phase is RecoveryPhase.BACKOFF:
+            self._ballot(now, out)
+            return "back-off ended: next ballot started"
+        if self.phase is RecoveryPhase.DONE:
+            return "already decided"
+        if self.phase is RecoveryPhase.GAVE_UP:
+            self.attempt = 0
+            self._ballot(now, out)
+            return "had given up: ballots started again"
+        return f"ballot {self.run.ballot if self.run else '?'} in {self.phase.value}: left to finish"

@@ -1,0 +1,219 @@
+"""Operators' commands against real processes: ``txn show``, ``txn list``, ``txn resolve
+--abort`` (which never turns a chosen commit into an abort), ``txn retry``, and the bad
+input of their RPCs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from paxos_commit.admin import Admin, Filters, TxnNotFound
+from paxos_commit.cluster import LocalCluster
+from rm_sdk import Client, Outcome, Participant, RMState, TransactionAborted
+from rm_sdk._channels import Channels
+from rm_sdk._gen.paxoscommit.v1 import paxoscommit_pb2_grpc as pb_grpc
+from rm_sdk.protocol import REGISTRAR, Vote
+from rm_sdk.wire import pb
+from tests.integration.helpers import ScriptedRM, acceptor_states, wait_until
+
+
+@pytest.fixture
+def slow_cluster(tmp_path: Path, storage_urls: list[str] | None) -> Iterator[LocalCluster]:
+    """A cluster that recovers nothing on its own during a test: whatever settles a
+    stuck transaction here is the operator."""
+    c = LocalCluster(
+        tmp_path / "cluster",
+        acceptor_urls=storage_urls,
+        vote_timeout=60.0,
+        recovery_timeout=60.0,
+        recovery_interval=0.5,
+    )
+    c.start()
+    try:
+        yield c
+    finally:
+        c.stop()
+
+
+@pytest.fixture
+async def admin(slow_cluster: LocalCluster) -> AsyncIterator[Admin]:
+    async with Admin(slow_cluster.acceptor_addresses, slow_cluster.coordinator_addresses) as a:
+        yield a
+
+
+async def _stuck(
+    cluster: LocalCluster, channels: Channels
+) -> tuple[str, asyncio.Task[Outcome], Participant, ScriptedRM]:
+    """A transaction in doubt: "fast" prepared, "silent" joined and never votes."""
+    coords = cluster.coordinator_addresses
+    rm = ScriptedRM("fast")
+    p = Participant(rm, coords, recovery_timeout=120.0)
+    client = Client(coords)
+    txn = await client.begin()
+    await p.join(txn.context)
+    await channels.coordinator(txn.context.coordinator).Join(
+        pb.JoinRequest(txn_id=txn.txn_id, rm_id="silent"), timeout=5
+    )
+    commit = asyncio.create_task(txn.commit())
+
+    async def fast_voted() -> bool:
+        states = [await acceptor_states(channels, a, txn.txn_id) for a in cluster.acceptor_addresses]
+        return sum(1 for s in states if "fast" in s and s["fast"].val is Vote.PREPARED) >= 2
+
+    await wait_until(fast_voted, what="fast's vote at a majority")
+    return txn.txn_id, commit, p, rm
+
+
+async def test_show_list_and_resolve_a_stuck_transaction(
+    slow_cluster: LocalCluster, admin: Admin, channels: Channels
+) -> None:
+    txn_id, commit, p, rm = await _stuck(slow_cluster, channels)
+
+    v = await admin.show(txn_id)
+    assert v.in_doubt and v.outcome is Outcome.PENDING
+    assert v.owned is not None and v.owned.phase == "deciding"
+    assert v.owned.coordinator in slow_cluster.coordinator_addresses
+    assert "silent" in v.owned.waiting_for  # as far as the owner has heard
+    assert "{fast,silent} (chosen)" in v.registrar()
+    assert "silent has not voted" in v.waits_for()
+    doc = v.to_json()
+    assert doc["instances"]["fast"]["0"]["val"] in ("prepared", "absent")
+    assert set(doc["instances"]) == {REGISTRAR, "fast", "silent"}
+
+    listed = await admin.list_transactions(Filters(in_doubt=True))
+    assert [x.txn_id for x in listed] == [txn_id]
+    assert [x.txn_id for x in await admin.list_transactions(Filters(rm_id="silent"))] == [txn_id]
+    assert await admin.list_transactions(Filters(rm_id="nobody")) == []
+    assert await admin.list_transactions(Filters(older_than=3600)) == []
+    assert await admin.list_transactions(Filters(outcome=Outcome.COMMITTED)) == []
+
+    # The CLI prints the same (one real process).
+    out = await _cli(slow_cluster, "txn", "list", "--in-doubt", "--older-than", "0s", "--json")
+    assert [d["txn_id"] for d in json.loads(out)] == [txn_id]
+
+    r = await admin.resolve_abort(txn_id)
+    assert r.outcome is Outcome.ABORTED and r.changed and r.ballots >= 1
+    assert r.leader_id.startswith("admin.")
+    with pytest.raises(TransactionAborted):
+        await commit
+    assert await p.wait(txn_id) is RMState.ABORTED
+    assert rm.aborted == [txn_id] and rm.committed == []
+    after = await admin.show(txn_id)
+    assert after.outcome is Outcome.ABORTED and not after.in_doubt
+    # A second resolve finds it decided and changes nothing.
+    again = await admin.resolve_abort(txn_id)
+    assert again.outcome is Outcome.ABORTED and not again.changed
+    await p.close()
+
+
+async def test_resolve_never_aborts_a_chosen_commit(
+    slow_cluster: LocalCluster, admin: Admin, channels: Channels
+) -> None:
+    coords = slow_cluster.coordinator_addresses
+    a, b = ScriptedRM("a"), ScriptedRM("b")
+    pa, pb_ = Participant(a, coords), Participant(b, coords)
+    async with Client(coords) as client:
+        txn = await client.begin()
+        await pa.join(txn.context)
+        await pb_.join(txn.context)
+        assert await txn.commit() is Outcome.COMMITTED
+    await pa.wait(txn.txn_id)
+    await pb_.wait(txn.txn_id)
+    before = [await acceptor_states(channels, x, txn.txn_id) for x in slow_cluster.acceptor_addresses]
+
+    r = await admin.resolve_abort(txn.txn_id)
+    assert r.outcome is Outcome.COMMITTED and not r.changed
+    assert "nothing changed" in r.detail
+    after = [await acceptor_states(channels, x, txn.txn_id) for x in slow_cluster.acceptor_addresses]
+    assert after == before
+    assert a.committed == [txn.txn_id] and b.committed == [txn.txn_id]
+
+    out = await _cli(slow_cluster, "txn", "resolve", txn.txn_id, "--abort", "--json")
+    assert json.loads(out)["outcome"] == "committed" and json.loads(out)["changed"] is False
+    shown = await _cli(slow_cluster, "txn", "show", txn.txn_id)
+    assert "COMMITTED" in shown and "@registrar" in shown
+    await pa.close()
+    await pb_.close()
+
+
+async def test_retry_runs_recovery_now(slow_cluster: LocalCluster, admin: Admin, channels: Channels) -> None:
+    txn_id, commit, p, _rm = await _stuck(slow_cluster, channels)
+    done = await admin.retry(txn_id)
+    assert len(done) == 2 and any("recovery ballots started by the owner" in a for _, a in done), done
+    with pytest.raises(TransactionAborted) as info:
+        await commit
+    assert "silent" in info.value.reason
+    assert await p.wait(txn_id) is RMState.ABORTED
+    v = await admin.show(txn_id)
+    assert v.outcome is Outcome.ABORTED
+    # The owner's cause comes from its recent outcomes (acceptors record no causes).
+    assert v.cause() == "vote_timeout"
+    recent = await admin.list_transactions(Filters(outcome=Outcome.ABORTED))
+    assert [x.txn_id for x in recent] == [txn_id]
+    assert recent[0].cause() == "vote_timeout"
+    await p.close()
+
+
+async def test_unknown_and_malformed(slow_cluster: LocalCluster, admin: Admin) -> None:
+    with pytest.raises(TxnNotFound):
+        await admin.show("never-began")
+    proc = await _run("txn", "show", "never-began", *_where(slow_cluster))
+    assert proc.returncode == 1 and "no acceptor or coordinator knows" in proc.stderr
+
+    async with grpc.aio.insecure_channel(slow_cluster.acceptor_addresses[0]) as ch:
+        stub = pb_grpc.AcceptorStub(ch)
+        with pytest.raises(grpc.aio.AioRpcError) as e1:
+            await stub.InspectTransaction(pb.InspectTransactionRequest(txn_id="bad id!"), timeout=5)
+        assert e1.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "transaction id" in (
+            e1.value.details() or ""
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as e2:
+            await stub.ListTransactions(pb.ListTransactionsRequest(rm_id="@registrar"), timeout=5)
+        assert e2.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "rm id" in (e2.value.details() or "")
+        with pytest.raises(grpc.aio.AioRpcError) as e3:
+            await stub.ListTransactions(pb.ListTransactionsRequest(outcome=42), timeout=5)  # type: ignore[arg-type]
+        assert e3.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "outcome" in (e3.value.details() or "")
+        r = await stub.InspectTransaction(pb.InspectTransactionRequest(txn_id="never-began"), timeout=5)
+        assert not r.record.known
+    async with grpc.aio.insecure_channel(slow_cluster.coordinator_addresses[0]) as ch:
+        cstub = pb_grpc.CoordinatorStub(ch)
+        with pytest.raises(grpc.aio.AioRpcError) as e4:
+            await cstub.Retry(pb.RetryRequest(txn_id=""), timeout=5)
+        assert e4.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        with pytest.raises(grpc.aio.AioRpcError) as e5:
+            await cstub.ListOwned(pb.ListOwnedRequest(txn_id="x" * 200), timeout=5)
+        assert e5.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    bad = await _run("txn", "list", "--older-than", "soon", *_where(slow_cluster))
+    assert bad.returncode == 2 and "not a duration" in bad.stderr
+
+
+def _where(cluster: LocalCluster) -> list[str]:
+    return [
+        "--acceptors",
+        ",".join(cluster.acceptor_addresses),
+        "--coordinators",
+        ",".join(cluster.coordinator_addresses),
+    ]
+
+
+async def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "paxos_commit", "--log-level", "WARNING", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+async def _cli(cluster: LocalCluster, *args: str) -> str:
+    proc = await _run(*args, *_where(cluster))
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
