@@ -247,6 +247,17 @@ class TxnView:
             out.append("a leader's decision (recovery ballots)")
         return out
 
+    def operator_ballots(self) -> list[str]:
+        """Admin leaders (``txn resolve``) whose ballots some acceptor accepted here."""
+        return sorted(
+            {
+                st.bal.leader
+                for states in self.states.values()
+                for st in (states or {}).values()
+                if st.bal.leader.startswith("admin.")
+            }
+        )
+
     def cause(self) -> str:
         if self.decided_cause:
             return self.decided_cause
@@ -282,6 +293,7 @@ class TxnView:
             "cause": self.cause(),
             "reason": self.reason(),
             "decided_by": self.decided_by,
+            "operator_ballots": self.operator_ballots(),
             "recorded": {str(i): o.value for i, o in sorted(self.recorded.items())},
             "waits_for": self.waits_for(),
             "instances": {
@@ -512,6 +524,29 @@ class Admin:
         kept = [v for v in views.values() if f.keep(v)]
         kept.sort(key=lambda v: v.age_s or 0.0)
         return kept[: f.limit]
+
+    async def recent(self, limit: int = 50) -> list[dict[str, Any]]:
+        """Outcomes the coordinators decided recently, with their causes, newest first."""
+        found: list[dict[str, Any]] = []
+        for address, r in await self._owned():
+            if not isinstance(r, pb.ListOwnedReply):
+                continue
+            for d in r.recent[:limit]:
+                cause = cause_from_pb(d.cause)
+                found.append(
+                    {
+                        "txn_id": d.txn_id,
+                        "outcome": outcome_from_pb(d.outcome).value,
+                        "cause": cause.value if cause else "",
+                        "rm_id": d.rm_id,
+                        "reason": d.reason,
+                        "decided_unix_ms": d.decided_unix_ms,
+                        "age_s": max(0.0, (r.now_unix_ms - d.decided_unix_ms) / 1000.0),
+                        "decided_by": f"{r.leader_id} at {address}",
+                    }
+                )
+        found.sort(key=lambda d: -int(d["decided_unix_ms"]))
+        return found[:limit]
 
     async def health(self) -> list[Health]:
         """Each acceptor's and coordinator's gRPC health (readiness of its service)."""

@@ -8,7 +8,9 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +86,11 @@ def _outcome_text(v: TxnView) -> str:
     return text
 
 
+def _operator(v: TxnView) -> str:
+    admins = v.operator_ballots()
+    return f"; settled by an operator's ballot ({', '.join(admins)})" if admins else ""
+
+
 def format_show(v: TxnView) -> str:
     lines = [f"transaction {v.txn_id}"]
     if v.owned is not None:
@@ -96,7 +103,7 @@ def format_show(v: TxnView) -> str:
         ("owner", owner),
         ("age", _age(v.age_s)),
         ("registrar", v.registrar()),
-        ("outcome", _outcome_text(v)),
+        ("outcome", _outcome_text(v) + _operator(v)),
         (
             "recorded",
             ", ".join(
@@ -260,3 +267,40 @@ def add_txn_parser(sub: Any) -> None:
     rt.add_argument("--json", action="store_true")
     add_cluster_arguments(rt)
     t.set_defaults(func=_txn)
+
+    c = sub.add_parser("console", help="serve the operators' web console")
+    c.add_argument(
+        "--listen",
+        default=os.environ.get("PAXOS_COMMIT_CONSOLE_LISTEN", "127.0.0.1:8080"),
+        help="host:port (port 0: any); it has no login: keep it on loopback or behind one",
+    )
+    c.add_argument("--refresh", type=int, default=5, help="reload the overview every N seconds (0: never)")
+    c.add_argument("--port-file", default=None, help="write {address, pid} here once serving")
+    add_cluster_arguments(c)
+    c.set_defaults(func=_console)
+
+
+def _console(args: argparse.Namespace) -> int:
+    from paxos_commit.console import Console
+    from paxos_commit.serving import write_port_file
+
+    try:
+        acceptors, coordinators = cluster_addresses(args)
+    except UsageError as exc:
+        print(f"paxos-commit console: {exc}", file=sys.stderr)
+        return 2
+    host, _, port = args.listen.rpartition(":")
+    console = Console(acceptors, coordinators, (host or "127.0.0.1", int(port)), refresh=args.refresh)
+    write_port_file(args.port_file, {"address": console.address, "pid": os.getpid()})
+    print(
+        f"console on {console.address} ({len(acceptors)} acceptors, {len(coordinators)} coordinators)",
+        flush=True,
+    )
+    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=console.httpd.shutdown).start())
+    try:
+        console.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        console.close()
+    return 0
