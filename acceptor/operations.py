@@ -11,12 +11,14 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from acceptor.core import TxnRecord
+from acceptor.core import Step, TxnRecord
 from acceptor.storage import AcceptorStore, decode_value, instance_table, txn_table
+from rm_sdk import otel
+from rm_sdk.core.messages import Phase1b, Phase2b
 from rm_sdk.protocol import Ballot, Instance, InstanceState, Outcome, ProtocolError, validate_id
 from rm_sdk.wire import outcome_from_pb, outcome_to_pb, pb, states_to_pb
 
-__all__ = ["MAX_LIST", "inspect_transaction", "list_transactions", "record_to_pb"]
+__all__ = ["MAX_LIST", "inspect_transaction", "list_transactions", "record_to_pb", "step_span"]
 
 #: Cap on one ListTransactions answer.
 MAX_LIST = 10_000
@@ -99,3 +101,24 @@ async def list_transactions(
         now_unix_ms=now,
         truncated=truncated,
     )
+
+
+def step_span(acceptor_id: int, txn_id: str, step: Step, start_ns: int) -> None:
+    """One OpenTelemetry span for one durable step (only called when tracing is on)."""
+    kind = (
+        "phase1b"
+        if isinstance(step.reply, Phase1b)
+        else "phase2b"
+        if isinstance(step.reply, Phase2b)
+        else "record_outcome"
+    )
+    attrs: dict[str, object] = {"paxos.acceptor": acceptor_id, "paxos.durable_write": step.record is not None}
+    for ev in step.trace:
+        bal = ev.fields.get("bal")
+        if bal is not None:
+            attrs["paxos.ballot"] = f"{bal[0]}/{bal[1]}" if bal[1] else str(bal[0])
+        got = ev.fields.get("accepted") or ev.fields.get("promised") or []
+        attrs["paxos.instances"] = [str(x.get("ins")) for x in got]
+    if isinstance(step.reply, (Phase1b, Phase2b)):
+        attrs.setdefault("paxos.instances", sorted(step.reply.states))
+    otel.end(otel.start(f"paxos.acceptor.{kind}", txn_id, attrs, start_ns=start_ns))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -17,7 +18,7 @@ from acceptor.storage import AcceptorStore
 from paxos_commit import authz
 from paxos_commit.metrics import AcceptorMetrics, RequestCounter, serve_metrics
 from paxos_commit.serving import ServerHandle, abort_on_error, clamp_wait_ms, serve_batches, start_server
-from rm_sdk import tracing
+from rm_sdk import otel, tracing
 from rm_sdk._gen.paxoscommit.v1 import paxoscommit_pb2_grpc as pb_grpc
 from rm_sdk.core.messages import BundleRequest, Phase1a, Phase1b, Phase2a, Phase2b, RecordOutcome
 from rm_sdk.protocol import Instance, Outcome, ProtocolError, Value, validate_id
@@ -52,9 +53,12 @@ class AcceptorServicer(pb_grpc.AcceptorServicer):
             out = handler(rec, now)
             return out.record, out
 
+        started = time.time_ns() if otel.on else 0
         out = await self.store.apply(txn_id, step)
         for ev in out.trace:
             tracing.event(ev.name, ev.txn_id, **ev.fields)
+        if otel.on:
+            operations.step_span(self.id, txn_id, out, started)
         return out
 
     async def Phase1a(

@@ -11,13 +11,22 @@ from __future__ import annotations
 import time
 from collections import deque
 
+from rm_sdk import otel
 from rm_sdk.core.coordinator import CoordinatorNode
-from rm_sdk.core.messages import Decision
+from rm_sdk.core.messages import Abort, AwaitPrepare, Begin, Commit, Decided, Decision, Failed, Join, Request
 from rm_sdk.core.owner import Owner
 from rm_sdk.protocol import REGISTRAR, Outcome, Vote, majority, validate_id
 from rm_sdk.wire import cause_to_pb, outcome_to_pb, pb
 
-__all__ = ["RecentOutcomes", "list_owned", "owned_to_pb", "retry"]
+__all__ = [
+    "RecentOutcomes",
+    "decide_span",
+    "end_request_span",
+    "list_owned",
+    "owned_to_pb",
+    "request_span",
+    "retry",
+]
 
 
 class RecentOutcomes:
@@ -117,3 +126,42 @@ def retry(node: CoordinatorNode, request: pb.RetryRequest, now: float) -> pb.Ret
     owner = node.owned.get(request.txn_id)
     d = done[0] if done is not None else owner.decision if owner is not None else None
     return pb.RetryReply(action=action, outcome=outcome_to_pb(d.outcome if d else Outcome.PENDING))
+
+
+_REQUEST_NAMES = {
+    Begin: "paxos.coordinator.begin",
+    Join: "paxos.coordinator.join",
+    AwaitPrepare: "paxos.coordinator.await_prepare",
+    Commit: "paxos.coordinator.commit",
+    Abort: "paxos.coordinator.abort",
+}
+
+
+def request_span(msg: Request, leader_id: str) -> object:
+    """A span for one request to the core (only called when tracing is on)."""
+    attrs: dict[str, object] = {"paxos.coordinator": leader_id}
+    rm_id = getattr(msg, "rm_id", "")
+    if rm_id:
+        attrs["paxos.rm_id"] = rm_id
+    return otel.start(_REQUEST_NAMES.get(type(msg), "paxos.coordinator.get_outcome"), msg.txn_id, attrs)
+
+
+def end_request_span(span: object, reply: object) -> None:
+    if isinstance(reply, Decided):
+        d = reply.decision
+        otel.end(
+            span,
+            otel.decision_attributes(d.outcome.value, d.cause.value if d.cause else "", d.rm_id, d.reason),
+        )
+    elif isinstance(reply, Failed):
+        otel.end(span, error=str(reply.error))
+    else:
+        otel.end(span)
+
+
+def decide_span(txn_id: str, d: Decision, took: float, leader_id: str) -> None:
+    """The decision, as a span covering the time deciding took (0 for a recovery)."""
+    now = time.time_ns()
+    attrs = otel.decision_attributes(d.outcome.value, d.cause.value if d.cause else "", d.rm_id, d.reason)
+    attrs["paxos.coordinator"] = leader_id
+    otel.end(otel.start("paxos.decide", txn_id, attrs, start_ns=now - int(took * 1e9)), end_ns=now)

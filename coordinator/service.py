@@ -24,7 +24,7 @@ from coordinator import operations
 from paxos_commit import authz
 from paxos_commit.metrics import CoordinatorMetrics, RequestCounter, serve_metrics
 from paxos_commit.serving import ServerHandle, clamp_wait_ms, serve_batches, start_server
-from rm_sdk import tracing
+from rm_sdk import otel, tracing
 from rm_sdk._gen.paxoscommit.v1 import paxoscommit_pb2_grpc as pb_grpc
 from rm_sdk._streams import StreamAcceptors
 from rm_sdk.core.coordinator import CoordinatorNode, CoordinatorTimeouts, NotFound
@@ -144,6 +144,8 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         for txn, d, took in ready.decided:
             self._count(d, took)
             self.recent.add(txn, d)
+            if otel.on:
+                operations.decide_span(txn, d, took, self.leader_id)
         if ready.ballots:
             self.metrics.recovery_ballots.inc(ready.ballots)
         run_ready(ready, self.acceptors, self._answer, log)
@@ -178,12 +180,15 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         token = next(self._tokens)
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._waiting[token] = fut
+        span = operations.request_span(msg, self.leader_id) if otel.on else None
         try:
             self.node.request(token, msg, self._now())
             self._pump()
             reply = await fut
         finally:
             self._waiting.pop(token, None)
+        if span is not None:
+            operations.end_request_span(span, reply)
         if isinstance(reply, Failed):
             raise _Refusal(getattr(reply.error, "status", "INVALID_ARGUMENT"), str(reply.error))
         return reply

@@ -14,7 +14,7 @@ import sys
 import threading
 from pathlib import Path
 
-from rm_sdk import tracing
+from rm_sdk import otel, tracing
 
 __all__ = ["main"]
 
@@ -92,6 +92,7 @@ def _acceptor(args: argparse.Namespace) -> int:
 
     if args.trace_file:
         tracing.enable(args.trace_file, f"acceptor-{args.id}")
+    otel.configure(f"paxos-commit-acceptor-{args.id}")
 
     async def run() -> None:
         async with serve_acceptor(
@@ -109,6 +110,8 @@ def _acceptor(args: argparse.Namespace) -> int:
     except StorageError as exc:
         print(f"paxos-commit acceptor: {exc}", file=sys.stderr)
         return 1
+    finally:
+        otel.shutdown()
     return 0
 
 
@@ -134,6 +137,7 @@ def _coordinator(args: argparse.Namespace) -> int:
 
     if args.trace_file:
         tracing.enable(args.trace_file, args.name)
+    otel.configure(f"paxos-commit-{args.name}")
 
     async def run() -> None:
         async with serve_coordinator(
@@ -146,7 +150,10 @@ def _coordinator(args: argparse.Namespace) -> int:
             print(f"coordinator serving on {handle.address}", flush=True)
             await wait_for_signal()
 
-    asyncio.run(run())
+    try:
+        asyncio.run(run())
+    finally:
+        otel.shutdown()
     return 0
 
 

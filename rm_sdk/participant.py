@@ -29,7 +29,7 @@ from typing import Any, Protocol
 
 import grpc
 
-from rm_sdk import tracing
+from rm_sdk import otel, tracing
 from rm_sdk._channels import TRANSIENT, Channels
 from rm_sdk._streams import StreamAcceptors
 from rm_sdk.client import Client, TransactionContext
@@ -41,6 +41,7 @@ from rm_sdk.core.messages import (
     Decided,
     Decision,
     Pending,
+    Phase2b,
     Prepare,
     Unknown,
 )
@@ -57,12 +58,19 @@ from rm_sdk.core.participant import (
     Unreachable,
 )
 from rm_sdk.core.ready import Ready
-from rm_sdk.protocol import Outcome, Vote, validate_id
+from rm_sdk.protocol import RM_BALLOT, Outcome, Vote, validate_id
 from rm_sdk.wire import decision_from_pb, outcome_from_pb, pb
 
 __all__ = ["Participant", "ResourceManager", "RMState"]
 
 log = logging.getLogger("paxos_commit.rm")
+
+#: OpenTelemetry span of each resource call: the RM's prepare, and applying the outcome.
+_SPANS = {
+    ResourceOp.PREPARE: "paxos.prepare",
+    ResourceOp.COMMIT: "paxos.outcome",
+    ResourceOp.ABORT: "paxos.outcome",
+}
 
 #: Trace events the RM writes as itself (``proc=rm:ID``); others (a recovery ballot's
 #: Phase1a/Phase2a) carry the process's name, as the coordinators' do.
@@ -146,6 +154,9 @@ class Participant:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._closed = False
+        #: OpenTelemetry: each ballot-0 vote's span, until an acceptor accepted it.
+        self._vote_spans: dict[str, Any] = {}
+        otel.configure(f"paxos-commit-rm-{rm.rm_id}")
 
     async def close(self) -> None:
         self._closed = True
@@ -169,9 +180,15 @@ class Participant:
         registrar has the join, so the application may commit after this."""
         if ctx.txn_id in self.states:
             return
-        r = await self._channels.coordinator(ctx.coordinator).Join(
-            pb.JoinRequest(txn_id=ctx.txn_id, rm_id=self.rm.rm_id), timeout=self.rpc_timeout
-        )
+        span = otel.start("paxos.join", ctx.txn_id, {"paxos.rm_id": self.rm.rm_id}) if otel.on else None
+        try:
+            r = await self._channels.coordinator(ctx.coordinator).Join(
+                pb.JoinRequest(txn_id=ctx.txn_id, rm_id=self.rm.rm_id), timeout=self.rpc_timeout
+            )
+        except BaseException as exc:
+            otel.end(span, error=repr(exc))
+            raise
+        otel.end(span)
         if ctx.txn_id in self.states:
             return
         if r.acceptors:
@@ -369,6 +386,8 @@ class Participant:
                 self._resolve(self._applied, eff.txn_id, eff.state)
             elif isinstance(eff, Ended):
                 self._resolve(self._ended, eff.txn_id, eff.state)
+                if self._vote_spans:
+                    otel.end(self._vote_spans.pop(eff.txn_id, None), {"paxos.vote_acked": False})
 
     @staticmethod
     def _resolve(table: dict[str, asyncio.Future[RMState]], txn_id: str, state: RMState) -> None:
@@ -382,10 +401,15 @@ class Participant:
         task.add_done_callback(self._tasks.discard)
 
     def _on_acceptor(self, reply: AcceptorReply) -> None:
+        if self._vote_spans and isinstance(reply, Phase2b):
+            st = reply.states.get(self.rm.rm_id)
+            if st is not None and st.bal == RM_BALLOT:
+                otel.end(self._vote_spans.pop(reply.txn_id, None), {"paxos.acceptor": reply.acceptor})
         self._step(lambda now, out: self._core.on_acceptor(reply, now, out))
 
     async def _call_resource(self, eff: CallResource) -> None:
         txn_id = eff.txn_id
+        span = otel.start(_SPANS[eff.op], txn_id, {"paxos.rm_id": self.rm.rm_id}) if otel.on else None
         if eff.op is ResourceOp.PREPARE:
             vote: Vote | None
             try:
@@ -393,6 +417,13 @@ class Participant:
             except Exception:
                 log.exception("rm %s: prepare of %s failed: voting abort", self.rm.rm_id, txn_id)
                 vote = None
+            if span is not None:
+                otel.end(span, {"paxos.vote": vote.value if vote else "aborted"})
+                self._vote_spans[txn_id] = otel.start(
+                    "paxos.vote",
+                    txn_id,
+                    {"paxos.rm_id": self.rm.rm_id, "paxos.vote": vote.value if vote else "aborted"},
+                )
             self._step(lambda now, out: self._core.on_prepared(txn_id, vote, now, out))
             return
         try:
@@ -404,6 +435,11 @@ class Participant:
         except Exception:
             log.exception("rm %s: applying %s to %s failed; retrying", self.rm.rm_id, eff.op.value, txn_id)
             ok = False
+        otel.end(
+            span,
+            {"paxos.outcome": "committed" if eff.op is ResourceOp.COMMIT else "aborted"},
+            error="" if ok else "apply failed; retrying",
+        )
         self._step(lambda now, out: self._core.on_applied(txn_id, ok, now, out))
 
     async def _call_coordinator(self, eff: CallCoordinator) -> None:

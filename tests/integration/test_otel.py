@@ -1,0 +1,137 @@
+"""OpenTelemetry across real processes: one committed transaction makes one trace, with
+spans from the application and its resource managers (this process, the SDK's in-memory
+exporter), the owning coordinator and the acceptors (separate processes, each writing
+its finished spans to a file through ``PAXOS_COMMIT_OTEL_SPAN_DIR``); an abort's cause is
+an attribute. Off, the hooks make nothing."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("opentelemetry.sdk", reason="the otel extra (pip install 'paxos-commit[otel]')")
+
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from paxos_commit.cluster import LocalCluster
+from rm_sdk import Client, Outcome, Participant, TransactionAborted, Vote, otel
+from tests.integration.helpers import ScriptedRM, wait_until
+
+
+@pytest.fixture
+def memory() -> Iterator[InMemorySpanExporter]:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(id_generator=otel.id_generator())
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    otel.use(provider)
+    try:
+        yield exporter
+    finally:
+        otel.use(None)
+        provider.shutdown()
+
+
+def _file_spans(folder: Path) -> list[dict[str, Any]]:
+    spans = []
+    for f in sorted(folder.glob("*.jsonl")):
+        for line in f.read_text().splitlines():
+            doc = json.loads(line)
+            doc["_file"] = f.name
+            spans.append(doc)
+    return spans
+
+
+def test_off_makes_nothing() -> None:
+    assert otel.on is False
+    assert otel.start("paxos.x", "t1") is None
+    assert otel.start_root("t1") is None
+    otel.end(None)
+
+
+async def test_one_trace_across_processes(tmp_path: Path, memory: InMemorySpanExporter) -> None:
+    folder = tmp_path / "spans"
+    cluster = LocalCluster(
+        tmp_path / "cluster",
+        vote_timeout=5.0,
+        recovery_timeout=30.0,
+        extra_env={"PAXOS_COMMIT_OTEL_SPAN_DIR": str(folder)},
+    )
+    cluster.start()
+    try:
+        coords = cluster.coordinator_addresses
+        a, b = ScriptedRM("bank-a"), ScriptedRM("bank-b", vote=Vote.PREPARED)
+        pa, pb_ = Participant(a, coords), Participant(b, coords)
+        async with Client(coords) as client:
+            txn = await client.begin()
+            await pa.join(txn.context)
+            await pb_.join(txn.context)
+            assert await txn.commit() is Outcome.COMMITTED
+            await pa.applied(txn.txn_id)
+            await pb_.applied(txn.txn_id)
+
+            refused = ScriptedRM("bank-c", vote=Vote.ABORTED)
+            pc = Participant(refused, coords)
+            bad = await client.begin()
+            await pc.join(bad.context)
+            with pytest.raises(TransactionAborted):
+                await bad.commit()
+            await pc.wait(bad.txn_id)
+
+        trace_id, root_id = otel.trace_ids(txn.txn_id)
+        want_trace = f"0x{trace_id:032x}"
+
+        def acceptors_recorded() -> bool:
+            got = [s for s in _file_spans(folder) if s["context"]["trace_id"] == want_trace]
+            return sum(1 for s in got if s["name"] == "paxos.acceptor.record_outcome") >= 3
+
+        await wait_until(acceptors_recorded, what="record_outcome spans of the 3 acceptors")
+        await pa.close()
+        await pb_.close()
+        await pc.close()
+    finally:
+        cluster.stop()
+
+    here = [s for s in memory.get_finished_spans() if s.context.trace_id == trace_id]
+    there = [s for s in _file_spans(folder) if s["context"]["trace_id"] == want_trace]
+    names_here = {s.name for s in here}
+    assert {"paxos.transaction", "paxos.begin", "paxos.join", "paxos.prepare", "paxos.vote"} <= names_here
+    assert {"paxos.commit", "paxos.outcome"} <= names_here
+    root = next(s for s in here if s.name == "paxos.transaction")
+    assert root.context.span_id == root_id and root.parent is None
+    assert root.attributes is not None and root.attributes["paxos.txn_id"] == txn.txn_id
+    assert root.attributes["paxos.outcome"] == "committed"
+    assert all(s.parent is not None and s.parent.span_id == root_id for s in here if s is not root)
+    assert all(s["parent_id"] == f"0x{root_id:016x}" for s in there)
+    assert all(s["attributes"]["paxos.txn_id"] == txn.txn_id for s in there)
+
+    processes = {s["_file"] for s in there}
+    services = {s["resource"]["attributes"]["service.name"] for s in there}
+    # This process (application and RMs) plus the owner and the acceptors.
+    assert len(processes) + 1 >= 4, processes
+    assert any(n.startswith("paxos-commit-coordinator-") for n in services), services
+    assert sum(n.startswith("paxos-commit-acceptor-") for n in services) >= 2, services
+    names_there = {s["name"] for s in there}
+    assert {"paxos.coordinator.begin", "paxos.coordinator.join", "paxos.coordinator.commit"} <= names_there
+    assert {"paxos.decide", "paxos.acceptor.phase2b", "paxos.acceptor.record_outcome"} <= names_there
+
+    # The abort's trace names its cause.
+    bad_trace = f"0x{otel.trace_ids(bad.txn_id)[0]:032x}"
+    decide = [
+        s
+        for s in _file_spans(folder)
+        if s["context"]["trace_id"] == bad_trace and s["name"] == "paxos.decide"
+    ]
+    assert decide and decide[0]["attributes"]["paxos.abort_cause"] == "rm_refused"
+    assert decide[0]["attributes"]["paxos.rm_id"] == "bank-c"
+    bad_root = next(
+        s
+        for s in memory.get_finished_spans()
+        if s.name == "paxos.transaction" and s.attributes and s.attributes["paxos.txn_id"] == bad.txn_id
+    )
+    assert bad_root.attributes is not None and bad_root.attributes["paxos.abort_cause"] == "rm_refused"
