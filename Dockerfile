@@ -32,6 +32,6 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /var/lib/paxos-commit
 USER 10001:10001
 # 7700: acceptor gRPC, 7800: coordinator gRPC, 9090: Prometheus /metrics.
-EXPOSE 7700 7800 9090
+EXPOSE 7700 7800 8080 9090
 ENTRYPOINT ["paxos-commit"]
 CMD ["--help"]

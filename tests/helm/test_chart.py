@@ -72,6 +72,7 @@ ALL_FEATURES: dict[str, Any] = {
         "grafanaDashboard": {"enabled": True},
     },
     "coordinator": {"autoscaling": {"enabled": True}},
+    "console": {"enabled": True},
     "networkPolicy": {
         "allowExternal": False,
         "clients": [{"namespaceSelector": {"matchLabels": {"team": "a"}}}],
@@ -344,7 +345,9 @@ def test_prometheus_operator_resources(n: int) -> None:
         assert re.fullmatch(r"\d+(ms|s|m|h)", endpoint["interval"])
         for s in selected:
             (port,) = [p for p in s["spec"]["ports"] if p["name"] == endpoint["port"]]
-            workload = r.one("StatefulSet" if s["metadata"]["name"] == HEADLESS else "Deployment")
+            workload = r.one(
+                *(("StatefulSet",) if s["metadata"]["name"] == HEADLESS else ("Deployment", COORDINATORS))
+            )
             names = {p["name"] for p in container(workload)["ports"]}
             assert port["targetPort"] in names
 
@@ -496,10 +499,22 @@ async def probe(cluster: Cluster, pod_name: str, spec: dict[str, Any]) -> bool:
         except Exception:
             return False
     (kind,) = set(spec) & {"tcpSocket", "httpGet", "exec"}
+    if kind == "httpGet":
+        url = f"http://{LOCAL_IP}:{cluster.local(pod, spec['httpGet']['port'])}{spec['httpGet'].get('path', '/')}"
+        return await asyncio.to_thread(http_ok, url)
     assert kind == "tcpSocket", f"{pod_name}: {kind} probe not emulated"
     try:
         with socket.create_connection((LOCAL_IP, cluster.local(pod, spec["tcpSocket"]["port"])), timeout=2):
             return True
+    except OSError:
+        return False
+
+
+def http_ok(url: str) -> bool:
+    """A kubelet's httpGet probe: any status from 200 to 399 passes."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as reply:
+            return 200 <= reply.status < 400
     except OSError:
         return False
 
@@ -553,7 +568,8 @@ async def test_pods_run_as_rendered(
     r = render(values)
     cluster = Cluster(r.manifests, NAMESPACE, tmp_path)
     acceptors = [p for p in cluster.pods if p.owner["kind"] == "StatefulSet"]
-    coordinators = [p for p in cluster.pods if p.owner["kind"] == "Deployment"]
+    coordinators = [p for p in cluster.pods if p.labels.get("app.kubernetes.io/component") == "coordinator"]
+    (console,) = [p for p in cluster.pods if p.labels.get("app.kubernetes.io/component") == "console"]
     assert [p.name for p in acceptors] == [f"{ACCEPTORS}-{i}" for i in range(3)]
     assert len(coordinators) == 2  # autoscaling: minReplicas
 
@@ -562,12 +578,13 @@ async def test_pods_run_as_rendered(
         # coordinators in parallel with them would do too, only slower to become ready.
         subs = cluster.start(acceptors)
         subs |= cluster.start(coordinators)
+        subs |= cluster.start([console])
         print("\nport mapping (pod, container port) -> local port:")
         for (pod_name, port), local in sorted(cluster.ports.items()):
             print(f"  {pod_name}:{port} -> {LOCAL_IP}:{local}")
 
         # The mapping is exactly the spec's, port for port.
-        for pod in cluster.pods:
+        for pod in [*acceptors, *coordinators]:
             kinds = {s.kind for s in subs[pod.name]}
             assert kinds <= {"pod-ip", "pod-dns", "port", "path", "PATH", "workdir"}, kinds
             listen = [s for s in subs[pod.name] if s.kind == "pod-ip"]
@@ -586,10 +603,21 @@ async def test_pods_run_as_rendered(
             assert [s.local for s in dns] == [f"{LOCAL_IP}:{cluster.local(a, 'grpc')}" for a in acceptors]
             assert unlocalize(",".join(s.local for s in dns), dns) == spec_list
 
+        # The console reaches every acceptor by its pod name and the coordinators through
+        # their Service (locally: the first coordinator pod).
+        csubs = subs[console.name]
+        assert {s.kind for s in csubs} <= {"pod-ip", "pod-dns", "service", "PATH", "workdir"}
+        assert [s.local for s in csubs if s.kind == "pod-dns"] == [
+            f"{LOCAL_IP}:{cluster.local(a, 'grpc')}" for a in acceptors
+        ]
+        assert [(s.spec, s.local) for s in csubs if s.kind == "service"] == [
+            (f"{COORDINATORS}:7800", f"{LOCAL_IP}:{cluster.local(coordinators[0], 'grpc')}")
+        ]
+
         # Every probe of every pod passes: startup first, then liveness and readiness.
         await wait_probes(cluster, ("startupProbe",))
         await wait_probes(cluster, ("livenessProbe", "readinessProbe"))
-        for pod in cluster.pods:
+        for pod in [*acceptors, *coordinators]:
             assert pod.container["readinessProbe"]["grpc"]["service"] in (
                 "paxoscommit.v1.Acceptor",
                 "paxoscommit.v1.Coordinator",
@@ -624,8 +652,14 @@ async def test_pods_run_as_rendered(
             await participant.close()
         assert rm.committed == [txn.txn_id] and rm.aborted == []
 
+        # The operators' commands and the console see it, against the rendered release.
+        await check_operations(cluster, acceptors, coordinators, console, txn.txn_id)
+
         # /metrics on every metrics port; what the alerts and the dashboard use is there.
-        pages = {p.name: await asyncio.to_thread(scrape, cluster.local(p, "metrics")) for p in cluster.pods}
+        pages = {
+            p.name: await asyncio.to_thread(scrape, cluster.local(p, "metrics"))
+            for p in [*acceptors, *coordinators]
+        }
         names = set().union(*(exposed(t) for t in pages.values()))
         rule = r.one("PrometheusRule")["spec"]["groups"][0]["rules"]
         used = set().union(
@@ -652,6 +686,45 @@ async def test_pods_run_as_rendered(
         cluster.stop()
     for pod in cluster.pods:
         assert cluster.procs[pod.name].returncode == 0, cluster.log(pod.name)[-3000:]
+
+
+async def check_operations(
+    cluster: Cluster, acceptors: list[Any], coordinators: list[Any], console: Any, txn_id: str
+) -> None:
+    """``paxos-commit txn show|list|resolve|retry`` against the pods, and the console pod's
+    API, on a committed transaction."""
+    where = [
+        "--acceptors", ",".join(f"{LOCAL_IP}:{cluster.local(a, 'grpc')}" for a in acceptors),
+        "--coordinators", ",".join(f"{LOCAL_IP}:{cluster.local(c, 'grpc')}" for c in coordinators),
+    ]  # fmt: skip
+
+    async def cli(*args: str) -> str:
+        proc = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "paxos_commit", "--log-level", "WARNING", "txn", *args, *where],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout
+
+    shown = json.loads(await cli("show", txn_id, "--json"))
+    assert shown["outcome"] == "committed" and set(shown["instances"]) == {"@registrar", "rm-chart"}
+    listed = json.loads(await cli("list", "--rm", "rm-chart", "--json"))
+    assert [d["txn_id"] for d in listed] == [txn_id]
+    resolved = json.loads(await cli("resolve", txn_id, "--abort", "--json"))
+    assert resolved["outcome"] == "committed" and resolved["changed"] is False
+    assert "already decided" in await cli("retry", txn_id)
+
+    base = f"http://{LOCAL_IP}:{cluster.local(console, 'http')}"
+
+    def get(path: str) -> Any:
+        with urllib.request.urlopen(base + path, timeout=10) as reply:
+            return json.loads(reply.read())
+
+    page = await asyncio.to_thread(get, f"/api/txn/{txn_id}")
+    assert page["outcome"] == "committed"
+    overview = await asyncio.to_thread(get, "/api/overview")
+    assert all(h["status"] == "SERVING" for h in overview["health"]), overview["health"]
 
 
 # ---------------------------------------------------------------- documentation

@@ -43,6 +43,20 @@ pod ordinal still fit in 63.
 {{- printf "%s-coordinator" (include "paxos-commit.fullname" .) -}}
 {{- end -}}
 
+{{- define "paxos-commit.console.fullname" -}}
+{{- printf "%s-console" (include "paxos-commit.fullname" .) -}}
+{{- end -}}
+
+{{- define "paxos-commit.console.selectorLabels" -}}
+{{ include "paxos-commit.selectorLabels" . }}
+app.kubernetes.io/component: console
+{{- end -}}
+
+{{- define "paxos-commit.console.labels" -}}
+{{ include "paxos-commit.labels" . }}
+app.kubernetes.io/component: console
+{{- end -}}
+
 {{- define "paxos-commit.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create -}}
 {{- default (include "paxos-commit.fullname" .) .Values.serviceAccount.name -}}
