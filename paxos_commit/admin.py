@@ -37,7 +37,7 @@ from prometheus_client import CollectorRegistry, Counter
 from paxos_commit import authz
 from rm_sdk._gen.paxoscommit.v1 import paxoscommit_pb2_grpc as pb_grpc
 from rm_sdk._streams import StreamAcceptors
-from rm_sdk.ballots import BallotSource, Tally
+from rm_sdk.ballots import ADMIN_LEADER_PREFIX, BallotSource, Tally
 from rm_sdk.core.leader import Recovery, RecoveryPhase, evaluate
 from rm_sdk.core.messages import AcceptorReply, Decision, RecordOutcome
 from rm_sdk.core.ready import Ready
@@ -254,7 +254,7 @@ class TxnView:
                 st.bal.leader
                 for states in self.states.values()
                 for st in (states or {}).values()
-                if st.bal.leader.startswith("admin.")
+                if st.bal.leader.startswith(ADMIN_LEADER_PREFIX)
             }
         )
 
@@ -608,7 +608,7 @@ class Admin:
             OPERATOR_ACTIONS.labels("resolve", f"already_{d.outcome.value}").inc()
             log.info("txn %s: operator resolve: already %s; nothing changed", txn_id, d.outcome.value)
             return ResolveResult(txn_id, d.outcome, False, f"already {d.outcome.value}: nothing changed")
-        leader = f"admin.{uuid.uuid4().hex[:12]}"
+        leader = f"{ADMIN_LEADER_PREFIX}{uuid.uuid4().hex[:12]}"
         result = await _run_recovery(self.acceptor_addresses, txn_id, view.tally(), leader, within)
         OPERATOR_ACTIONS.labels("resolve", result.outcome.value).inc()
         log.warning(

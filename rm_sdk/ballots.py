@@ -27,6 +27,7 @@ from rm_sdk.protocol import (
 )
 
 __all__ = [
+    "ADMIN_LEADER_PREFIX",
     "BallotRun",
     "BallotSource",
     "Tally",
@@ -35,6 +36,11 @@ __all__ = [
     "next_ballot",
     "phase2a_value",
 ]
+
+
+#: Leader ids of operators' ballots (``paxos-commit txn resolve``) start with this; it
+#: only explains an abort's cause (identities, not names, will say who may lead).
+ADMIN_LEADER_PREFIX = "admin."
 
 
 def next_ballot(leader: str, above: Ballot) -> Ballot:

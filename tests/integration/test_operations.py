@@ -101,12 +101,14 @@ async def test_show_list_and_resolve_a_stuck_transaction(
     r = await admin.resolve_abort(txn_id)
     assert r.outcome is Outcome.ABORTED and r.changed and r.ballots >= 1
     assert r.leader_id.startswith("admin.")
-    with pytest.raises(TransactionAborted):
+    with pytest.raises(TransactionAborted) as info:
         await commit
+    assert "settled by an operator" in info.value.reason and "silent" in info.value.reason
     assert await p.wait(txn_id) is RMState.ABORTED
     assert rm.aborted == [txn_id] and rm.committed == []
     after = await admin.show(txn_id)
     assert after.outcome is Outcome.ABORTED and not after.in_doubt
+    assert after.cause() == "operator" and after.operator_ballots() == [r.leader_id]
     # A second resolve finds it decided and changes nothing.
     again = await admin.resolve_abort(txn_id)
     assert again.outcome is Outcome.ABORTED and not again.changed

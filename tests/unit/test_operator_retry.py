@@ -1,14 +1,26 @@
-"""An operator's "recover now" (``CoordinatorNode.retry``, ``paxos-commit txn retry``) on
-the pure core: it starts the ballots a timeout would have started, earlier, and nothing
+"""Operators on the pure core: an abort an admin leader's ballot chose is explained as
+OPERATOR; "recover now" (``CoordinatorNode.retry``, ``paxos-commit txn retry``): it starts the ballots a timeout would have started, earlier, and nothing
 else (higher ballots are safe at any time; pitfall 9's wait is for progress only)."""
 
 from __future__ import annotations
 
+from rm_sdk.ballots import Tally
 from rm_sdk.core.coordinator import CoordinatorNode, CoordinatorTimeouts
+from rm_sdk.core.leader import evaluate
 from rm_sdk.core.learner import LearnerTimeouts
-from rm_sdk.core.messages import Begin, BundleRequest, Commit, Join, Phase1a
+from rm_sdk.core.messages import AbortCause, Begin, BundleRequest, Commit, Join, Phase1a
 from rm_sdk.core.owner import OwnerTimeouts
-from rm_sdk.protocol import REGISTRAR, ProtocolError
+from rm_sdk.protocol import (
+    NO_SET,
+    REGISTRAR,
+    RM_BALLOT,
+    Ballot,
+    InstanceState,
+    Outcome,
+    ProtocolError,
+    RMSet,
+    Vote,
+)
 
 TIMEOUTS = CoordinatorTimeouts(
     owner=OwnerTimeouts(vote_timeout=60.0, txn_timeout=600.0, answer_timeout=1.0),
@@ -59,3 +71,28 @@ def test_retry_refuses_a_malformed_id() -> None:
         assert "transaction id" in str(exc)
     else:
         raise AssertionError("accepted a malformed id")
+
+
+def _tally(states: dict[str, InstanceState]) -> Tally:
+    t = Tally(3)
+    for i in range(2):
+        t.add(i, states)
+    return t
+
+
+def test_an_admin_ballots_abort_is_the_operators() -> None:
+    admin, other = Ballot(1, "admin.abc"), Ballot(1, "coordinator-0.x")
+    s = RMSet.of(["a", "b"])
+    base = {
+        REGISTRAR: InstanceState(RM_BALLOT, RM_BALLOT, s),
+        "a": InstanceState(RM_BALLOT, RM_BALLOT, Vote.PREPARED),
+    }
+    d = evaluate(_tally({**base, "b": InstanceState(admin, admin, Vote.ABORTED)}), None)
+    assert d is not None and d.outcome is Outcome.ABORTED
+    assert d.cause is AbortCause.OPERATOR and d.rm_id == "b" and "admin.abc" in d.reason
+    d2 = evaluate(_tally({**base, "b": InstanceState(other, other, Vote.ABORTED)}), None)
+    assert d2 is not None and d2.cause is AbortCause.VOTE_TIMEOUT
+    d3 = evaluate(_tally({REGISTRAR: InstanceState(admin, admin, NO_SET)}), None)
+    assert d3 is not None and d3.cause is AbortCause.OPERATOR
+    d4 = evaluate(_tally({REGISTRAR: InstanceState(other, other, NO_SET)}), None)
+    assert d4 is not None and d4.cause is AbortCause.COORDINATOR_FAILED

@@ -106,6 +106,10 @@ class _AbortCauseEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AbortCause
     """The owner failed before registration closed: a recovery ballot chose "no set"."""
     ABORT_CAUSE_APPLICATION: _AbortCause.ValueType  # 6
     """The application (or another holder of the id) asked to abort; reason is its text."""
+    ABORT_CAUSE_OPERATOR: _AbortCause.ValueType  # 7
+    """An operator settled the stuck transaction (`paxos-commit txn resolve --abort`): an
+    admin leader's ballot chose aborted (rm_id names the RM) or "no set".
+    """
 
 class AbortCause(_AbortCause, metaclass=_AbortCauseEnumTypeWrapper):
     """Why a transaction aborted: a closed set of causes, so clients need not parse text."""
@@ -124,6 +128,10 @@ ABORT_CAUSE_COORDINATOR_FAILED: AbortCause.ValueType  # 5
 """The owner failed before registration closed: a recovery ballot chose "no set"."""
 ABORT_CAUSE_APPLICATION: AbortCause.ValueType  # 6
 """The application (or another holder of the id) asked to abort; reason is its text."""
+ABORT_CAUSE_OPERATOR: AbortCause.ValueType  # 7
+"""An operator settled the stuck transaction (`paxos-commit txn resolve --abort`): an
+admin leader's ballot chose aborted (rm_id names the RM) or "no set".
+"""
 Global___AbortCause: _TypeAlias = AbortCause  # noqa: Y015
 
 @_typing.final
