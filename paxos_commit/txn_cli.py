@@ -88,7 +88,9 @@ def _outcome_text(v: TxnView) -> str:
 
 def _operator(v: TxnView) -> str:
     admins = v.operator_ballots()
-    return f"; settled by an operator's ballot ({', '.join(admins)})" if admins else ""
+    if not admins or v.cause() == "operator":
+        return ""
+    return f"; an operator's ballot ({', '.join(admins)}) took part"
 
 
 def format_show(v: TxnView) -> str:

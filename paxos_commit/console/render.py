@@ -119,8 +119,8 @@ def txn_page(v: TxnView, token: str, flash: str = "") -> str:
     outcome = "PENDING (in doubt)" if v.in_doubt else str(o.value).upper()
     if o is Outcome.ABORTED and (v.cause() or v.reason()):
         outcome += f" ({', '.join(x for x in (v.cause(), v.reason()) if x)})"
-    if v.operator_ballots():
-        outcome += f"; settled by an operator's ballot ({', '.join(v.operator_ballots())})"
+    if v.operator_ballots() and v.cause() != "operator":
+        outcome += f"; an operator's ballot ({', '.join(v.operator_ballots())}) took part"
     facts = [
         ("owner", owner),
         ("age", _age(v.age_s)),
