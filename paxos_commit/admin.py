@@ -418,7 +418,12 @@ class Admin:
                 view.states[i] = None
                 view.unreachable[i] = _error(r)
         await self._add_owned(view, txn_id)
-        if not view.known and len(view.unreachable) < majority(self.n):
+        if not view.known:
+            if len(view.unreachable) >= majority(self.n):
+                raise ConnectionError(
+                    f"only {self.n - len(view.unreachable)} of {self.n} acceptors answered and none knows "
+                    f"{txn_id}: cannot tell whether it exists ({'; '.join(view.unreachable.values())})"
+                )
             raise TxnNotFound(f"no acceptor or coordinator knows transaction {txn_id}")
         return view
 
@@ -500,7 +505,8 @@ class Admin:
         fill = [
             (v, i)
             for v in views.values()
-            if v.outcome is Outcome.PENDING
+            # (one still open at its owner is on no acceptor yet: nothing to read)
+            if v.outcome is Outcome.PENDING and v.first_seen
             for i in answered
             if i not in v.states
         ][:500]

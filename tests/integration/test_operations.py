@@ -147,6 +147,11 @@ async def test_resolve_never_aborts_a_chosen_commit(
 
 async def test_retry_runs_recovery_now(slow_cluster: LocalCluster, admin: Admin, channels: Channels) -> None:
     txn_id, commit, p, _rm = await _stuck(slow_cluster, channels)
+    # An acceptor down is named in what the transaction waits for; a majority still decides.
+    await asyncio.to_thread(slow_cluster.acceptors[2].stop)
+    v = await admin.show(txn_id)
+    assert any(w.startswith("acceptor 2 unreachable") for w in v.waits_for()), v.waits_for()
+    assert v.to_json()["instances"]["fast"]["2"] is None
     done = await admin.retry(txn_id)
     assert len(done) == 2 and any("recovery ballots started by the owner" in a for _, a in done), done
     with pytest.raises(TransactionAborted) as info:
