@@ -8,6 +8,8 @@ import asyncio
 import json
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -16,6 +18,7 @@ import pytest
 
 from paxos_commit.admin import Admin, Filters, TxnNotFound
 from paxos_commit.cluster import LocalCluster
+from paxos_commit.console import Console
 from rm_sdk import Client, Outcome, Participant, RMState, TransactionAborted
 from rm_sdk._channels import Channels
 from rm_sdk._gen.paxoscommit.v1 import paxoscommit_pb2_grpc as pb_grpc
@@ -199,6 +202,46 @@ async def test_unknown_and_malformed(slow_cluster: LocalCluster, admin: Admin) -
         assert e5.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     bad = await _run("txn", "list", "--older-than", "soon", *_where(slow_cluster))
     assert bad.returncode == 2 and "not a duration" in bad.stderr
+
+    # The console's API answers bad input with clear HTTP statuses.
+    console = await asyncio.to_thread(
+        Console, slow_cluster.acceptor_addresses, slow_cluster.coordinator_addresses, ("127.0.0.1", 0)
+    )
+    console.start()
+    try:
+        base = console.address
+        assert await asyncio.to_thread(_http, base + "/healthz") == (200, "ok\n")
+        status, body = await asyncio.to_thread(_http, base + "/api/txn/bad%20id")
+        assert status == 400 and "transaction id" in json.loads(body)["error"]
+        status, body = await asyncio.to_thread(_http, base + "/api/txn/never-began")
+        assert status == 404 and "no acceptor or coordinator knows" in json.loads(body)["error"]
+        status, body = await asyncio.to_thread(_http, base + "/api/transactions?older_than=soon")
+        assert status == 400 and "not a duration" in json.loads(body)["error"]
+        status, body = await asyncio.to_thread(_http, base + "/api/transactions?outcome=maybe")
+        assert status == 400
+        status, _ = await asyncio.to_thread(_http, base + "/api/txn/x/resolve", b"{}", "text/plain")
+        assert status == 415
+        status, body = await asyncio.to_thread(_http, base + "/txn/x/resolve", b"token=forged")
+        assert status == 403 and "token" in body
+        status, body = await asyncio.to_thread(_http, base + "/api/txn/never-began/resolve", b"{}")
+        assert status == 404
+        status, body = await asyncio.to_thread(_http, base + "/txn/never-began")
+        assert status == 404 and "<h1>404</h1>" in body
+        status, body = await asyncio.to_thread(_http, base + "/")
+        assert status == 200 and "SERVING" in body
+        status, body = await asyncio.to_thread(_http, base + "/metrics")
+        assert status == 200 and "paxos_commit_operator_actions" in body
+    finally:
+        await asyncio.to_thread(console.close)
+
+
+def _http(url: str, data: bytes | None = None, ctype: str = "application/json") -> tuple[int, str]:
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": ctype} if data is not None else {})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
 
 
 def _where(cluster: LocalCluster) -> list[str]:
