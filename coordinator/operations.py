@@ -38,14 +38,17 @@ class RecentOutcomes:
     def add(self, txn_id: str, d: Decision) -> None:
         self._items.append((txn_id, d, int(time.time() * 1000)))
 
-    def newest(self, limit: int) -> list[pb.RecentOutcome]:
+    def newest(self, limit: int, txn_id: str = "") -> list[pb.RecentOutcome]:
+        """Newest first, at most ``limit``; only ``txn_id``'s if given."""
         out: list[pb.RecentOutcome] = []
-        for txn_id, d, at in reversed(self._items):
+        for t, d, at in reversed(self._items):
             if len(out) >= limit:
                 break
+            if txn_id and t != txn_id:
+                continue
             out.append(
                 pb.RecentOutcome(
-                    txn_id=txn_id,
+                    txn_id=t,
                     outcome=outcome_to_pb(d.outcome),
                     cause=cause_to_pb(d.cause),
                     rm_id=d.rm_id,
@@ -56,7 +59,7 @@ class RecentOutcomes:
         return out
 
     def find(self, txn_id: str) -> list[pb.RecentOutcome]:
-        return [r for r in self.newest(len(self._items)) if r.txn_id == txn_id][:1]
+        return self.newest(1, txn_id)
 
 
 def _phase(o: Owner) -> str:
