@@ -57,6 +57,7 @@ class Console:
         self.coordinators = coordinators
         self.refresh = refresh
         self.token = secrets.token_urlsafe(16)
+        self._serving = False
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="console-grpc", daemon=True)
         self._thread.start()
@@ -81,14 +82,17 @@ class Console:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
     def serve_forever(self) -> None:
+        self._serving = True
         self.httpd.serve_forever(poll_interval=0.2)
 
     def start(self) -> None:
         """Serve in a background thread (tests)."""
+        self._serving = True
         threading.Thread(target=self.serve_forever, name="console-http", daemon=True).start()
 
     def close(self) -> None:
-        self.httpd.shutdown()
+        if self._serving:  # shutdown() waits for a serve_forever() that must have started
+            self.httpd.shutdown()
         self.httpd.server_close()
         self.call(self.admin.close())
         self.loop.call_soon_threadsafe(self.loop.stop)
