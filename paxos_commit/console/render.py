@@ -129,7 +129,7 @@ def txn_page(v: TxnView, token: str, flash: str = "") -> str:
         (
             "recorded",
             ", ".join(
-                f"acceptor {i}: {v.recorded[i].value if i in v.recorded else 'unreachable' if i in v.unreachable else '-'}"
+                f"acceptor {i}: {v.recorded[i].value if i in v.recorded else 'unreachable' if i in v.unreachable else 'never heard of it'}"
                 for i in range(v.n_acceptors)
             ),
         ),

@@ -117,6 +117,7 @@ async def test_console_lists_a_stuck_transaction_and_resolves_it(cluster: LocalC
             await page.wait_for_selector("#resolve")
             assert "PENDING (in doubt)" in await page.locator("#f-outcome").inner_text()
             assert "silent" in await page.locator("#instances").inner_text()
+            await page.screenshot(path=str(ARTIFACTS / "console-txn-stuck.png"), full_page=True)
             await page.click("#resolve")
             await page.wait_for_selector("#flash", timeout=30_000)
             assert "ABORTED" in await page.locator("#flash").inner_text()
