@@ -122,6 +122,8 @@ class Participant:
         channels: Channels | None = None,
     ) -> None:
         validate_id("rm id", rm.rm_id)
+        # Before the Client below, which would name this process a client.
+        otel.configure(f"paxos-commit-rm-{rm.rm_id}")
         self.rm = rm
         self.owner_timeout = owner_timeout
         self.rpc_timeout = rpc_timeout
@@ -156,7 +158,6 @@ class Participant:
         self._closed = False
         #: OpenTelemetry: each ballot-0 vote's span, until an acceptor accepted it.
         self._vote_spans: dict[str, Any] = {}
-        otel.configure(f"paxos-commit-rm-{rm.rm_id}")
 
     async def close(self) -> None:
         self._closed = True

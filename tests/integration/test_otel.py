@@ -6,11 +6,16 @@ an attribute. Off, the hooks make nothing."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 
 pytest.importorskip("opentelemetry.sdk", reason="the otel extra (pip install 'paxos-commit[otel]')")
@@ -19,6 +24,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from paxos_commit.chaos.rm_process import work_stub
 from paxos_commit.cluster import LocalCluster
 from rm_sdk import Client, Outcome, Participant, TransactionAborted, Vote, otel
 from tests.integration.helpers import ScriptedRM, wait_until
@@ -47,6 +53,30 @@ def _file_spans(folder: Path) -> list[dict[str, Any]]:
     return spans
 
 
+def _start_rm(
+    tmp_path: Path, port_file: Path, coords: list[str], acceptors: list[str], folder: Path
+) -> subprocess.Popen[bytes]:
+    with (tmp_path / "rm-c.log").open("wb") as log:
+        return subprocess.Popen(
+            [
+                sys.executable, "-m", "paxos_commit.chaos.rm_process", "--id", "bank-far",
+                "--db", str(tmp_path / "rm-c.db"), "--listen", "127.0.0.1:0", "--port-file", str(port_file),
+                "--coordinators", ",".join(coords), "--acceptors", ",".join(acceptors),
+            ],
+            env={**os.environ, "PAXOS_COMMIT_OTEL_SPAN_DIR": str(folder)},
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def test_off_makes_nothing() -> None:
     assert otel.on is False
     assert otel.start("paxos.x", "t1") is None
@@ -67,14 +97,26 @@ async def test_one_trace_across_processes(tmp_path: Path, memory: InMemorySpanEx
         coords = cluster.coordinator_addresses
         a, b = ScriptedRM("bank-a"), ScriptedRM("bank-b", vote=Vote.PREPARED)
         pa, pb_ = Participant(a, coords), Participant(b, coords)
-        async with Client(coords) as client:
-            txn = await client.begin()
-            await pa.join(txn.context)
-            await pb_.join(txn.context)
-            assert await txn.commit() is Outcome.COMMITTED
-            await pa.applied(txn.txn_id)
-            await pb_.applied(txn.txn_id)
+        # A third resource manager in a process of its own, tracing to the span folder.
+        port_file = tmp_path / "rm-c.json"
+        rm_proc = _start_rm(tmp_path, port_file, coords, cluster.acceptor_addresses, folder)
+        try:
+            await wait_until(port_file.exists, what="the RM process to serve")
+            address = json.loads(port_file.read_text())["address"]
+            async with Client(coords) as client, grpc.aio.insecure_channel(address) as ch:
+                txn = await client.begin()
+                await pa.join(txn.context)
+                await pb_.join(txn.context)
+                await work_stub(ch)(
+                    json.dumps({"token": txn.context.token(), "refuse": False}).encode(), timeout=10
+                )
+                assert await txn.commit() is Outcome.COMMITTED
+                await pa.applied(txn.txn_id)
+                await pb_.applied(txn.txn_id)
+        finally:
+            await asyncio.to_thread(_stop, rm_proc)
 
+        async with Client(coords) as client:
             refused = ScriptedRM("bank-c", vote=Vote.ABORTED)
             pc = Participant(refused, coords)
             bad = await client.begin()
@@ -112,10 +154,14 @@ async def test_one_trace_across_processes(tmp_path: Path, memory: InMemorySpanEx
 
     processes = {s["_file"] for s in there}
     services = {s["resource"]["attributes"]["service.name"] for s in there}
-    # This process (application and RMs) plus the owner and the acceptors.
-    assert len(processes) + 1 >= 4, processes
+    # This process (application and two RMs), the RM process, the owner, the acceptors.
+    assert len(processes) + 1 >= 5, processes
     assert any(n.startswith("paxos-commit-coordinator-") for n in services), services
     assert sum(n.startswith("paxos-commit-acceptor-") for n in services) >= 2, services
+    far = {
+        s["name"] for s in there if s["resource"]["attributes"]["service.name"] == "paxos-commit-rm-bank-far"
+    }
+    assert {"paxos.join", "paxos.prepare", "paxos.vote", "paxos.outcome"} <= far, far
     names_there = {s["name"] for s in there}
     assert {"paxos.coordinator.begin", "paxos.coordinator.join", "paxos.coordinator.commit"} <= names_there
     assert {"paxos.decide", "paxos.acceptor.phase2b", "paxos.acceptor.record_outcome"} <= names_there
