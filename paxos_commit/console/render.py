@@ -65,8 +65,24 @@ def _health_table(health: list[Health]) -> str:
     )
 
 
+def _filter_form(query: dict[str, str]) -> str:
+    checked = " checked" if query.get("in_doubt") else ""
+    return (
+        "<form method='get' action='/' id='filters'>"
+        f"<label><input type='checkbox' name='in_doubt' value='1'{checked}> in doubt only</label> "
+        f"<label>older than <input name='older_than' size='5' placeholder='30s' value='{escape(query.get('older_than', ''))}'></label> "
+        f"<label>resource manager <input name='rm' size='12' value='{escape(query.get('rm', ''))}'></label> "
+        "<button type='submit'>filter</button></form>"
+    )
+
+
 def index_page(
-    health: list[Health], pending: list[TxnView], recent: list[dict[str, Any]], refresh: int, flash: str = ""
+    health: list[Health],
+    pending: list[TxnView],
+    recent: list[dict[str, Any]],
+    refresh: int,
+    flash: str = "",
+    query: dict[str, str] | None = None,
 ) -> str:
     parts = ["<h1>paxos-commit</h1>"]
     if flash:
@@ -74,6 +90,7 @@ def index_page(
     parts.append("<h2>Acceptors and coordinators</h2>")
     parts.append(_health_table(health))
     parts.append(f"<h2>In flight and in doubt ({len(pending)})</h2>")
+    parts.append(_filter_form(query or {}))
     if pending:
         rows = "".join(
             f"<tr class='txn' data-txn='{escape(v.txn_id)}'><td>{_txn_link(v.txn_id)}</td>"

@@ -100,10 +100,10 @@ class Console:
 
     # ---------------------------------------------------------------- data
 
-    async def overview(self) -> dict[str, Any]:
+    async def overview(self, filters: Filters | None = None) -> dict[str, Any]:
         health, pending, recent = await asyncio.gather(
             self.admin.health(),
-            self.admin.list_transactions(Filters(outcome=Outcome.PENDING, limit=200)),
+            self.admin.list_transactions(filters or Filters(outcome=Outcome.PENDING, limit=200)),
             self.admin.recent(50),
         )
         return {"health": health, "pending": pending, "recent": recent}
@@ -155,11 +155,18 @@ class _Handler(BaseHTTPRequestHandler):
         api = bool(parts) and parts[0] == "api"
         try:
             if not parts:
-                o = self.app.call(self.app.overview())
+                shown = Filters(
+                    in_doubt=query.get("in_doubt", "") in ("1", "on", "true"),
+                    older_than=parse_duration(query["older_than"]) if query.get("older_than") else 0.0,
+                    rm_id=query.get("rm", ""),
+                    outcome=Outcome.PENDING,
+                    limit=200,
+                )
+                o = self.app.call(self.app.overview(shown))
                 self._send(
                     200,
                     render.index_page(
-                        o["health"], o["pending"], o["recent"], self.app.refresh, query.get("done", "")
+                        o["health"], o["pending"], o["recent"], self.app.refresh, query.get("done", ""), query
                     ),
                 )
             elif parts == ["healthz"]:

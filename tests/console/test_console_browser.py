@@ -113,6 +113,17 @@ async def test_console_lists_a_stuck_transaction_and_resolves_it(cluster: LocalC
             assert "SERVING" in await page.locator("#health").inner_text()
             await page.screenshot(path=str(ARTIFACTS / "console-overview-stuck.png"), full_page=True)
 
+            # The filters: in doubt, for one resource manager; another RM lists nothing.
+            await page.check("#filters input[name=in_doubt]")
+            await page.fill("#filters input[name=rm]", "silent")
+            await page.click("#filters button")
+            await row.wait_for(timeout=10_000)
+            await page.fill("#filters input[name=rm]", "nobody")
+            await page.click("#filters button")
+            await page.wait_for_url("**rm=nobody**")
+            assert await page.locator(f"#pending tr.txn[data-txn='{txn.txn_id}']").count() == 0
+            await page.goto(console)
+
             await row.locator("a").click()
             await page.wait_for_selector("#resolve")
             assert "PENDING (in doubt)" in await page.locator("#f-outcome").inner_text()
