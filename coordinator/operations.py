@@ -114,11 +114,19 @@ def list_owned(
     else:
         owned = sorted(node.owned.values(), key=lambda o: o.created)[:limit]
         found = recent.newest(limit)
+    recovering = sorted(
+        t
+        for t, learner in node.learners.items()
+        if learner.recovery is not None
+        and learner.decision is None
+        and (not request.txn_id or t == request.txn_id)
+    )[:limit]
     return pb.ListOwnedReply(
         leader_id=node.leader_id,
         owned=[owned_to_pb(o, node.leader_id, now) for o in owned],
         recent=found,
         now_unix_ms=int(time.time() * 1000),
+        recovering=recovering,
     )
 
 

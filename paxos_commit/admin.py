@@ -147,6 +147,8 @@ class TxnView:
     #: Acceptor errors, by index.
     unreachable: dict[int, str] = field(default_factory=dict)
     owned: Owned | None = None
+    #: Coordinators (leader id at address) recovering it for an owner that is gone.
+    recovering_by: list[str] = field(default_factory=list)
     #: A decision some coordinator made and remembers (with its cause), if any.
     decided_by: str = ""
     decided_cause: str = ""
@@ -241,6 +243,8 @@ class TxnView:
                 out.append(f"{rm} has not voted")
             else:
                 out.append(f"{rm}'s vote reached {have} of {self.n_acceptors} acceptors (needs {need})")
+        for who in self.recovering_by:
+            out.append(f"recovery ballots by {who}")
         for i, err in sorted(self.unreachable.items()):
             out.append(f"acceptor {i} unreachable ({err})")
         if not out and self.first_seen:
@@ -293,6 +297,7 @@ class TxnView:
             "cause": self.cause(),
             "reason": self.reason(),
             "decided_by": self.decided_by,
+            "recovering_by": self.recovering_by,
             "operator_ballots": self.operator_ballots(),
             "recorded": {str(i): o.value for i, o in sorted(self.recorded.items())},
             "waits_for": self.waits_for(),
@@ -449,6 +454,8 @@ class Admin:
                 continue
             for o in r.owned:
                 view.owned = _owned_from_pb(address, o)
+            if txn_id in r.recovering:
+                view.recovering_by.append(f"{r.leader_id} at {address}")
             for d in r.recent:
                 view.decided_by = f"{r.leader_id} at {address}"
                 cause = cause_from_pb(d.cause)
@@ -492,6 +499,9 @@ class Admin:
             for o in owned.owned:
                 v = views.setdefault(o.txn_id, TxnView(o.txn_id, self.n))
                 v.owned = _owned_from_pb(address, o)
+            for t in owned.recovering:
+                if t in views:
+                    views[t].recovering_by.append(f"{owned.leader_id} at {address}")
             for d in owned.recent:
                 v2 = views.get(d.txn_id)
                 if v2 is not None:

@@ -96,3 +96,22 @@ def test_an_admin_ballots_abort_is_the_operators() -> None:
     assert d3 is not None and d3.cause is AbortCause.OPERATOR
     d4 = evaluate(_tally({REGISTRAR: InstanceState(other, other, NO_SET)}), None)
     assert d4 is not None and d4.cause is AbortCause.COORDINATOR_FAILED
+
+
+def test_list_owned_names_what_this_replica_recovers_for_others() -> None:
+    from coordinator.operations import RecentOutcomes, list_owned
+    from rm_sdk.core.messages import Bundle
+    from rm_sdk.wire import pb
+
+    node = _node()
+    node.retry("lost", 0.0)
+    node.take_ready()
+    s = RMSet.of(["a"])
+    for i in range(3):
+        node.acceptor_reply(
+            Bundle("lost", i, {REGISTRAR: InstanceState(RM_BALLOT, RM_BALLOT, s)}, age_ms=5), 0.1
+        )
+    assert node.learners["lost"].recovery is not None  # ballots started at once (no recovery timeout)
+    reply = list_owned(node, RecentOutcomes(), pb.ListOwnedRequest(), 0.2)
+    assert list(reply.recovering) == ["lost"] and not reply.owned
+    assert list(list_owned(node, RecentOutcomes(), pb.ListOwnedRequest(txn_id="other"), 0.2).recovering) == []

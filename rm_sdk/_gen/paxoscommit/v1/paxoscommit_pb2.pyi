@@ -1642,6 +1642,7 @@ class ListOwnedReply(_message.Message):
     OWNED_FIELD_NUMBER: _builtins.int
     RECENT_FIELD_NUMBER: _builtins.int
     NOW_UNIX_MS_FIELD_NUMBER: _builtins.int
+    RECOVERING_FIELD_NUMBER: _builtins.int
     leader_id: _builtins.str
     """This coordinator incarnation's leader id."""
     now_unix_ms: _builtins.int
@@ -1654,6 +1655,12 @@ class ListOwnedReply(_message.Message):
     def recent(self) -> _containers.RepeatedCompositeFieldContainer[Global___RecentOutcome]:
         """Transactions decided here recently, newest first."""
 
+    @_builtins.property
+    def recovering(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Transactions this replica does not own and is recovering now (running ballots > 0
+        for an owner that is gone), sorted; with txn_id set, at most that one.
+        """
+
     def __init__(
         self,
         *,
@@ -1661,10 +1668,11 @@ class ListOwnedReply(_message.Message):
         owned: _abc.Iterable[Global___OwnedTransaction] | None = ...,
         recent: _abc.Iterable[Global___RecentOutcome] | None = ...,
         now_unix_ms: _builtins.int = ...,
+        recovering: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["leader_id", b"leader_id", "now_unix_ms", b"now_unix_ms", "owned", b"owned", "recent", b"recent"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["leader_id", b"leader_id", "now_unix_ms", b"now_unix_ms", "owned", b"owned", "recent", b"recent", "recovering", b"recovering"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
