@@ -376,6 +376,8 @@ class Admin:
         self.coordinator_addresses = list(coordinators)
         self.timeout = timeout
         self._channels: dict[str, grpc.aio.Channel] = {}
+        #: Whether the last :meth:`list_transactions` left matching transactions out.
+        self.truncated = False
 
     async def __aenter__(self) -> Admin:
         return self
@@ -483,6 +485,7 @@ class Admin:
             return_exceptions=True,
         )
         views: dict[str, TxnView] = {}
+        truncated = False
         answered: list[int] = []
         down: dict[int, str] = {}
         for i, r in enumerate(replies):
@@ -490,6 +493,7 @@ class Admin:
                 down[i] = _error(r)
                 continue
             answered.append(i)
+            truncated = truncated or r.truncated
             for rec in r.transactions:
                 v = views.setdefault(rec.txn_id, TxnView(rec.txn_id, self.n))
                 self._add_record(v, i, rec, r.now_unix_ms)
@@ -539,6 +543,7 @@ class Admin:
                 v.unreachable[i] = err
         kept = [v for v in views.values() if f.keep(v)]
         kept.sort(key=lambda v: v.age_s or 0.0)
+        self.truncated = truncated or len(kept) > f.limit
         return kept[: f.limit]
 
     async def recent(self, limit: int = 50) -> list[dict[str, Any]]:

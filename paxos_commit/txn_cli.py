@@ -183,6 +183,12 @@ async def _run(args: argparse.Namespace) -> int:
                 _print_json([v.to_json() for v in views])
             else:
                 print(format_list(views))
+            if admin.truncated:
+                print(
+                    f"paxos-commit txn list: more transactions match than shown (--limit {args.limit}); "
+                    "narrow the filters or raise --limit",
+                    file=sys.stderr,
+                )
             return 0
         if args.txn_command == "resolve":
             r = await admin.resolve_abort(args.txn_id, within=args.timeout)
