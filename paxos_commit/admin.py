@@ -376,7 +376,7 @@ class Admin:
         self.coordinator_addresses = list(coordinators)
         self.timeout = timeout
         self._channels: dict[str, grpc.aio.Channel] = {}
-        #: Whether the last :meth:`list_transactions` left matching transactions out.
+        #: Whether the last :meth:`list_transactions` may have left matching transactions out.
         self.truncated = False
 
     async def __aenter__(self) -> Admin:

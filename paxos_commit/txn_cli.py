@@ -185,7 +185,7 @@ async def _run(args: argparse.Namespace) -> int:
                 print(format_list(views))
             if admin.truncated:
                 print(
-                    f"paxos-commit txn list: more transactions match than shown (--limit {args.limit}); "
+                    f"paxos-commit txn list: more transactions may match than shown (--limit {args.limit}); "
                     "narrow the filters or raise --limit",
                     file=sys.stderr,
                 )
