@@ -181,3 +181,58 @@ async def test_one_trace_across_processes(tmp_path: Path, memory: InMemorySpanEx
         if s.name == "paxos.transaction" and s.attributes and s.attributes["paxos.txn_id"] == bad.txn_id
     )
     assert bad_root.attributes is not None and bad_root.attributes["paxos.abort_cause"] == "rm_refused"
+
+
+async def test_otlp_export_configured_by_the_standard_variables(tmp_path: Path) -> None:
+    """The services export over OTLP/gRPC to whatever OTEL_EXPORTER_OTLP_ENDPOINT names
+    (here a collector stand-in in this process): nothing but the standard variables."""
+    from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+
+    got: list[Any] = []
+
+    class Collector(trace_service_pb2_grpc.TraceServiceServicer):
+        async def Export(self, request: Any, context: Any) -> Any:
+            got.extend(request.resource_spans)
+            return trace_service_pb2.ExportTraceServiceResponse()
+
+    server = grpc.aio.server()
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Collector(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    cluster = LocalCluster(
+        tmp_path / "cluster",
+        extra_env={
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}",
+            "OTEL_EXPORTER_OTLP_INSECURE": "true",
+            "OTEL_BSP_SCHEDULE_DELAY": "100",
+            "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=test",
+        },
+    )
+    await asyncio.to_thread(cluster.start)
+    try:
+        coords = cluster.coordinator_addresses
+        rm = ScriptedRM("bank-a")
+        p = Participant(rm, coords)
+        async with Client(coords) as client:
+            txn = await client.begin()
+            await p.join(txn.context)
+            assert await txn.commit() is Outcome.COMMITTED
+        await p.applied(txn.txn_id)
+        await p.close()
+        trace_id = otel.trace_ids(txn.txn_id)[0].to_bytes(16, "big")
+
+        def services() -> set[str]:
+            names = set()
+            for rs in got:
+                attrs = {a.key: a.value.string_value for a in rs.resource.attributes}
+                assert attrs.get("deployment.environment") == "test"
+                if any(s.trace_id == trace_id for ss in rs.scope_spans for s in ss.spans):
+                    names.add(attrs["service.name"])
+            return names
+
+        await wait_until(lambda: len(services()) >= 3, what="spans of 3 services at the collector")
+        assert any(n.startswith("paxos-commit-coordinator-") for n in services())
+        assert any(n.startswith("paxos-commit-acceptor-") for n in services())
+    finally:
+        await asyncio.to_thread(cluster.stop)
+        await server.stop(None)
