@@ -411,7 +411,7 @@ def test_dockerfile_matches_the_pod_specs() -> None:
     assert stages and set(stages) == {"python:3.11-slim"}
     final = re.split(r"(?m)^FROM\s", text)[-1]
     assert json.loads(re.search(r"(?m)^ENTRYPOINT\s+(.+)$", final).group(1)) == ["paxos-commit"]  # type: ignore[union-attr]
-    assert "'.[server]'" in text
+    assert "'.[server,otel]'" in text  # the services' dependencies, and tracing (off unless configured)
     user = re.search(r"(?m)^USER\s+(\d+)(?::(\d+))?$", final)
     assert user, "the image runs as a numeric non-root user"
     r = render()
