@@ -69,6 +69,8 @@ __all__ = [
     "TxnNotFound",
     "TxnView",
     "parse_duration",
+    "show_ballot",
+    "show_value",
 ]
 
 log = logging.getLogger("paxos_commit.admin")
@@ -630,7 +632,12 @@ class Admin:
             log.info("txn %s: operator resolve: already %s; nothing changed", txn_id, d.outcome.value)
             return ResolveResult(txn_id, d.outcome, False, f"already {d.outcome.value}: nothing changed")
         leader = f"{ADMIN_LEADER_PREFIX}{uuid.uuid4().hex[:12]}"
-        result = await _run_recovery(self.acceptor_addresses, txn_id, view.tally(), leader, within)
+        try:
+            result = await _run_recovery(self.acceptor_addresses, txn_id, view.tally(), leader, within)
+        except TimeoutError:
+            OPERATOR_ACTIONS.labels("resolve", "gave_up").inc()
+            log.warning("txn %s: operator resolve as %s: no decision in %.0fs", txn_id, leader, within)
+            raise
         OPERATOR_ACTIONS.labels("resolve", result.outcome.value).inc()
         log.warning(
             "txn %s: operator resolve as %s: %s after %d ballot(s)",
