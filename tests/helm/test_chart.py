@@ -207,6 +207,27 @@ def test_renders_for_an_odd_acceptor_count(n: int) -> None:
         assert {"name": "tmp", "mountPath": "/tmp"} in c["volumeMounts"]
 
     assert f"acceptors: {n} (F={f}:" in r.notes
+    assert "operators' console" not in r.notes
+
+
+def test_console_renders_only_when_enabled() -> None:
+    assert not [m for m in render().manifests if m["metadata"]["name"] == f"{FULLNAME}-console"]
+    r = render({"console": {"enabled": True, "refreshSeconds": 0}})
+    dep, svc = r.one("Deployment", f"{FULLNAME}-console"), r.one("Service", f"{FULLNAME}-console")
+    c = container(dep)
+    assert c["command"] == ["paxos-commit"] and c["args"][c["args"].index("console") + 1 :] == [
+        "--listen", "0.0.0.0:8080", "--refresh", "0",
+    ]  # fmt: skip
+    env = {e["name"]: e["value"] for e in c["env"]}
+    assert env["PAXOS_COMMIT_ACCEPTORS"] == arg_after(
+        container(r.one("Deployment", COORDINATORS)), "--acceptors"
+    )
+    assert env["PAXOS_COMMIT_COORDINATORS"] == f"{COORDINATORS}:7800"
+    assert c["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True
+    assert dep["spec"]["template"]["metadata"]["labels"][f"{FULLNAME}-client"] == "true"
+    assert svc["spec"]["type"] == "ClusterIP" and svc["spec"]["ports"][0]["targetPort"] == "http"
+    assert f"port-forward svc/{FULLNAME}-console 8080" in r.notes
 
 
 @pytest.mark.parametrize(
