@@ -10,7 +10,8 @@ Off unless configured, and then nearly free: every hook is behind the module fla
   ``OTEL_EXPORTER_OTLP_PROTOCOL`` (``grpc``, the default, or ``http/protobuf``),
   ``OTEL_SERVICE_NAME``, ``OTEL_RESOURCE_ATTRIBUTES``, ``OTEL_SDK_DISABLED``; the exporter
   reads its own ``OTEL_EXPORTER_OTLP_*`` settings (headers, timeouts, certificates).
-- An application that set up its own global ``TracerProvider`` gets its spans there.
+- An application that set up its own global ``TracerProvider`` (before its first
+  ``Client`` or ``Participant``) gets its spans there.
 - ``PAXOS_COMMIT_OTEL_SPAN_DIR``: also write each finished span, as one JSON line, to
   ``<dir>/<service>-<pid>.jsonl`` (how the tests collect spans from many processes).
 
@@ -40,6 +41,7 @@ import contextvars
 import hashlib
 import json
 import os
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -100,6 +102,10 @@ def configure(service_name: str | None = None) -> bool:
         if _configured:
             return on
         _configured = True
+        if not _wanted() and "opentelemetry.trace" not in sys.modules:
+            # Nothing asks for traces and no provider can be set up (OpenTelemetry is not
+            # even imported): stay off without paying for the import.
+            return False
         try:
             from opentelemetry import trace
         except ImportError:

@@ -101,6 +101,17 @@ def _scrape(port: int) -> dict[str, float]:
     return out
 
 
+def _scrape_when_up(port: int, limit: float = 30.0) -> dict[str, float]:
+    deadline = time.monotonic() + limit
+    while True:
+        try:
+            return _scrape(port)
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
 def test_up_serves_metrics_that_move_during_the_demo(tmp_path: Path) -> None:
     """The demo run against `up` (--attach): its transactions show in the metrics of the
     coordinators and acceptors, and up restarts the coordinator the demo kills."""
@@ -123,7 +134,8 @@ def test_up_serves_metrics_that_move_during_the_demo(tmp_path: Path) -> None:
             capture_output=True, text=True, timeout=240,
         )  # fmt: skip
         assert demo.returncode == 0, demo.stdout + demo.stderr
-        after = {name: _scrape(port) for name, port in ports.items()}
+        # The coordinator the demo killed is back once up has restarted it.
+        after = {name: _scrape_when_up(port) for name, port in ports.items()}
         begun = sum(
             after[c]["paxos_commit_transactions_begun_total"] for c in ("coordinator-0", "coordinator-1")
         )
