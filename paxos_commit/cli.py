@@ -15,7 +15,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rm_sdk import tracing
+from rm_sdk import otel, tracing
 
 if TYPE_CHECKING:
     from paxos_commit.certs import TlsFiles
@@ -167,6 +167,7 @@ def _acceptor(args: argparse.Namespace) -> int:
 
     if args.trace_file:
         tracing.enable(args.trace_file, f"acceptor-{args.id}")
+    otel.configure(f"paxos-commit-acceptor-{args.id}")
 
     async def run() -> None:
         async with serve_acceptor(
@@ -196,6 +197,8 @@ def _acceptor(args: argparse.Namespace) -> int:
     except StorageError as exc:
         print(f"paxos-commit acceptor: {exc}", file=sys.stderr)
         return 1
+    finally:
+        otel.shutdown()
     return 0
 
 
@@ -227,6 +230,7 @@ def _coordinator(args: argparse.Namespace) -> int:
 
     if args.trace_file:
         tracing.enable(args.trace_file, args.name)
+    otel.configure(f"paxos-commit-{args.name}")
 
     async def run() -> None:
         async with serve_coordinator(
@@ -249,7 +253,10 @@ def _coordinator(args: argparse.Namespace) -> int:
             print(f"coordinator serving on {handle.address}", flush=True)
             await wait_for_signal()
 
-    asyncio.run(run())
+    try:
+        asyncio.run(run())
+    finally:
+        otel.shutdown()
     return 0
 
 
@@ -543,6 +550,10 @@ def build_parser() -> argparse.ArgumentParser:
     ch = sub.add_parser("chaos", help="a nemesis: faults from a seeded schedule, then an independent check")
     add_chaos_arguments(ch)
     ch.set_defaults(func=_chaos)
+
+    from paxos_commit.txn_cli import add_txn_parser
+
+    add_txn_parser(sub)
     return p
 
 

@@ -130,6 +130,12 @@ class CoordinatorMetrics(_Base):
             registry=r,
         )
         self.acceptors = Gauge("paxos_commit_acceptors", "Acceptors configured (2F+1).", registry=r)
+        self.operator_actions = Counter(
+            "paxos_commit_operator_actions",
+            "Operators' actions served here (retry), by action and result.",
+            ["action", "result"],
+            registry=r,
+        )
 
 
 if TYPE_CHECKING:
