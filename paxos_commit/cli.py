@@ -295,6 +295,10 @@ def _up(args: argparse.Namespace) -> int:
         )
     else:
         print("  WARNING: INSECURE: no TLS, no authentication")
+    print(
+        f"  operators: `paxos-commit txn list --attach {cluster.data_dir}` (as admin/local), "
+        f"`paxos-commit console --attach {cluster.data_dir}`"
+    )
     print(f"  logs in {cluster.data_dir / 'logs'}; Ctrl-C stops", flush=True)
     try:
         while not stop.wait(0.5):

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from paxos_commit.admin import Filters, Owned, TxnView, parse_duration
-from paxos_commit.txn_cli import UsageError, cluster_addresses, format_list, format_show
+from paxos_commit.txn_cli import UsageError, admin_tls, cluster_addresses, format_list, format_show
 from rm_sdk.protocol import REGISTRAR, RM_BALLOT, Ballot, InstanceState, Outcome, RMSet, Vote
 
 
@@ -33,6 +33,48 @@ def test_cluster_from_flags_and_from_an_up_data_dir(tmp_path: Path) -> None:
     assert acc == ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"] and coord == ["127.0.0.1:9"]
     with pytest.raises(UsageError, match="no running cluster"):
         cluster_addresses(_args(attach=str(tmp_path / "nothing")))
+
+
+def _tls_args(**kw: object) -> argparse.Namespace:
+    base = {
+        "tls_cert": None,
+        "tls_key": None,
+        "tls_ca": None,
+        "certs": None,
+        "admin": "local",
+        "insecure": False,
+    }
+    return _args(**{**base, **kw})
+
+
+def test_the_tools_certificate_from_flags_a_folder_or_the_attached_cluster(tmp_path: Path) -> None:
+    """TLS is the default: the tools present an admin certificate, found without flags next
+    to a running `up` (its data dir's admin-local.pem); --insecure only when asked for."""
+    from paxos_commit.certs import local_certs
+    from paxos_commit.cluster import LocalCluster
+
+    certs = tmp_path / "certs"
+    local_certs(certs, 1, [], extra=[("admin", "ops")])
+    assert admin_tls(_tls_args(insecure=True)) is None
+    with pytest.raises(UsageError, match="cannot be combined"):
+        admin_tls(_tls_args(insecure=True, certs=str(certs)))
+    with pytest.raises(UsageError, match="no certificates"):
+        admin_tls(_tls_args())
+    files = admin_tls(_tls_args(certs=str(certs)))
+    assert files is not None and files.cert.name == "admin-local.pem" and files.identity().role == "admin"
+    files = admin_tls(_tls_args(certs=str(certs), admin="ops"))
+    assert files is not None and files.identity().name == "ops"
+    with pytest.raises(UsageError, match="does not exist"):
+        admin_tls(_tls_args(certs=str(certs), admin="nobody"))
+    with pytest.raises(UsageError, match="go together"):
+        admin_tls(_tls_args(tls_cert=str(files.cert)))
+    explicit = admin_tls(_tls_args(tls_cert=str(files.cert), tls_key=str(files.key), tls_ca=str(files.ca)))
+    assert explicit == files
+    up = LocalCluster(tmp_path / "up")  # what attach finds: a TLS cluster, certs under its data dir
+    local_certs(up.certs_dir, 1, [])
+    found = admin_tls(_tls_args(), up)
+    assert found is not None and found.cert == up.certs_dir / "admin-local.pem"
+    assert admin_tls(_tls_args(), LocalCluster(tmp_path / "plain", tls=False)) is None
 
 
 def test_durations() -> None:
