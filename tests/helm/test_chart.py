@@ -277,9 +277,14 @@ def test_console_renders_only_when_enabled() -> None:
         ({"coordinator": {"replicaCount": 0}}, "At least one coordinator replica"),
         ({"acceptor": {"ports": {"grpc": 9090}}}, "gRPC, metrics and health ports of a component must differ"),
         ({"tls": {"certManager": {"enabled": False}}}, "nothing provides the certificates"),
+        (
+            {"console": {"enabled": True},
+             "tls": {"certManager": {"enabled": False}, "acceptorSecret": "a", "coordinatorSecret": "c"}},
+            "nothing provides the console's admin certificate",
+        ),
     ],
     ids=["2-acceptors", "4-acceptors", "0-acceptors", "sqlite-no-pv", "pdb-above-f", "pg-no-urls", "pg-shared",
-         "no-coordinator", "port-clash", "tls-without-certificates"],
+         "no-coordinator", "port-clash", "tls-without-certificates", "console-without-certificate"],
 )  # fmt: skip
 def test_validate_values_refuses(values: dict[str, Any], message: str) -> None:
     with pytest.raises(helm.HelmRenderError) as refused:
