@@ -155,6 +155,8 @@ def test_up_serves_metrics_that_move_during_the_demo(tmp_path: Path) -> None:
             capture_output=True, text=True, timeout=240,
         )  # fmt: skip
         assert demo.returncode == 0, demo.stdout + demo.stderr
+        # Its closing `txn show` read the cluster over mTLS, as up's admin.
+        assert "(could not read it:" not in demo.stdout, demo.stdout
         # The coordinator the demo killed is back once up has restarted it.
         after = {name: _scrape_when_up(port) for name, port in ports.items()}
         begun = sum(
