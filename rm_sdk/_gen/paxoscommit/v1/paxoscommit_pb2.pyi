@@ -1581,7 +1581,10 @@ class OwnedTransaction(_message.Message):
 
     @_builtins.property
     def waiting_for(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """RMs of the set whose vote no majority of acceptors has reported yet, sorted."""
+        """RMs of the set (and "@registrar") whose value no majority of acceptors has reported
+        to this coordinator yet, sorted: the owner's view, which lags the acceptors' own
+        (InspectTransaction) while it waits for complete 2b bundles.
+        """
 
     def __init__(
         self,
