@@ -6,12 +6,13 @@ import asyncio
 import contextlib
 import functools
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import grpc
 
-from acceptor import core
+from acceptor import core, operations
 from acceptor.collect import Collector, CollectorConfig
 from acceptor.core import TxnRecord
 from acceptor.rules import bundle_complete, check_phase1a, check_phase2a
@@ -29,7 +30,7 @@ from paxos_commit.serving import (
     serve_stream,
     start_server,
 )
-from rm_sdk import tracing
+from rm_sdk import otel, tracing
 from rm_sdk._gen.paxoscommit.v1 import paxoscommit_pb2_grpc as pb_grpc
 from rm_sdk.core.messages import BundleRequest, Phase1a, Phase1b, Phase2a, Phase2b, RecordOutcome
 from rm_sdk.identity import RM, Identity
@@ -76,6 +77,12 @@ class AcceptorServicer(pb_grpc.AcceptorServicer):
         if refusal is not None:
             self._refused(refusal, ident)
 
+    def _permit(self, ident: Identity | None, action: authz.Action) -> None:
+        """An operators' action (paxos_commit/authz.py): refused and counted like a request."""
+        refusal = authz.check_action(ident, action)
+        if refusal is not None:
+            self._refused(refusal, ident)
+
     def _refused(self, refusal: authz.Refusal, ident: Identity | None) -> None:
         self.metrics.on_refusal(refusal.rule, ident.role if ident else "none")
         raise authz.Denied(refusal)
@@ -108,9 +115,12 @@ class AcceptorServicer(pb_grpc.AcceptorServicer):
             out = handler(rec, now)
             return out.record, out
 
+        started = time.time_ns() if otel.on else 0
         out: core.Step = await self.store.apply(txn_id, self._rm_ballot(ident, txn_id, step))
         for ev in out.trace:
             tracing.event(ev.name, ev.txn_id, **ev.fields)
+        if otel.on:
+            operations.step_span(self.id, txn_id, out, started)
         return out
 
     async def Phase1a(
@@ -314,15 +324,21 @@ class AcceptorServicer(pb_grpc.AcceptorServicer):
         if not steps:
             return
         fut = self.store.apply_many(steps)
-        fut.add_done_callback(lambda f: self._on_durable(f, asks, replies))
+        if otel.on:  # each step's span, from the batch's arrival to its durability
+            spans = ([t for t, _ in steps], time.time_ns())
+            fut.add_done_callback(lambda f: self._on_durable(f, asks, replies, spans))
+        else:
+            fut.add_done_callback(lambda f: self._on_durable(f, asks, replies))
 
     def _on_durable(
         self,
         fut: asyncio.Future[Any],
         asks: list[_Ask],
         replies: StreamReplies,
+        spans: tuple[list[str], int] | None = None,
     ) -> None:
-        """A group's steps are durable (or storage failed): trace, then reply."""
+        """A group's steps are durable (or storage failed): trace, then reply. ``spans``
+        (tracing on): the steps' transaction ids and when the batch arrived."""
         if fut.cancelled() or fut.exception() is not None:
             exc = None if fut.cancelled() else fut.exception()
             log.warning("acceptor %d: storage failed: %r", self.id, exc)
@@ -332,7 +348,7 @@ class AcceptorServicer(pb_grpc.AcceptorServicer):
             return
         out: list[pb.AcceptorReply] = []
         watches: list[tuple[int, BundleRequest, TxnRecord | None, float]] = []
-        for (seq, kind, bundle_req, wait, more), res in zip(asks, fut.result(), strict=True):
+        for i, ((seq, kind, bundle_req, wait, more), res) in enumerate(zip(asks, fut.result(), strict=True)):
             if res.error is not None:
                 err = res.error
                 if isinstance(err, ProtocolError):
@@ -349,6 +365,8 @@ class AcceptorServicer(pb_grpc.AcceptorServicer):
             step: core.Step = res.value
             for ev in step.trace:
                 tracing.event(ev.name, ev.txn_id, **ev.fields)
+            if spans is not None:
+                operations.step_span(self.id, spans[0][i], step, spans[1])
             self._count(kind, "OK")
             reply = step.reply
             if isinstance(reply, Phase2b):
@@ -420,6 +438,30 @@ class AcceptorServicer(pb_grpc.AcceptorServicer):
         limit = min(request.limit or 1000, 10_000)
         ids = await self.store.list_undecided(request.older_than_ms, limit)
         return pb.ListUndecidedReply(acceptor_id=self.id, txn_ids=ids)
+
+    # Operators' reads (acceptor/operations.py); authorization in paxos_commit/authz.py.
+
+    async def InspectTransaction(
+        self, request: pb.InspectTransactionRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.InspectTransactionReply:
+        return await abort_on_error(context, self._inspect(request, self._identity(context)))
+
+    async def _inspect(
+        self, request: pb.InspectTransactionRequest, ident: Identity | None
+    ) -> pb.InspectTransactionReply:
+        self._permit(ident, authz.Action.INSPECT)
+        return await operations.inspect_transaction(self.store, request)
+
+    async def ListTransactions(
+        self, request: pb.ListTransactionsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.ListTransactionsReply:
+        return await abort_on_error(context, self._list_transactions(request, self._identity(context)))
+
+    async def _list_transactions(
+        self, request: pb.ListTransactionsRequest, ident: Identity | None
+    ) -> pb.ListTransactionsReply:
+        self._permit(ident, authz.Action.INSPECT)
+        return await operations.list_transactions(self.store, request)
 
 
 def _decode_phase1a(request: pb.Phase1aRequest) -> Phase1a:

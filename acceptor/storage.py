@@ -158,6 +158,9 @@ class AcceptorStore:
         self._upserts: dict[str, Any] = {}
         #: Observers of each committed batch: (batch size, seconds spent writing).
         self.on_batch: list[Callable[[int, float], None]] = []
+        #: Operators' reads: their own engine and thread (see :meth:`query`).
+        self._reader: ThreadPoolExecutor | None = None
+        self._reader_engine: Engine | None = None
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -181,6 +184,11 @@ class AcceptorStore:
             engine = self._engine
             await asyncio.get_running_loop().run_in_executor(self._executor, engine.dispose)
         self._executor.shutdown(wait=True)
+        if self._reader is not None:
+            reader = self._reader_engine
+            if reader is not None:
+                await asyncio.get_running_loop().run_in_executor(self._reader, reader.dispose)
+            self._reader.shutdown(wait=True)
 
     def _open(self) -> Engine:
         url = sa.engine.make_url(self.url)
@@ -311,6 +319,24 @@ class AcceptorStore:
                 conn.execute(sa.text("SELECT 1"))
 
         await asyncio.get_running_loop().run_in_executor(self._executor, query)
+
+    async def query(self, fn: Callable[[Connection], R]) -> R:
+        """Run a read-only query of operators' tools (``acceptor/operations.py``) on a
+        connection and thread of its own, so a long listing never delays the group
+        commits; it sees committed state only (SQLite in WAL mode: readers and the
+        writer do not block each other)."""
+        self._require_engine()
+        if self._reader is None:
+            self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="acceptor-read")
+        loop = asyncio.get_running_loop()
+
+        def run() -> R:
+            if self._reader_engine is None:
+                self._reader_engine = _reader_engine(self.url)
+            with self._reader_engine.connect() as conn:
+                return fn(conn)
+
+        return await loop.run_in_executor(self._reader, run)
 
     def _require_engine(self) -> Engine:
         if self._engine is None:
@@ -513,6 +539,22 @@ def _upsert(conn: Connection, table: sa.Table, keys: list[str]) -> Any:
     return lite.on_conflict_do_update(
         index_elements=keys, set_={c.name: lite.excluded[c.name] for c in table.c if c.name not in keys}
     )
+
+
+def _reader_engine(url: str) -> Engine:
+    """A read-only engine for operators' queries, beside the writer's."""
+    if sa.engine.make_url(url).get_backend_name() == "sqlite":
+        engine = sa.create_engine(url, poolclass=sa.pool.StaticPool)
+
+        @sa.event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA query_only=1")
+            cur.execute("PRAGMA busy_timeout=5000")
+            cur.close()
+
+        return engine
+    return sa.create_engine(url, pool_size=1, max_overflow=0, pool_pre_ping=True)
 
 
 def _configure_sqlite(engine: Engine) -> None:

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from coordinator import operations
 from paxos_commit import authz
 from paxos_commit.certs import TlsFiles, server_credentials
 from paxos_commit.guard import InputGuard, Undecodable
@@ -33,7 +34,7 @@ from paxos_commit.serving import (
     serve_stream,
     start_server,
 )
-from rm_sdk import tracing
+from rm_sdk import otel, tracing
 from rm_sdk._gen.paxoscommit.v1 import paxoscommit_pb2_grpc as pb_grpc
 from rm_sdk._streams import StreamAcceptors
 from rm_sdk.core.coordinator import CoordinatorNode, CoordinatorTimeouts, NotFound
@@ -59,7 +60,7 @@ from rm_sdk.core.messages import (
 from rm_sdk.core.owner import OwnerTimeouts
 from rm_sdk.core.ready import Ready
 from rm_sdk.identity import Identity
-from rm_sdk.protocol import Outcome
+from rm_sdk.protocol import Outcome, ProtocolError
 from rm_sdk.wire import cause_to_pb, outcome_from_pb, outcome_to_pb, pb
 
 __all__ = ["CoordinatorConfig", "CoordinatorServicer", "NotFound", "serve_coordinator"]
@@ -150,6 +151,8 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         self._background: asyncio.Task[None] | None = None
         self._health: asyncio.Task[None] | None = None
         self._certs: asyncio.Task[None] | None = None
+        #: Decisions made here, for operators (coordinator/operations.py).
+        self.recent = operations.RecentOutcomes()
         m = self.metrics
         m.acceptors.set(self.acceptors.n)
         # Computed when scraped (not on the hot path); scrapes come from another thread.
@@ -165,6 +168,13 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
 
     def _authorize(self, ident: Identity | None, request: Any) -> None:
         refusal = authz.check(ident, request)
+        if refusal is not None:
+            self.metrics.on_refusal(refusal.rule, ident.role if ident else "none")
+            raise _Refusal(refusal.code, refusal.detail)
+
+    def _permit(self, ident: Identity | None, action: authz.Action) -> None:
+        """An operators' action (paxos_commit/authz.py): refused and counted like a request."""
+        refusal = authz.check_action(ident, action)
         if refusal is not None:
             self.metrics.on_refusal(refusal.rule, ident.role if ident else "none")
             raise _Refusal(refusal.code, refusal.detail)
@@ -186,8 +196,11 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
     def _pump(self) -> None:
         while True:
             ready = self.node.take_ready()
-            for _txn, d, took in ready.decided:
+            for txn, d, took in ready.decided:
                 self._count(d, took)
+                self.recent.add(txn, d)
+                if otel.on:
+                    operations.decide_span(txn, d, took, self.leader_id)
             if ready.ballots:
                 self.metrics.recovery_ballots.inc(ready.ballots)
             run_ready(ready, self.acceptors, self._answer, log)
@@ -197,6 +210,8 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
             now = self._now()
             nxt, self._next = self._next, []
             for token, msg in nxt:
+                if otel.on:
+                    token.span = operations.request_span(msg, self.leader_id)
                 self.node.request(token, msg, now)
         self._arm()
 
@@ -227,6 +242,8 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
 
     def _answer(self, token: Any, msg: Any) -> None:
         if isinstance(token, _StreamCall):
+            if token.span is not None:
+                operations.end_request_span(token.span, msg)
             nxt = None
             try:
                 if isinstance(msg, Failed):
@@ -249,12 +266,15 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         token = next(self._tokens)
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._waiting[token] = fut
+        span = operations.request_span(msg, self.leader_id) if otel.on else None
         try:
             self.node.request(token, msg, self._now())
             self._pump()
             reply = await fut
         finally:
             self._waiting.pop(token, None)
+        if span is not None:
+            operations.end_request_span(span, reply)
         if isinstance(reply, Failed):
             raise _Refusal(getattr(reply.error, "status", "INVALID_ARGUMENT"), str(reply.error))
         return reply
@@ -449,6 +469,8 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
             call = _StreamCall(replies, req.seq, kind, build)
             if kind == "join" and req.join.follow:
                 call.then = _follow_prepare(call, req.join.txn_id, req.join.rm_id, req.join.follow_wait_ms)
+            if otel.on:
+                call.span = operations.request_span(msg, self.leader_id)
             self.node.request(call, msg, now)
         self._pump()
 
@@ -567,6 +589,38 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
                 ),
             ),
         )
+    # Operators' calls (coordinator/operations.py); authorization in paxos_commit/authz.py.
+
+    async def Retry(
+        self, request: pb.RetryRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.RetryReply:
+        try:
+            self._permit(self._identity(context), authz.Action.RETRY)
+        except _Refusal as exc:
+            self.metrics.operator_actions.labels("retry", "refused").inc()
+            await context.abort(grpc.StatusCode[exc.code], exc.detail)
+        try:
+            reply = operations.retry(self.node, request, self._now())
+        except ProtocolError as exc:
+            self.metrics.operator_actions.labels("retry", "refused").inc()
+            await context.abort(grpc.StatusCode[exc.status], str(exc))
+        self._pump()
+        self.metrics.operator_actions.labels("retry", "ok").inc()
+        log.info("txn %s: operator retry: %s", request.txn_id, reply.action, extra={"txn_id": request.txn_id})
+        return reply
+
+    async def ListOwned(
+        self, request: pb.ListOwnedRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.ListOwnedReply:
+        try:
+            self._permit(self._identity(context), authz.Action.INSPECT)
+        except _Refusal as exc:
+            await context.abort(grpc.StatusCode[exc.code], exc.detail)
+        try:
+            return operations.list_owned(self.node, self.recent, request, self._now())
+        except ProtocolError as exc:
+            await context.abort(grpc.StatusCode[exc.status], str(exc))
+        raise AssertionError("unreachable")
 
 
 R = TypeVar("R")
@@ -601,7 +655,7 @@ class _StreamCall:
     """The token of a stream message in the core: where and how its answer goes, and
     (``then``) the request that continues it after this answer, if any."""
 
-    __slots__ = ("build", "kind", "replies", "seq", "then")
+    __slots__ = ("build", "kind", "replies", "seq", "span", "then")
 
     def __init__(self, replies: StreamReplies, seq: int, kind: str, build: Callable[[Any], Any]) -> None:
         self.replies = replies
@@ -609,6 +663,8 @@ class _StreamCall:
         self.kind = kind
         self.build = build
         self.then: Callable[[Any], tuple[_StreamCall, Request] | None] | None = None
+        #: Its OpenTelemetry span (tracing on), ended with the core's answer.
+        self.span: Any = None
 
 
 def _follow_prepare(

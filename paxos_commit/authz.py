@@ -21,7 +21,12 @@ Rules (``rule`` names, as counted in ``paxos_commit_authz_refusals_total``):
 - ``application``: begin, commit and abort (without an RM id) come from applications and admins;
 - ``own-rm``: join, await-prepare, an RM's acknowledgement of an applied outcome and an
   RM's refusal (abort with rm_id) only as that RM;
-- ``ask-outcome``: outcomes are asked by applications, RMs, coordinators and admins.
+- ``ask-outcome``: outcomes are asked by applications, RMs, coordinators and admins;
+- ``operator-inspect``, ``operator-retry``, ``operator-resolve``: operators' actions
+  (:class:`Action`: ``txn show``/``list`` and the console, ``txn retry``, ``txn resolve``)
+  are admins' only (:func:`check_action`). The operators' RPCs (``InspectTransaction``,
+  ``ListTransactions``, ``ListOwned``, ``Retry``) are checked as their action; ``txn
+  resolve``'s ballots are an admin's leader ballots (``leader-ballot`` admits admins).
 
 Admins may do everything (tools and tests); acceptors call nobody and may do nothing.
 Without TLS (``--insecure``) every request runs as :data:`INSECURE`, an admin.
@@ -29,6 +34,7 @@ Without TLS (``--insecure``) every request runs as :data:`INSECURE`, an admin.
 
 from __future__ import annotations
 
+import enum
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -39,13 +45,17 @@ from rm_sdk.protocol import REGISTRAR, InstanceState, NoValue, ProtocolError, RM
 from rm_sdk.wire import pb
 
 __all__ = [
+    "ACTION_OF",
     "INSECURE",
+    "Action",
     "Denied",
     "Refusal",
     "UNAUTHENTICATED",
     "check",
+    "check_action",
     "check_rm_ballot",
     "peer_identity",
+    "require_local",
     "rm_of_leader",
 ]
 
@@ -55,6 +65,27 @@ INSECURE: Final = Identity(ADMIN, "insecure")
 #: An RM's leader ids (its recovery ballots): ``rm-<rm id>-<8 hex digits>``; the RM id is
 #: recovered exactly, so one RM can never use another's ballots.
 _RM_LEADER: Final = re.compile(r"rm-(.+)-[0-9a-f]{8}")
+
+
+class Action(enum.Enum):
+    """Operators' actions (:mod:`paxos_commit.admin`), each an admin's (:func:`check_action`)."""
+
+    #: Read transactions' state (``txn show``, ``txn list``, the console).
+    INSPECT = "inspect"
+    #: Wake recovery at a coordinator (``txn retry``).
+    RETRY = "retry"
+    #: Run ballots as an admin leader (``txn resolve``); the acceptors check the ballots
+    #: themselves as leader ballots (``leader-ballot``).
+    RESOLVE = "resolve"
+
+
+#: The operators' RPCs' requests, by the action each is.
+ACTION_OF: Final[Mapping[type, Action]] = {
+    pb.InspectTransactionRequest: Action.INSPECT,
+    pb.ListTransactionsRequest: Action.INSPECT,
+    pb.ListOwnedRequest: Action.INSPECT,
+    pb.RetryRequest: Action.RETRY,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +141,9 @@ def check(ident: Identity | None, msg: Any) -> Refusal | None:
     if role == ACCEPTOR:
         return _deny("no-calls", ident, "call other services")
     t = type(msg)
+    action = ACTION_OF.get(t)
+    if action is not None:
+        return check_action(ident, action)
     # ------------------------------------------------ acceptor service
     if t is pb.Phase2aRequest:
         if msg.ballot.round == 0:
@@ -145,6 +179,26 @@ def check(ident: Identity | None, msg: Any) -> Refusal | None:
     if t is pb.BeginRequest or t is pb.CommitRequest or t is pb.AbortRequest:
         return None if role == APP else _deny("application", ident, "begin, commit or abort transactions")
     return Refusal("PERMISSION_DENIED", "unknown-request", f"no rule admits {t.__name__}")
+
+
+def check_action(ident: Identity | None, action: Action) -> Refusal | None:
+    """None if ``ident`` may do the operators' ``action``, else why not (rule
+    ``operator-<action>``): admins only (with --insecure everyone is :data:`INSECURE`, an
+    admin)."""
+    if ident is None:
+        return UNAUTHENTICATED
+    if ident.role == ADMIN:
+        return None
+    return _deny(f"operator-{action.value}", ident, f"{action.value} transactions (operators' {action.name})")
+
+
+def require_local(ident: Identity, action: Action) -> None:
+    """The client-side twin of :func:`check_action`, for a tool acting on its own
+    (``txn resolve``'s ballots): raise :class:`Denied` before sending anything if the
+    tool's own certificate may not do ``action`` (the servers would refuse it anyway)."""
+    refusal = check_action(ident, action)
+    if refusal is not None:
+        raise Denied(refusal)
 
 
 def _leader(ident: Identity, leader: str) -> Refusal | None:

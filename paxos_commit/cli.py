@@ -15,7 +15,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rm_sdk import tracing
+from rm_sdk import otel, tracing
 
 if TYPE_CHECKING:
     from paxos_commit.certs import TlsFiles
@@ -167,6 +167,7 @@ def _acceptor(args: argparse.Namespace) -> int:
 
     if args.trace_file:
         tracing.enable(args.trace_file, f"acceptor-{args.id}")
+    otel.configure(f"paxos-commit-acceptor-{args.id}")
 
     async def run() -> None:
         from acceptor.collect import CollectorConfig
@@ -201,6 +202,8 @@ def _acceptor(args: argparse.Namespace) -> int:
     except StorageError as exc:
         print(f"paxos-commit acceptor: {exc}", file=sys.stderr)
         return 1
+    finally:
+        otel.shutdown()
     return 0
 
 
@@ -234,6 +237,7 @@ def _coordinator(args: argparse.Namespace) -> int:
 
     if args.trace_file:
         tracing.enable(args.trace_file, args.name)
+    otel.configure(f"paxos-commit-{args.name}")
 
     async def run() -> None:
         async with serve_coordinator(
@@ -256,7 +260,10 @@ def _coordinator(args: argparse.Namespace) -> int:
             print(f"coordinator serving on {handle.address}", flush=True)
             await wait_for_signal()
 
-    asyncio.run(run())
+    try:
+        asyncio.run(run())
+    finally:
+        otel.shutdown()
     return 0
 
 
@@ -295,6 +302,10 @@ def _up(args: argparse.Namespace) -> int:
         )
     else:
         print("  WARNING: INSECURE: no TLS, no authentication")
+    print(
+        f"  operators: `paxos-commit txn list --attach {cluster.data_dir}` (as admin/local), "
+        f"`paxos-commit console --attach {cluster.data_dir}`"
+    )
     print(f"  logs in {cluster.data_dir / 'logs'}; Ctrl-C stops", flush=True)
     try:
         while not stop.wait(0.5):
@@ -641,6 +652,10 @@ def build_parser() -> argparse.ArgumentParser:
     ch = sub.add_parser("chaos", help="a nemesis: faults from a seeded schedule, then an independent check")
     add_chaos_arguments(ch)
     ch.set_defaults(func=_chaos)
+
+    from paxos_commit.txn_cli import add_txn_parser
+
+    add_txn_parser(sub)
     return p
 
 

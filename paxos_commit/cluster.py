@@ -17,8 +17,12 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
+
+if TYPE_CHECKING:
+    from paxos_commit.certs import TlsFiles
 
 __all__ = ["ClusterError", "LocalCluster", "ServiceProcess"]
 
@@ -162,6 +166,15 @@ class LocalCluster:
         from paxos_commit.certs import ensure_cert
 
         return ensure_cert(self.certs_dir, role, name).channel_credentials()
+
+    def admin_tls(self, name: str = "local") -> TlsFiles | None:
+        """The certificate files of the operators' tools (``admin/<name>``; ``admin/local``
+        is made with the cluster), or None for a cluster without TLS."""
+        if not self.tls:
+            return None
+        from paxos_commit.certs import ensure_cert
+
+        return ensure_cert(self.certs_dir, "admin", name)
 
     def _security_args(self) -> list[str]:
         return ["--certs", str(self.certs_dir)] if self.tls else ["--insecure"]

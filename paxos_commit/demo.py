@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
 import random
 import sys
 import tempfile
@@ -26,7 +27,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TextIO
 
 from paxos_commit.cluster import LocalCluster
 from rm_sdk import Client, Ledger, Outcome, RMState, TransactionAborted, Vote
@@ -189,8 +190,62 @@ async def run_demo(args: argparse.Namespace) -> int:
         return await _run(Path(tmp), args)
 
 
+def _log_to_file(root: Path) -> Path:
+    """The libraries' INFO lines go to ``root/demo.log``; the terminal keeps WARNING and
+    above, so the summary reads without interleaved logs."""
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / "demo.log"
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setLevel(logging.INFO)
+    top = logging.getLogger()
+    for h in top.handlers:
+        if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler):
+            h.setLevel(max(h.level, logging.WARNING))
+    top.addHandler(handler)
+    top.setLevel(min(top.level or logging.INFO, logging.INFO))
+    return path
+
+
+class Progress:
+    """One line that follows the transfers: rewritten in place on a terminal, printed at
+    each quarter otherwise (a CI log)."""
+
+    def __init__(self, total: int, out: TextIO = sys.stdout) -> None:
+        self.total = total
+        self.out = out
+        self.tty = out.isatty()
+        self.done = self.committed = self.aborted = self.retried = 0
+        self._shown = 0
+
+    def update(self, t: Transfer) -> None:
+        self.done += 1
+        self.committed += t.outcome == "committed"
+        self.aborted += t.outcome == "aborted"
+        self.retried += len(t.abandoned)
+        line = (
+            f"  progress: {self.done}/{self.total} transfers finished, {self.committed} committed, "
+            f"{self.aborted} aborted, {self.retried} retried"
+        )
+        if self.tty:
+            self.out.write("\r" + line + ("\n" if self.done == self.total else ""))
+            self.out.flush()
+        elif self.done * 4 // self.total > self._shown or self.done == self.total:
+            self._shown = self.done * 4 // self.total
+            print(line, file=self.out, flush=True)
+
+    def note(self, text: str) -> None:
+        """A line of its own, without breaking the progress line."""
+        if self.tty and self.done:
+            self.out.write("\n")
+        print(text, file=self.out, flush=True)
+
+
 async def _run(root: Path, args: argparse.Namespace) -> int:
     rng = random.Random(args.seed)
+    log_path = _log_to_file(root)
+    kept = "" if args.data_dir else " (a temporary folder: pass --data-dir to keep it)"
+    print(f"library logs: {log_path}{kept}", flush=True)
     if args.attach:
         cluster = LocalCluster.attach(Path(args.attach))
         if len(cluster.coordinators) < 2:
@@ -315,7 +370,7 @@ async def _with_banks(
             owner = next(p for p in cluster.coordinators if p.address == t.owner)
             owner.kill()
             killed.append(owner.name)
-            print(
+            progress.note(
                 f"  transfer {t.n}: SIGKILL {owner.name} (pid {owner.pid}) while txn {t.txn_id[:8]} commits"
             )
             await _finish(t, commit)
@@ -323,19 +378,23 @@ async def _with_banks(
             await _finish(t, asyncio.create_task(txn.commit()))
 
     sem = asyncio.Semaphore(args.concurrency)
+    progress = Progress(len(transfers))
 
     async def limited(t: Transfer) -> None:
         async with sem:
-            for _attempt in range(3):
-                try:
-                    await run_one(t)
-                    return
-                except Exception as exc:
-                    # Like any application: the call failed before commit (the owner died
-                    # under it), so retry in a new transaction. The old one must abort.
-                    if t.txn_id:
-                        t.abandoned += (t.txn_id,)
-                    t.txn_id, t.outcome, t.reason = "", "error", f"{type(exc).__name__}: {exc}"
+            try:
+                for _attempt in range(3):
+                    try:
+                        await run_one(t)
+                        return
+                    except Exception as exc:
+                        # Like any application: the call failed before commit (the owner died
+                        # under it), so retry in a new transaction. The old one must abort.
+                        if t.txn_id:
+                            t.abandoned += (t.txn_id,)
+                        t.txn_id, t.outcome, t.reason = "", "error", f"{type(exc).__name__}: {exc}"
+            finally:
+                progress.update(t)
 
     started = time.monotonic()
     print(f"running {len(transfers)} transfers, {args.concurrency} at a time...", flush=True)
@@ -348,15 +407,14 @@ async def _with_banks(
     elapsed = time.monotonic() - started
 
     failures = _check(transfers, victim, bank_a, bank_b, total_before, killed)
-    committed = sum(t.outcome == "committed" for t in transfers)
-    aborted = sum(t.outcome == "aborted" for t in transfers)
-    print(f"\n{len(transfers)} transfers in {elapsed:.1f}s: {committed} committed, {aborted} aborted")
-    print(f"bank A: {bank_a.balances()}\nbank B: {bank_b.balances()}")
+    print()
+    print(_table(transfers, elapsed, bank_a, bank_b))
     print(
-        f"survivor: txn {victim.txn_id} (transfer {victim.n}, {victim.amount} from {victim.src} to "
+        f"\nsurvivor: txn {victim.txn_id} (transfer {victim.n}, {victim.amount} from {victim.src} to "
         f"{victim.dst}) was owned by {killed[0] if killed else '?'}, killed mid-commit; "
         f"the other coordinator finished it: {victim.outcome}"
     )
+    await _show(cluster, victim.txn_id)
     await client.close()
     await bank_a.close()
     await bank_b.close()
@@ -365,6 +423,41 @@ async def _with_banks(
         return 1
     print("\nall checks passed")
     return 0
+
+
+def _table(transfers: list[Transfer], elapsed: float, bank_a: Bank, bank_b: Bank) -> str:
+    """The short final table."""
+    committed = sum(t.outcome == "committed" for t in transfers)
+    refused = sum(t.outcome == "aborted" and "voted to abort" in t.reason for t in transfers)
+    aborted = sum(t.outcome == "aborted" for t in transfers)
+    retried = sum(len(t.abandoned) for t in transfers)
+    rows = [
+        ("transfers", f"{len(transfers)} in {elapsed:.1f}s"),
+        ("committed", str(committed)),
+        ("aborted", f"{aborted} ({refused} refused by a bank for lack of funds)"),
+        ("retried", f"{retried} attempts cut off by the coordinator kill"),
+        ("bank A", " ".join(f"{k}={v}" for k, v in bank_a.balances().items())),
+        ("bank B", " ".join(f"{k}={v}" for k, v in bank_b.balances().items())),
+    ]
+    width = max(len(k) for k, _ in rows)
+    bar = "-" * (width + 2 + max(len(v) for _, v in rows))
+    return "\n".join([bar, *(f"{k:<{width}}  {v}" for k, v in rows), bar])
+
+
+async def _show(cluster: LocalCluster, txn_id: str) -> None:
+    """What ``paxos-commit txn show`` says of the transaction whose owner was killed."""
+    if not txn_id:
+        return
+    from paxos_commit.admin import Admin
+    from paxos_commit.txn_cli import format_show
+
+    live = [c.address for c in cluster.coordinators if c.alive()]
+    print(f"\n$ paxos-commit txn show {txn_id}")
+    try:
+        async with Admin(cluster.acceptor_addresses, live, tls=cluster.admin_tls()) as admin:
+            print(format_show(await admin.show(txn_id)))
+    except Exception as exc:  # the summary must not fail for the view's sake
+        print(f"  (could not read it: {exc})")
 
 
 async def _finish(t: Transfer, commit: asyncio.Task[Outcome]) -> None:

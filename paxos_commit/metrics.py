@@ -197,6 +197,12 @@ class CoordinatorMetrics(_Base):
             "Decided transactions owned here waiting for their RMs' acknowledgements.",
             registry=r,
         )
+        self.operator_actions = Counter(
+            "paxos_commit_operator_actions",
+            "Operators' actions served here (retry), by action and result.",
+            ["action", "result"],
+            registry=r,
+        )
 
 
 if TYPE_CHECKING:

@@ -29,6 +29,7 @@ from rm_sdk.protocol import (
 )
 
 __all__ = [
+    "ADMIN_LEADER_PREFIX",
     "BallotRun",
     "BallotSource",
     "Tally",
@@ -37,6 +38,11 @@ __all__ = [
     "next_ballot",
     "phase2a_value",
 ]
+
+
+#: Leader ids of operators' ballots (``paxos-commit txn resolve``) start with this; it
+#: only explains an abort's cause (identities, not names, will say who may lead).
+ADMIN_LEADER_PREFIX = "admin."
 
 
 def next_ballot(leader: str, above: Ballot) -> Ballot:

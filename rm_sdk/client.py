@@ -12,10 +12,11 @@ from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from types import TracebackType
+from typing import Any
 
 import grpc
 
-from rm_sdk import _context
+from rm_sdk import _context, otel
 from rm_sdk._channels import TRANSIENT, Channels
 from rm_sdk.core.messages import AbortCause, Decision
 from rm_sdk.protocol import Outcome, validate_id
@@ -215,6 +216,7 @@ class Client:
         if self._channels.coordinator_name is None:
             self._channels.use_coordinator_name(self.coordinators)
         self._next = 0
+        otel.configure("paxos-commit-client")
 
     async def __aenter__(self) -> Client:
         return self
@@ -250,6 +252,8 @@ class Client:
         txn_id = uuid.uuid4().hex
         start = self._next
         self._next += 1
+        root = otel.start_root(txn_id) if otel.on else None
+        span = otel.start("paxos.begin", txn_id) if root is not None else None
         for k in range(len(self.coordinators)):
             address = self.coordinators[(start + k) % len(self.coordinators)]
             try:
@@ -257,11 +261,16 @@ class Client:
                 r = await self._channels.coordinator(address).Begin(
                     pb.BeginRequest(txn_id=txn_id), timeout=self.rpc_timeout
                 )
-                return Transaction(self, TransactionContext(r.txn_id, r.coordinator))
+                otel.end(span, {"paxos.coordinator": r.coordinator})
+                return Transaction(self, TransactionContext(r.txn_id, r.coordinator), root)
             except grpc.aio.AioRpcError as exc:
                 if exc.code() not in TRANSIENT:
+                    otel.end(span, error=exc.code().name)
+                    otel.end(root, error=exc.code().name)
                     raise
                 last = exc
+        otel.end(span, error="no coordinator answered")
+        otel.end(root, error="no coordinator answered")
         raise ConnectionError(f"no coordinator answered: {last}")
 
     async def outcome(
@@ -337,9 +346,11 @@ class Transaction:
     """One transaction, seen from the application that began it: pass :attr:`context`
     to the services that do its work, then :meth:`commit` (or :meth:`abort`)."""
 
-    def __init__(self, client: Client, context: TransactionContext) -> None:
+    def __init__(self, client: Client, context: TransactionContext, span: Any = None) -> None:
         self.client = client
         self.context = context
+        #: The transaction's root span (OpenTelemetry), ended with its outcome.
+        self._span = span
         self._finished = False
         self._applied = False
         self._reason = ""
@@ -403,6 +414,26 @@ class Transaction:
             log.warning("transaction %s: abort after %r failed: %r", self.txn_id, exc, abort_exc)
 
     async def _finish(self, abort_reason: str | None, wait_applied: bool = False) -> Outcome:
+        span = None
+        if self._span is not None:
+            span = otel.start("paxos.commit" if abort_reason is None else "paxos.abort", self.txn_id)
+        try:
+            outcome = await self._finish_call(abort_reason, wait_applied)
+        except TransactionAborted as exc:
+            d = _span_decision(exc)
+            otel.end(span, d)
+            otel.end(self._span, d)
+            self._span = None
+            raise
+        except BaseException as exc:
+            otel.end(span, error=repr(exc))
+            raise
+        otel.end(span, {"paxos.outcome": outcome.value})
+        otel.end(self._span, {"paxos.outcome": outcome.value})
+        self._span = None
+        return outcome
+
+    async def _finish_call(self, abort_reason: str | None, wait_applied: bool = False) -> Outcome:
         stub = self.client._channels.coordinator(self.context.coordinator)
         try:
             r: pb.CommitReply | pb.AbortReply
@@ -434,3 +465,15 @@ class Transaction:
             self._aborted = TransactionAborted.from_decision(self.txn_id, decision)
             raise self._aborted
         return decision.outcome
+
+
+def _span_decision(exc: TransactionAborted) -> dict[str, Any]:
+    causes = {
+        RMRefused: "rm_refused",
+        VoteTimeout: "vote_timeout",
+        TransactionTimeout: "txn_timeout",
+        CoordinatorFailed: "coordinator_failed",
+        Cancelled: "application",
+    }
+    cause = next((c for k, c in causes.items() if isinstance(exc, k)), "unknown")
+    return otel.decision_attributes("aborted", cause, getattr(exc, "rm_id", ""), exc.reason)

@@ -30,7 +30,7 @@ from typing import Any, Protocol
 
 import grpc
 
-from rm_sdk import tracing
+from rm_sdk import otel, tracing
 from rm_sdk._channels import TRANSIENT, Channels
 from rm_sdk._streams import StreamAcceptors, StreamCoordinator, _rpc_error
 from rm_sdk.client import Client, TransactionContext
@@ -44,6 +44,7 @@ from rm_sdk.core.messages import (
     Decided,
     Decision,
     Pending,
+    Phase2b,
     Prepare,
     Unknown,
 )
@@ -60,12 +61,19 @@ from rm_sdk.core.participant import (
     Unreachable,
 )
 from rm_sdk.core.ready import Ready
-from rm_sdk.protocol import Outcome, Vote, validate_id
+from rm_sdk.protocol import RM_BALLOT, Outcome, Vote, validate_id
 from rm_sdk.wire import decision_from_pb, outcome_from_pb, outcome_to_pb, pb
 
 __all__ = ["Participant", "ResourceManager", "RMState"]
 
 log = logging.getLogger("paxos_commit.rm")
+
+#: OpenTelemetry span of each resource call: the RM's prepare, and applying the outcome.
+_SPANS = {
+    ResourceOp.PREPARE: "paxos.prepare",
+    ResourceOp.COMMIT: "paxos.outcome",
+    ResourceOp.ABORT: "paxos.outcome",
+}
 
 #: Trace events the RM writes as itself (``proc=rm:ID``); others (a recovery ballot's
 #: Phase1a/Phase2a) carry the process's name, as the coordinators' do.
@@ -118,6 +126,8 @@ class Participant:
         credentials: grpc.ChannelCredentials | None = None,
     ) -> None:
         validate_id("rm id", rm.rm_id)
+        # Before the Client below, which would name this process a client.
+        otel.configure(f"paxos-commit-rm-{rm.rm_id}")
         self.rm = rm
         self.owner_timeout = owner_timeout
         self.rpc_timeout = rpc_timeout
@@ -155,6 +165,8 @@ class Participant:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._closed = False
+        #: OpenTelemetry: each ballot-0 vote's span, until an acceptor accepted it.
+        self._vote_spans: dict[str, Any] = {}
 
     async def close(self) -> None:
         self._closed = True
@@ -188,7 +200,13 @@ class Participant:
         follow = _Follow(ctx.txn_id, coord)
         wait_ms = int(self._core.timeouts.prepare_wait * 1000)
         req = pb.JoinRequest(txn_id=ctx.txn_id, rm_id=self.rm.rm_id, follow=True, follow_wait_ms=wait_ms)
-        r = await self._first_reply(follow, req)
+        span = otel.start("paxos.join", ctx.txn_id, {"paxos.rm_id": self.rm.rm_id}) if otel.on else None
+        try:
+            r = await self._first_reply(follow, req)
+        except BaseException as exc:
+            otel.end(span, error=repr(exc))
+            raise
+        otel.end(span)
         if ctx.txn_id in self.states:
             coord.unfollow(follow.seq)
             return
@@ -495,6 +513,8 @@ class Participant:
                     old = self._done.popleft()
                     if not self._core.active(old):
                         self._joined.pop(old, None)
+                if self._vote_spans:
+                    otel.end(self._vote_spans.pop(eff.txn_id, None), {"paxos.vote_acked": False})
 
     @staticmethod
     def _resolve(table: dict[str, asyncio.Future[RMState]], txn_id: str, state: RMState) -> None:
@@ -508,10 +528,22 @@ class Participant:
         task.add_done_callback(self._tasks.discard)
 
     def _on_acceptor(self, reply: AcceptorReply) -> None:
+        if self._vote_spans:
+            self._vote_acked(reply)
         self._step(lambda now, out: self._core.on_acceptor(reply, now, out))
+
+    def _vote_acked(self, reply: AcceptorReply) -> None:
+        """Tracing on: a ballot-0 vote's span ends when the first acceptor accepted it."""
+        if isinstance(reply, Phase2b):
+            st = reply.states.get(self.rm.rm_id)
+            if st is not None and st.bal == RM_BALLOT:
+                otel.end(self._vote_spans.pop(reply.txn_id, None), {"paxos.acceptor": reply.acceptor})
 
     def _on_acceptors(self, replies: list[AcceptorReply]) -> None:
         """One incoming batch, one core step."""
+        if self._vote_spans:
+            for r in replies:
+                self._vote_acked(r)
 
         def step(now: float, out: Ready) -> None:
             for r in replies:
@@ -521,6 +553,7 @@ class Participant:
 
     async def _call_resource(self, eff: CallResource) -> None:
         txn_id = eff.txn_id
+        span = otel.start(_SPANS[eff.op], txn_id, {"paxos.rm_id": self.rm.rm_id}) if otel.on else None
         if eff.op is ResourceOp.PREPARE:
             vote: Vote | None
             try:
@@ -528,6 +561,13 @@ class Participant:
             except Exception:
                 log.exception("rm %s: prepare of %s failed: voting abort", self.rm.rm_id, txn_id)
                 vote = None
+            if span is not None:
+                otel.end(span, {"paxos.vote": vote.value if vote else "aborted"})
+                self._vote_spans[txn_id] = otel.start(
+                    "paxos.vote",
+                    txn_id,
+                    {"paxos.rm_id": self.rm.rm_id, "paxos.vote": vote.value if vote else "aborted"},
+                )
             self._step(lambda now, out: self._core.on_prepared(txn_id, vote, now, out))
             return
         try:
@@ -539,6 +579,11 @@ class Participant:
         except Exception:
             log.exception("rm %s: applying %s to %s failed; retrying", self.rm.rm_id, eff.op.value, txn_id)
             ok = False
+        otel.end(
+            span,
+            {"paxos.outcome": "committed" if eff.op is ResourceOp.COMMIT else "aborted"},
+            error="" if ok else "apply failed; retrying",
+        )
         self._step(lambda now, out: self._core.on_applied(txn_id, ok, now, out))
 
     async def _call_coordinator(self, eff: CallCoordinator) -> None:

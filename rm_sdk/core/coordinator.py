@@ -202,6 +202,25 @@ class CoordinatorNode:
             learner.read(now, self.ready)
             self._schedule(txn_id)
 
+    def retry(self, txn_id: str, now: float) -> str:
+        """An operator's "recover now" (``paxos-commit txn retry``): the owner starts its
+        recovery ballots without waiting for the vote timeout; any other replica reads
+        the acceptors and recovers without waiting for the recovery timeout. Returns what
+        it did, for people."""
+        txn_id = validate_id("transaction id", txn_id)
+        done = self.decided.get(txn_id)
+        if done is not None:
+            return f"already decided: {done[0].outcome.value}"
+        owner = self.owned.get(txn_id)
+        if owner is not None:
+            what = owner.retry(now, self.ready)
+        else:
+            learner = self._learner(txn_id, now)
+            what = learner.retry(now, self.ready)
+        self._settle(txn_id)
+        self._schedule(txn_id)
+        return what
+
     def tick(self, now: float) -> None:
         for txn_id in self._deadlines.due(now):
             owner = self.owned.get(txn_id)

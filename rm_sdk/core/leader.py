@@ -13,7 +13,7 @@ from __future__ import annotations
 import enum
 import zlib
 
-from rm_sdk.ballots import BallotRun, BallotSource, Tally, instances_to_recover
+from rm_sdk.ballots import ADMIN_LEADER_PREFIX, BallotRun, BallotSource, Tally, instances_to_recover
 from rm_sdk.core.messages import (
     AbortCause,
     AcceptorReply,
@@ -66,12 +66,27 @@ def _explain_abort(tally: Tally, values: dict[Instance, Value], s: RMSet | None)
             for st in tally.reports.values()
         )
 
+    def by_admin(ins: Instance) -> str:
+        """The operator whose ballot chose the value of ``ins`` ("" if none did)."""
+        for st in tally.reports.values():
+            s = st.get(ins)
+            if s is not None and s.val == values.get(ins) and s.bal.leader.startswith(ADMIN_LEADER_PREFIX):
+                return s.bal.leader
+        return ""
+
     if values.get(REGISTRAR) is NO_SET:
         if by_owner(REGISTRAR):
             return Decision(
                 Outcome.ABORTED,
                 AbortCause.APPLICATION,
                 reason="aborted before commit (by the application or the transaction timeout)",
+            )
+        admin = by_admin(REGISTRAR)
+        if admin:
+            return Decision(
+                Outcome.ABORTED,
+                AbortCause.OPERATOR,
+                reason=f"settled by an operator ({admin}) before registration closed",
             )
         return Decision(
             Outcome.ABORTED,
@@ -83,6 +98,14 @@ def _explain_abort(tally: Tally, values: dict[Instance, Value], s: RMSet | None)
             if by_owner(rm):
                 return Decision(
                     Outcome.ABORTED, AbortCause.RM_REFUSED, rm, f"resource manager {rm!r} voted to abort"
+                )
+            admin = by_admin(rm)
+            if admin:
+                return Decision(
+                    Outcome.ABORTED,
+                    AbortCause.OPERATOR,
+                    rm,
+                    f"settled by an operator ({admin}): resource manager {rm!r} had not voted",
                 )
             return Decision(
                 Outcome.ABORTED, AbortCause.VOTE_TIMEOUT, rm, f"resource manager {rm!r} did not vote in time"
@@ -243,3 +266,17 @@ class Recovery:
         if self.phase in (RecoveryPhase.DONE, RecoveryPhase.GAVE_UP):
             return None
         return self.deadline
+
+    def wake(self, now: float, out: Ready) -> str:
+        """An operator's "recover now": a ballot backing off starts at once (one in phase 1
+        or 2 is left to finish); returns what it did."""
+        if self.phase is RecoveryPhase.BACKOFF:
+            self._ballot(now, out)
+            return "back-off ended: next ballot started"
+        if self.phase is RecoveryPhase.DONE:
+            return "already decided"
+        if self.phase is RecoveryPhase.GAVE_UP:
+            self.attempt = 0
+            self._ballot(now, out)
+            return "had given up: ballots started again"
+        return f"ballot {self.run.ballot if self.run else '?'} in {self.phase.value}: left to finish"

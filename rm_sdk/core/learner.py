@@ -188,6 +188,21 @@ class Learner:
         elif self.next_read is not None and now >= self.next_read:
             self.read(now, out)
 
+    def retry(self, now: float, out: Ready) -> str:
+        """An operator's "recover now": treat the transaction as abandoned at once (not
+        after ``recovery_timeout``; pitfall 9's wait protects progress, not safety), read
+        the acceptors and run ballots if that decides nothing. Returns what it did."""
+        if self.decision is not None:
+            return f"already decided: {self.decision.outcome.value}"
+        self.first_asked = min(self.first_asked, now - self.timeouts.recovery_timeout)
+        self.may_recover = True
+        self.unknown = False
+        if self.recovery is not None:
+            return self.recovery.wake(now, out)
+        if not self.reading:
+            self.read(now, out)
+        return "reading the acceptors; recovery ballots follow if that decides nothing"
+
     def next_deadline(self) -> float | None:
         times = [] if self.reading else list(self.waiters.values())
         if self.decision is None and not self.unknown:

@@ -61,6 +61,8 @@ class AbortCause(enum.Enum):
     COORDINATOR_FAILED = "coordinator_failed"
     #: The application (or another holder of the id) asked to abort.
     APPLICATION = "application"
+    #: An operator settled it (``paxos-commit txn resolve``): an admin leader's ballot.
+    OPERATOR = "operator"
 
 
 @dataclass(frozen=True, slots=True)

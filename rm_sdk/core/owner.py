@@ -373,6 +373,29 @@ class Owner:
         if now >= self.answer_deadline and len(self.accepted) < majority(self.n):
             self._widen(now, out, again=True)
 
+    def retry(self, now: float, out: Ready) -> str:
+        """An operator's "recover now" (``paxos-commit txn retry``): start the recovery
+        ballots the vote timeout would start, or end a failed ballot's back-off. Safe at
+        any time (higher ballots never change a chosen value); returns what it did."""
+        if self.decision is not None:
+            return f"already decided: {self.decision.outcome.value}"
+        if not self.closing:
+            return "registration is open (the application has not asked to commit): nothing to recover"
+        if self.recovery is None:
+            out.log.append((self.txn_id, "retry asked: running recovery ballots now"))
+            self.recovery = Recovery(
+                self.txn_id,
+                self.ballots,
+                self.tally,
+                self.known_set,
+                answer_timeout=self.timeouts.answer_timeout,
+            )
+            self.recovery.start(now, out)
+            if self.recovery.decision is not None:
+                self._decide(self.recovery.decision, now, out)
+            return "recovery ballots started by the owner"
+        return self.recovery.wake(now, out)
+
     def next_deadline(self) -> float | None:
         if self.foreign is not None:
             return None

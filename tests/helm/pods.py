@@ -15,6 +15,9 @@ What cannot exist on one host, and only that, is replaced, each replacement reco
   on the pod IP) becomes ``127.0.0.1:<local port>``;
 - ``pod-dns``: ``<pod>.<headless service>...:<port>`` becomes ``127.0.0.1:<local port>`` of
   that pod, and the port must be one of that pod's container ports;
+- ``service``: ``<service>...:<port>`` (a cluster IP, which balances over the pods its
+  selector picks) becomes the local port of the first of those pods, through the Service's
+  ``targetPort``;
 - ``port``: all pods share one host, so each (pod, container port) gets its own free local
   port, in ``--*-port N`` flags and ``*_PORT`` variables as well;
 - ``path``: each volume mount path becomes a folder under the test's tmp_path;
@@ -170,6 +173,8 @@ class Cluster:
     ports: dict[tuple[str, int], int] = field(init=False)
     #: DNS name -> pod name, for every pod under a headless Service.
     dns: dict[str, str] = field(init=False)
+    #: DNS name -> Service manifest, for every Service with a cluster IP.
+    services: dict[str, dict[str, Any]] = field(init=False)
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -183,6 +188,17 @@ class Cluster:
                 for suffix in ("", f".{self.namespace}", f".{self.namespace}.svc"):
                     self.dns[base + suffix] = p.name
                 self.dns[f"{base}.{self.namespace}.svc.{self.cluster_domain}"] = p.name
+        self.services = {}
+        for m in self.manifests:
+            if m["kind"] == "Service" and m["spec"].get("clusterIP") != "None":
+                base = m["metadata"]["name"]
+                for suffix in (
+                    "",
+                    f".{self.namespace}",
+                    f".{self.namespace}.svc",
+                    f".{self.namespace}.svc.{self.cluster_domain}",
+                ):
+                    self.services[base + suffix] = m
 
     def pod(self, name: str) -> Pod:
         return next(p for p in self.pods if p.name == name)
@@ -197,6 +213,20 @@ class Cluster:
         found = [m for m in self.manifests if m["kind"] == kind and m["metadata"]["name"] == name]
         assert len(found) == 1, f"{kind}/{name} is not rendered"
         return found[0]
+
+    def service_target(self, svc: dict[str, Any], port: int) -> tuple[Pod, int]:
+        """Where a connection to a Service port lands: a cluster IP balances over the pods
+        its selector picks; on one host it is the first of them (a recorded substitution)."""
+        selector = svc["spec"].get("selector", {})
+        chosen = [p for p in self.pods if all(p.labels.get(k) == v for k, v in selector.items())]
+        assert chosen, f"Service {svc['metadata']['name']} selects no pod of the release"
+        (spec_port,) = [sp for sp in svc["spec"]["ports"] if int(sp["port"]) == port] or [None]
+        assert spec_port is not None, f"Service {svc['metadata']['name']} has no port {port}"
+        target = spec_port.get("targetPort", port)
+        pod = chosen[0]
+        number = pod.container_ports[target] if isinstance(target, str) else int(target)
+        assert number in pod.container_ports.values(), f"{pod.name}: {target} is not a container port"
+        return pod, number
 
     # ------------------------------------------------------------ the container's view
 
@@ -269,6 +299,11 @@ class Cluster:
                 )
                 new = f"{LOCAL_IP}:{self.ports[(target.name, port)]}"
                 subs.append(Substitution("pod-dns", m.group(0), new))
+                return new
+            if host in self.services:
+                target, number = self.service_target(self.services[host], port)
+                new = f"{LOCAL_IP}:{self.ports[(target.name, number)]}"
+                subs.append(Substitution("service", m.group(0), new))
                 return new
             assert not host.endswith(f".svc.{self.cluster_domain}"), (
                 f"{m.group(0)}: no such pod in the release"

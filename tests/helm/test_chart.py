@@ -81,6 +81,7 @@ ALL_FEATURES: dict[str, Any] = {
         "grafanaDashboard": {"enabled": True},
     },
     "coordinator": {"autoscaling": {"enabled": True}},
+    "console": {"enabled": True},
     "networkPolicy": {
         "allowExternal": False,
         "clients": [{"namespaceSelector": {"matchLabels": {"team": "a"}}}],
@@ -99,6 +100,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
             "certManager": {"enabled": False},
             "acceptorSecret": "acc-tls",
             "coordinatorSecret": "coord-tls",
+            "consoleSecret": "console-tls",
         }
     },
     "postgres-existing-secret": {
@@ -225,6 +227,46 @@ def test_renders_for_an_odd_acceptor_count(n: int) -> None:
         assert {"name": "tmp", "mountPath": "/tmp"} in c["volumeMounts"]
 
     assert f"acceptors: {n} (F={f}:" in r.notes
+    assert "operators' console" not in r.notes
+
+
+def test_console_renders_only_when_enabled() -> None:
+    assert not [m for m in render().manifests if m["metadata"]["name"] == f"{FULLNAME}-console"]
+    r = render({"console": {"enabled": True, "refreshSeconds": 0}})
+    dep, svc = r.one("Deployment", f"{FULLNAME}-console"), r.one("Service", f"{FULLNAME}-console")
+    c = container(dep)
+    assert c["command"] == ["paxos-commit"] and c["args"][c["args"].index("console") + 1 :] == [
+        "--listen", "0.0.0.0:8080", "--refresh", "0",
+    ]  # fmt: skip
+    env = {e["name"]: e["value"] for e in c["env"]}
+    assert env["PAXOS_COMMIT_ACCEPTORS"] == arg_after(
+        container(r.one("Deployment", COORDINATORS)), "--acceptors"
+    )
+    assert env["PAXOS_COMMIT_COORDINATORS"] == f"{COORDINATORS}:7800"
+    assert c["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True
+    assert dep["spec"]["template"]["metadata"]["labels"][f"{FULLNAME}-client"] == "true"
+    assert svc["spec"]["type"] == "ClusterIP" and svc["spec"]["ports"][0]["targetPort"] == "http"
+    assert f"port-forward svc/{FULLNAME}-console 8080" in r.notes
+    # TLS (the default): the console is an admin, with a client certificate of its own
+    # mounted where PAXOS_COMMIT_CERTS points (txn commands in the pod use it too).
+    cert = r.one("Certificate", f"{FULLNAME}-console")
+    assert cert["spec"]["uris"] == [f"spiffe://paxos-commit/admin/{FULLNAME}-console"]
+    assert cert["spec"]["secretName"] == f"{FULLNAME}-console-tls"
+    assert "client auth" in cert["spec"]["usages"]
+    (m,) = [v for v in c["volumeMounts"] if v["mountPath"] == env["PAXOS_COMMIT_CERTS"]]
+    (vol,) = [v for v in dep["spec"]["template"]["spec"]["volumes"] if v["name"] == m["name"]]
+    assert vol["secret"]["secretName"] == f"{FULLNAME}-console-tls"
+    # An existing Secret instead; without TLS, plain text and no certificate.
+    r = render({"console": {"enabled": True}, **CONFIGS["tls-existing-secrets"]})
+    assert not r.all("Certificate")
+    vols = r.one("Deployment", f"{FULLNAME}-console")["spec"]["template"]["spec"]["volumes"]
+    assert {"name": "tls", "secret": {"secretName": "console-tls", "defaultMode": 0o440}} in vols
+    r = render({"console": {"enabled": True}, **CONFIGS["insecure"]})
+    c = container(r.one("Deployment", f"{FULLNAME}-console"))
+    env = {e["name"]: e["value"] for e in c["env"]}
+    assert env.get("PAXOS_COMMIT_INSECURE") == "1" and "PAXOS_COMMIT_CERTS" not in env
+    assert not r.all("Certificate")
 
 
 @pytest.mark.parametrize(
@@ -243,9 +285,14 @@ def test_renders_for_an_odd_acceptor_count(n: int) -> None:
         ({"coordinator": {"replicaCount": 0}}, "At least one coordinator replica"),
         ({"acceptor": {"ports": {"grpc": 9090}}}, "gRPC, metrics and health ports of a component must differ"),
         ({"tls": {"certManager": {"enabled": False}}}, "nothing provides the certificates"),
+        (
+            {"console": {"enabled": True},
+             "tls": {"certManager": {"enabled": False}, "acceptorSecret": "a", "coordinatorSecret": "c"}},
+            "nothing provides the console's admin certificate",
+        ),
     ],
     ids=["2-acceptors", "4-acceptors", "0-acceptors", "sqlite-no-pv", "pdb-above-f", "pg-no-urls", "pg-shared",
-         "no-coordinator", "port-clash", "tls-without-certificates"],
+         "no-coordinator", "port-clash", "tls-without-certificates", "console-without-certificate"],
 )  # fmt: skip
 def test_validate_values_refuses(values: dict[str, Any], message: str) -> None:
     with pytest.raises(helm.HelmRenderError) as refused:
@@ -364,7 +411,9 @@ def test_prometheus_operator_resources(n: int) -> None:
         assert re.fullmatch(r"\d+(ms|s|m|h)", endpoint["interval"])
         for s in selected:
             (port,) = [p for p in s["spec"]["ports"] if p["name"] == endpoint["port"]]
-            workload = r.one("StatefulSet" if s["metadata"]["name"] == HEADLESS else "Deployment")
+            workload = r.one(
+                *(("StatefulSet",) if s["metadata"]["name"] == HEADLESS else ("Deployment", COORDINATORS))
+            )
             names = {p["name"] for p in container(workload)["ports"]}
             assert port["targetPort"] in names
 
@@ -432,7 +481,7 @@ def test_dockerfile_matches_the_pod_specs() -> None:
     assert stages and set(stages) == {"python:3.11-slim"}
     final = re.split(r"(?m)^FROM\s", text)[-1]
     assert json.loads(re.search(r"(?m)^ENTRYPOINT\s+(.+)$", final).group(1)) == ["paxos-commit"]  # type: ignore[union-attr]
-    assert "'.[server]'" in text
+    assert "'.[server,otel]'" in text  # the services' dependencies, and tracing (off unless configured)
     user = re.search(r"(?m)^USER\s+(\d+)(?::(\d+))?$", final)
     assert user, "the image runs as a numeric non-root user"
     r = render()
@@ -520,10 +569,22 @@ async def probe(cluster: Cluster, pod_name: str, spec: dict[str, Any]) -> bool:
         except Exception:
             return False
     (kind,) = set(spec) & {"tcpSocket", "httpGet", "exec"}
+    if kind == "httpGet":
+        url = f"http://{LOCAL_IP}:{cluster.local(pod, spec['httpGet']['port'])}{spec['httpGet'].get('path', '/')}"
+        return await asyncio.to_thread(http_ok, url)
     assert kind == "tcpSocket", f"{pod_name}: {kind} probe not emulated"
     try:
         with socket.create_connection((LOCAL_IP, cluster.local(pod, spec["tcpSocket"]["port"])), timeout=2):
             return True
+    except OSError:
+        return False
+
+
+def http_ok(url: str) -> bool:
+    """A kubelet's httpGet probe: any status from 200 to 399 passes."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as reply:
+            return 200 <= reply.status < 400
     except OSError:
         return False
 
@@ -580,7 +641,8 @@ async def test_pods_run_as_rendered(
     secrets, certs = tls_secrets(tmp_path)
     cluster = Cluster([*r.manifests, *secrets], NAMESPACE, tmp_path)
     acceptors = [p for p in cluster.pods if p.owner["kind"] == "StatefulSet"]
-    coordinators = [p for p in cluster.pods if p.owner["kind"] == "Deployment"]
+    coordinators = [p for p in cluster.pods if p.labels.get("app.kubernetes.io/component") == "coordinator"]
+    (console,) = [p for p in cluster.pods if p.labels.get("app.kubernetes.io/component") == "console"]
     assert [p.name for p in acceptors] == [f"{ACCEPTORS}-{i}" for i in range(3)]
     assert len(coordinators) == 2  # autoscaling: minReplicas
 
@@ -589,12 +651,13 @@ async def test_pods_run_as_rendered(
         # coordinators in parallel with them would do too, only slower to become ready.
         subs = cluster.start(acceptors)
         subs |= cluster.start(coordinators)
+        subs |= cluster.start([console])
         print("\nport mapping (pod, container port) -> local port:")
         for (pod_name, port), local in sorted(cluster.ports.items()):
             print(f"  {pod_name}:{port} -> {LOCAL_IP}:{local}")
 
         # The mapping is exactly the spec's, port for port.
-        for pod in cluster.pods:
+        for pod in [*acceptors, *coordinators]:
             kinds = {s.kind for s in subs[pod.name]}
             assert kinds <= {"pod-ip", "pod-dns", "port", "path", "PATH", "workdir"}, kinds
             listen = [s for s in subs[pod.name] if s.kind == "pod-ip"]
@@ -613,10 +676,21 @@ async def test_pods_run_as_rendered(
             assert [s.local for s in dns] == [f"{LOCAL_IP}:{cluster.local(a, 'grpc')}" for a in acceptors]
             assert unlocalize(",".join(s.local for s in dns), dns) == spec_list
 
+        # The console reaches every acceptor by its pod name and the coordinators through
+        # their Service (locally: the first coordinator pod).
+        csubs = subs[console.name]
+        assert {s.kind for s in csubs} <= {"pod-ip", "pod-dns", "service", "path", "PATH", "workdir"}
+        assert [s.local for s in csubs if s.kind == "pod-dns"] == [
+            f"{LOCAL_IP}:{cluster.local(a, 'grpc')}" for a in acceptors
+        ]
+        assert [(s.spec, s.local) for s in csubs if s.kind == "service"] == [
+            (f"{COORDINATORS}:7800", f"{LOCAL_IP}:{cluster.local(coordinators[0], 'grpc')}")
+        ]
+
         # Every probe of every pod passes: startup first, then liveness and readiness.
         await wait_probes(cluster, ("startupProbe",))
         await wait_probes(cluster, ("livenessProbe", "readinessProbe"))
-        for pod in cluster.pods:
+        for pod in [*acceptors, *coordinators]:
             assert pod.container["readinessProbe"]["grpc"]["service"] in (
                 "paxoscommit.v1.Acceptor",
                 "paxoscommit.v1.Coordinator",
@@ -654,8 +728,14 @@ async def test_pods_run_as_rendered(
             await participant.close()
         assert rm.committed == [txn.txn_id] and rm.aborted == []
 
+        # The operators' commands and the console see it, against the rendered release.
+        await check_operations(cluster, acceptors, coordinators, console, txn.txn_id, certs)
+
         # /metrics on every metrics port; what the alerts and the dashboard use is there.
-        pages = {p.name: await asyncio.to_thread(scrape, cluster.local(p, "metrics")) for p in cluster.pods}
+        pages = {
+            p.name: await asyncio.to_thread(scrape, cluster.local(p, "metrics"))
+            for p in [*acceptors, *coordinators]
+        }
         names = set().union(*(exposed(t) for t in pages.values()))
         rule = r.one("PrometheusRule")["spec"]["groups"][0]["rules"]
         used = set().union(
@@ -727,8 +807,9 @@ def test_tls_is_on_by_default_from_cert_manager() -> None:
 
 
 def tls_secrets(tmp_path: Path) -> tuple[list[dict[str, Any]], Path]:
-    """What cert-manager would have made: the acceptors' and coordinators' Secrets (our CA;
-    host names are the local ones every pod maps to), and a folder with client certificates."""
+    """What cert-manager would have made: the acceptors', coordinators' and console's
+    Secrets (our CA; host names are the local ones every pod maps to), and a folder with
+    client certificates (admin-local.pem for the txn commands among them)."""
     from paxos_commit.certs import ensure_cert, local_certs
 
     d = tmp_path / "certs"
@@ -737,6 +818,7 @@ def tls_secrets(tmp_path: Path) -> tuple[list[dict[str, Any]], Path]:
     for role, name, secret in (
         ("acceptor", ACCEPTORS, "acc-tls"),
         ("coordinator", COORDINATORS, "coord-tls"),
+        ("admin", f"{FULLNAME}-console", "console-tls"),
     ):
         files = ensure_cert(d, role, name)
         data = {
@@ -754,6 +836,46 @@ def tls_secrets(tmp_path: Path) -> tuple[list[dict[str, Any]], Path]:
             }
         )
     return out, d
+
+
+async def check_operations(
+    cluster: Cluster, acceptors: list[Any], coordinators: list[Any], console: Any, txn_id: str, certs: Path
+) -> None:
+    """``paxos-commit txn show|list|resolve|retry`` against the pods (over mTLS, as an
+    admin), and the console pod's API (its own admin certificate), on a committed transaction."""
+    where = [
+        "--acceptors", ",".join(f"{LOCAL_IP}:{cluster.local(a, 'grpc')}" for a in acceptors),
+        "--coordinators", ",".join(f"{LOCAL_IP}:{cluster.local(c, 'grpc')}" for c in coordinators),
+        "--certs", str(certs),
+    ]  # fmt: skip
+
+    async def cli(*args: str) -> str:
+        proc = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "paxos_commit", "--log-level", "WARNING", "txn", *args, *where],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout
+
+    shown = json.loads(await cli("show", txn_id, "--json"))
+    assert shown["outcome"] == "committed" and set(shown["instances"]) == {"@registrar", "rm-chart"}
+    listed = json.loads(await cli("list", "--rm", "rm-chart", "--json"))
+    assert [d["txn_id"] for d in listed] == [txn_id]
+    resolved = json.loads(await cli("resolve", txn_id, "--abort", "--json"))
+    assert resolved["outcome"] == "committed" and resolved["changed"] is False
+    assert "already decided" in await cli("retry", txn_id)
+
+    base = f"http://{LOCAL_IP}:{cluster.local(console, 'http')}"
+
+    def get(path: str) -> Any:
+        with urllib.request.urlopen(base + path, timeout=10) as reply:
+            return json.loads(reply.read())
+
+    page = await asyncio.to_thread(get, f"/api/txn/{txn_id}")
+    assert page["outcome"] == "committed"
+    overview = await asyncio.to_thread(get, "/api/overview")
+    assert all(h["status"] == "SERVING" for h in overview["health"]), overview["health"]
 
 
 # ---------------------------------------------------------------- documentation

@@ -3,6 +3,7 @@ F=0 (one acceptor, classic 2PC) commits like F=1."""
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import subprocess
@@ -121,6 +122,17 @@ def _scrape(port: int) -> dict[str, float]:
     return out
 
 
+def _scrape_when_up(port: int, limit: float = 30.0) -> dict[str, float]:
+    deadline = time.monotonic() + limit
+    while True:
+        try:
+            return _scrape(port)
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
 def test_up_serves_metrics_that_move_during_the_demo(tmp_path: Path) -> None:
     """The demo run against `up` (--attach): its transactions show in the metrics of the
     coordinators and acceptors, and up restarts the coordinator the demo kills."""
@@ -143,7 +155,10 @@ def test_up_serves_metrics_that_move_during_the_demo(tmp_path: Path) -> None:
             capture_output=True, text=True, timeout=240,
         )  # fmt: skip
         assert demo.returncode == 0, demo.stdout + demo.stderr
-        after = {name: _scrape(port) for name, port in ports.items()}
+        # Its closing `txn show` read the cluster over mTLS, as up's admin.
+        assert "(could not read it:" not in demo.stdout, demo.stdout
+        # The coordinator the demo killed is back once up has restarted it.
+        after = {name: _scrape_when_up(port) for name, port in ports.items()}
         begun = sum(
             after[c]["paxos_commit_transactions_begun_total"] for c in ("coordinator-0", "coordinator-1")
         )
@@ -161,6 +176,20 @@ def test_up_serves_metrics_that_move_during_the_demo(tmp_path: Path) -> None:
             k.startswith('paxos_commit_stream_messages_total{code="OK",kind="phase2a"}')
             for k in after["acceptor-0"]
         )
+
+        # The operators' commands find up's cluster from its data dir.
+        listed = subprocess.run(
+            [sys.executable, "-m", "paxos_commit", "txn", "list", "--attach", str(tmp_path / "pc"), "--json"],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert listed.returncode == 0, listed.stderr
+        views = json.loads(listed.stdout)
+        assert any(v["outcome"] == "committed" for v in views), views[:3]
+        shown = subprocess.run(
+            [sys.executable, "-m", "paxos_commit", "txn", "show", views[0]["txn_id"], "--attach", str(tmp_path / "pc")],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert shown.returncode == 0 and "@registrar" in shown.stdout, shown.stderr
     finally:
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=60)

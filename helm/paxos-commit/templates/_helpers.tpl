@@ -43,6 +43,20 @@ pod ordinal still fit in 63.
 {{- printf "%s-coordinator" (include "paxos-commit.fullname" .) -}}
 {{- end -}}
 
+{{- define "paxos-commit.console.fullname" -}}
+{{- printf "%s-console" (include "paxos-commit.fullname" .) -}}
+{{- end -}}
+
+{{- define "paxos-commit.console.selectorLabels" -}}
+{{ include "paxos-commit.selectorLabels" . }}
+app.kubernetes.io/component: console
+{{- end -}}
+
+{{- define "paxos-commit.console.labels" -}}
+{{ include "paxos-commit.labels" . }}
+app.kubernetes.io/component: console
+{{- end -}}
+
 {{- define "paxos-commit.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create -}}
 {{- default (include "paxos-commit.fullname" .) .Values.serviceAccount.name -}}
@@ -343,6 +357,10 @@ namespace="{{ .Release.Namespace }}", job="{{ include "paxos-commit.acceptor.hea
 {{- default (printf "%s-tls" (include "paxos-commit.coordinator.fullname" .)) .Values.tls.coordinatorSecret -}}
 {{- end -}}
 
+{{- define "paxos-commit.console.tlsSecretName" -}}
+{{- default (printf "%s-tls" (include "paxos-commit.console.fullname" .)) .Values.tls.consoleSecret -}}
+{{- end -}}
+
 {{/* The cert-manager issuer of the release's certificates: the configured one, or the chart's own CA. */}}
 {{- define "paxos-commit.tls.issuerName" -}}
 {{- default (printf "%s-ca" (include "paxos-commit.fullname" .)) .Values.tls.certManager.issuerRef.name -}}
@@ -364,5 +382,8 @@ namespace="{{ .Release.Namespace }}", job="{{ include "paxos-commit.acceptor.hea
 {{- if and .Values.tls.enabled (not .Values.tls.certManager.enabled) (or (not .Values.tls.acceptorSecret) (not .Values.tls.coordinatorSecret)) -}}
 paxos-commit: tls
     TLS is on (tls.enabled) but nothing provides the certificates: set tls.certManager.enabled=true (cert-manager issues them), or both tls.acceptorSecret and tls.coordinatorSecret (existing Secrets with tls.crt, tls.key, ca.crt). tls.enabled=false runs without TLS and without authentication: anyone who reaches a pod can forge votes, ballots and outcomes.
+{{- else if and .Values.tls.enabled .Values.console.enabled (not .Values.tls.certManager.enabled) (not .Values.tls.consoleSecret) -}}
+paxos-commit: tls
+    TLS is on and the console is enabled, but nothing provides the console's admin certificate: set tls.consoleSecret (an existing Secret with tls.crt, tls.key, ca.crt naming spiffe://paxos-commit/admin/<name>) or tls.certManager.enabled=true.
 {{- end -}}
 {{- end -}}

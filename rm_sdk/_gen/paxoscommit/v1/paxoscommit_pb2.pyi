@@ -106,6 +106,10 @@ class _AbortCauseEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AbortCause
     """The owner failed before registration closed: a recovery ballot chose "no set"."""
     ABORT_CAUSE_APPLICATION: _AbortCause.ValueType  # 6
     """The application (or another holder of the id) asked to abort; reason is its text."""
+    ABORT_CAUSE_OPERATOR: _AbortCause.ValueType  # 7
+    """An operator settled the stuck transaction (`paxos-commit txn resolve --abort`): an
+    admin leader's ballot chose aborted (rm_id names the RM) or "no set".
+    """
 
 class AbortCause(_AbortCause, metaclass=_AbortCauseEnumTypeWrapper):
     """Why a transaction aborted: a closed set of causes, so clients need not parse text."""
@@ -124,6 +128,10 @@ ABORT_CAUSE_COORDINATOR_FAILED: AbortCause.ValueType  # 5
 """The owner failed before registration closed: a recovery ballot chose "no set"."""
 ABORT_CAUSE_APPLICATION: AbortCause.ValueType  # 6
 """The application (or another holder of the id) asked to abort; reason is its text."""
+ABORT_CAUSE_OPERATOR: AbortCause.ValueType  # 7
+"""An operator settled the stuck transaction (`paxos-commit txn resolve --abort`): an
+admin leader's ballot chose aborted (rm_id names the RM) or "no set".
+"""
 Global___AbortCause: _TypeAlias = AbortCause  # noqa: Y015
 
 @_typing.final
@@ -1396,3 +1404,403 @@ class CoordinatorReplyBatch(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CoordinatorReplyBatch: _TypeAlias = CoordinatorReplyBatch  # noqa: Y015
+
+@_typing.final
+class TransactionRecord(_message.Message):
+    """------------------------------------------------------------- operations (read-only)
+
+    What operators' tools (`paxos-commit txn show|list`, the console) read. These calls
+    change no state; they are unary only (not on the batched streams).
+
+    One transaction as one acceptor holds it.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TXN_ID_FIELD_NUMBER: _builtins.int
+    KNOWN_FIELD_NUMBER: _builtins.int
+    FIRST_SEEN_UNIX_MS_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    STATES_FIELD_NUMBER: _builtins.int
+    txn_id: _builtins.str
+    """The transaction."""
+    known: _builtins.bool
+    """False when this acceptor never heard of the transaction (every other field empty)."""
+    first_seen_unix_ms: _builtins.int
+    """When this acceptor first heard of it, milliseconds since the Unix epoch (its clock)."""
+    outcome: Global___Outcome.ValueType
+    """The outcome recorded here, OUTCOME_PENDING if none."""
+    @_builtins.property
+    def states(self) -> _containers.RepeatedCompositeFieldContainer[Global___InstanceState]:
+        """Its state of every instance of the transaction (mbal, bal, val), in instance order."""
+
+    def __init__(
+        self,
+        *,
+        txn_id: _builtins.str = ...,
+        known: _builtins.bool = ...,
+        first_seen_unix_ms: _builtins.int = ...,
+        outcome: Global___Outcome.ValueType = ...,
+        states: _abc.Iterable[Global___InstanceState] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["first_seen_unix_ms", b"first_seen_unix_ms", "known", b"known", "outcome", b"outcome", "states", b"states", "txn_id", b"txn_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TransactionRecord: _TypeAlias = TransactionRecord  # noqa: Y015
+
+@_typing.final
+class InspectTransactionRequest(_message.Message):
+    """Read one transaction at one acceptor."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TXN_ID_FIELD_NUMBER: _builtins.int
+    txn_id: _builtins.str
+    """The transaction to read (a well-formed id; INVALID_ARGUMENT otherwise)."""
+    def __init__(
+        self,
+        *,
+        txn_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["txn_id", b"txn_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InspectTransactionRequest: _TypeAlias = InspectTransactionRequest  # noqa: Y015
+
+@_typing.final
+class InspectTransactionReply(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCEPTOR_ID_FIELD_NUMBER: _builtins.int
+    RECORD_FIELD_NUMBER: _builtins.int
+    NOW_UNIX_MS_FIELD_NUMBER: _builtins.int
+    acceptor_id: _builtins.int
+    """Index of the answering acceptor in the cluster's acceptor list."""
+    now_unix_ms: _builtins.int
+    """This acceptor's clock when it answered, milliseconds since the Unix epoch (ages are
+    computed against it, so clock skew between acceptors and the tool does not matter).
+    """
+    @_builtins.property
+    def record(self) -> Global___TransactionRecord:
+        """The transaction as this acceptor holds it (known = false if never heard of)."""
+
+    def __init__(
+        self,
+        *,
+        acceptor_id: _builtins.int = ...,
+        record: Global___TransactionRecord | None = ...,
+        now_unix_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["record", b"record"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acceptor_id", b"acceptor_id", "now_unix_ms", b"now_unix_ms", "record", b"record"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InspectTransactionReply: _TypeAlias = InspectTransactionReply  # noqa: Y015
+
+@_typing.final
+class ListTransactionsRequest(_message.Message):
+    """List the transactions one acceptor holds, newest first."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OLDER_THAN_MS_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    RM_ID_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    WITH_STATES_FIELD_NUMBER: _builtins.int
+    older_than_ms: _builtins.int
+    """Only transactions first heard of at least this many milliseconds ago (0: any age)."""
+    outcome: Global___Outcome.ValueType
+    """Only transactions with this recorded outcome (OUTCOME_PENDING: none recorded yet);
+    OUTCOME_UNSPECIFIED: any.
+    """
+    rm_id: _builtins.str
+    """Only transactions with an instance of this resource manager (empty: any). A
+    malformed id is INVALID_ARGUMENT.
+    """
+    limit: _builtins.int
+    """At most this many (capped at 10000; 0 means 1000)."""
+    with_states: _builtins.bool
+    """Also return each transaction's instance states (more bytes; needed to tell what an
+    undecided transaction waits for).
+    """
+    def __init__(
+        self,
+        *,
+        older_than_ms: _builtins.int = ...,
+        outcome: Global___Outcome.ValueType = ...,
+        rm_id: _builtins.str = ...,
+        limit: _builtins.int = ...,
+        with_states: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["limit", b"limit", "older_than_ms", b"older_than_ms", "outcome", b"outcome", "rm_id", b"rm_id", "with_states", b"with_states"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListTransactionsRequest: _TypeAlias = ListTransactionsRequest  # noqa: Y015
+
+@_typing.final
+class ListTransactionsReply(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCEPTOR_ID_FIELD_NUMBER: _builtins.int
+    TRANSACTIONS_FIELD_NUMBER: _builtins.int
+    NOW_UNIX_MS_FIELD_NUMBER: _builtins.int
+    TRUNCATED_FIELD_NUMBER: _builtins.int
+    acceptor_id: _builtins.int
+    """Index of the answering acceptor in the cluster's acceptor list."""
+    now_unix_ms: _builtins.int
+    """This acceptor's clock when it answered, milliseconds since the Unix epoch."""
+    truncated: _builtins.bool
+    """True when more transactions matched than the limit let through."""
+    @_builtins.property
+    def transactions(self) -> _containers.RepeatedCompositeFieldContainer[Global___TransactionRecord]:
+        """The matching transactions, newest first; states only if with_states was set."""
+
+    def __init__(
+        self,
+        *,
+        acceptor_id: _builtins.int = ...,
+        transactions: _abc.Iterable[Global___TransactionRecord] | None = ...,
+        now_unix_ms: _builtins.int = ...,
+        truncated: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acceptor_id", b"acceptor_id", "now_unix_ms", b"now_unix_ms", "transactions", b"transactions", "truncated", b"truncated"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListTransactionsReply: _TypeAlias = ListTransactionsReply  # noqa: Y015
+
+@_typing.final
+class RetryRequest(_message.Message):
+    """------------------------------------------------------------- operations (coordinator)
+
+    Ask a coordinator to recover a transaction now, instead of waiting out its vote or
+    recovery timeout (`paxos-commit txn retry`). Safe at any time: recovery runs higher
+    ballots, which can never change a chosen value.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TXN_ID_FIELD_NUMBER: _builtins.int
+    txn_id: _builtins.str
+    """Any transaction (a well-formed id; INVALID_ARGUMENT otherwise)."""
+    def __init__(
+        self,
+        *,
+        txn_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["txn_id", b"txn_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RetryRequest: _TypeAlias = RetryRequest  # noqa: Y015
+
+@_typing.final
+class RetryReply(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACTION_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    action: _builtins.str
+    """What the coordinator did, for people: e.g. "recovery ballots started"."""
+    outcome: Global___Outcome.ValueType
+    """The outcome if already decided as far as this coordinator knows, else OUTCOME_PENDING."""
+    def __init__(
+        self,
+        *,
+        action: _builtins.str = ...,
+        outcome: Global___Outcome.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "outcome", b"outcome"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RetryReply: _TypeAlias = RetryReply  # noqa: Y015
+
+@_typing.final
+class OwnedTransaction(_message.Message):
+    """One transaction a coordinator owns (began) and has not finished, as it sees it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TXN_ID_FIELD_NUMBER: _builtins.int
+    AGE_MS_FIELD_NUMBER: _builtins.int
+    PHASE_FIELD_NUMBER: _builtins.int
+    JOINED_FIELD_NUMBER: _builtins.int
+    RM_SET_FIELD_NUMBER: _builtins.int
+    WAITING_FOR_FIELD_NUMBER: _builtins.int
+    OWNER_FIELD_NUMBER: _builtins.int
+    CLOSED_MS_FIELD_NUMBER: _builtins.int
+    txn_id: _builtins.str
+    """The transaction."""
+    age_ms: _builtins.int
+    """Milliseconds since it began here."""
+    phase: _builtins.str
+    """"open" (registration open, waiting for commit), "deciding" (registrar's 2a sent,
+    waiting for votes), "recovering" (running ballots > 0), or "decided".
+    """
+    owner: _builtins.str
+    """The leader id of this coordinator incarnation (the owner's identity)."""
+    closed_ms: _builtins.int
+    """Milliseconds since registration closed (0 while open)."""
+    @_builtins.property
+    def joined(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The RMs that joined, sorted."""
+
+    @_builtins.property
+    def rm_set(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The participant set once registration closed, sorted (empty before)."""
+
+    @_builtins.property
+    def waiting_for(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """RMs of the set (and "@registrar") whose value no majority of acceptors has reported
+        to this coordinator yet, sorted: the owner's view, which lags the acceptors' own
+        (InspectTransaction) while it waits for complete 2b bundles.
+        """
+
+    def __init__(
+        self,
+        *,
+        txn_id: _builtins.str = ...,
+        age_ms: _builtins.int = ...,
+        phase: _builtins.str = ...,
+        joined: _abc.Iterable[_builtins.str] | None = ...,
+        rm_set: _abc.Iterable[_builtins.str] | None = ...,
+        waiting_for: _abc.Iterable[_builtins.str] | None = ...,
+        owner: _builtins.str = ...,
+        closed_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["age_ms", b"age_ms", "closed_ms", b"closed_ms", "joined", b"joined", "owner", b"owner", "phase", b"phase", "rm_set", b"rm_set", "txn_id", b"txn_id", "waiting_for", b"waiting_for"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OwnedTransaction: _TypeAlias = OwnedTransaction  # noqa: Y015
+
+@_typing.final
+class RecentOutcome(_message.Message):
+    """A transaction decided by this coordinator, with its cause."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TXN_ID_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    CAUSE_FIELD_NUMBER: _builtins.int
+    RM_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    DECIDED_UNIX_MS_FIELD_NUMBER: _builtins.int
+    txn_id: _builtins.str
+    """The transaction."""
+    outcome: Global___Outcome.ValueType
+    """OUTCOME_COMMITTED or OUTCOME_ABORTED."""
+    cause: Global___AbortCause.ValueType
+    """For an abort: its cause and the RM it names; reason is text for people."""
+    rm_id: _builtins.str
+    reason: _builtins.str
+    decided_unix_ms: _builtins.int
+    """When it was decided, milliseconds since the Unix epoch (this coordinator's clock)."""
+    def __init__(
+        self,
+        *,
+        txn_id: _builtins.str = ...,
+        outcome: Global___Outcome.ValueType = ...,
+        cause: Global___AbortCause.ValueType = ...,
+        rm_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        decided_unix_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cause", b"cause", "decided_unix_ms", b"decided_unix_ms", "outcome", b"outcome", "reason", b"reason", "rm_id", b"rm_id", "txn_id", b"txn_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecentOutcome: _TypeAlias = RecentOutcome  # noqa: Y015
+
+@_typing.final
+class ListOwnedRequest(_message.Message):
+    """What a coordinator is doing: for operators' tools (`paxos-commit txn`, the console)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TXN_ID_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    txn_id: _builtins.str
+    """Only this transaction (empty: all); a malformed id is INVALID_ARGUMENT."""
+    limit: _builtins.int
+    """At most this many of each list (capped at 10000; 0 means 1000)."""
+    def __init__(
+        self,
+        *,
+        txn_id: _builtins.str = ...,
+        limit: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["limit", b"limit", "txn_id", b"txn_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListOwnedRequest: _TypeAlias = ListOwnedRequest  # noqa: Y015
+
+@_typing.final
+class ListOwnedReply(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LEADER_ID_FIELD_NUMBER: _builtins.int
+    OWNED_FIELD_NUMBER: _builtins.int
+    RECENT_FIELD_NUMBER: _builtins.int
+    NOW_UNIX_MS_FIELD_NUMBER: _builtins.int
+    RECOVERING_FIELD_NUMBER: _builtins.int
+    leader_id: _builtins.str
+    """This coordinator incarnation's leader id."""
+    now_unix_ms: _builtins.int
+    """This coordinator's clock, milliseconds since the Unix epoch."""
+    @_builtins.property
+    def owned(self) -> _containers.RepeatedCompositeFieldContainer[Global___OwnedTransaction]:
+        """Transactions owned here and not finished, oldest first."""
+
+    @_builtins.property
+    def recent(self) -> _containers.RepeatedCompositeFieldContainer[Global___RecentOutcome]:
+        """Transactions decided here recently, newest first."""
+
+    @_builtins.property
+    def recovering(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Transactions this replica does not own and is recovering now (running ballots > 0
+        for an owner that is gone), sorted; with txn_id set, at most that one.
+        """
+
+    def __init__(
+        self,
+        *,
+        leader_id: _builtins.str = ...,
+        owned: _abc.Iterable[Global___OwnedTransaction] | None = ...,
+        recent: _abc.Iterable[Global___RecentOutcome] | None = ...,
+        now_unix_ms: _builtins.int = ...,
+        recovering: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["leader_id", b"leader_id", "now_unix_ms", b"now_unix_ms", "owned", b"owned", "recent", b"recent", "recovering", b"recovering"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListOwnedReply: _TypeAlias = ListOwnedReply  # noqa: Y015

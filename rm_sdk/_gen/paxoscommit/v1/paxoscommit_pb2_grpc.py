@@ -66,6 +66,16 @@ class AcceptorStub:
                 request_serializer=paxoscommit_dot_v1_dot_paxoscommit__pb2.AcceptorRequestBatch.SerializeToString,
                 response_deserializer=paxoscommit_dot_v1_dot_paxoscommit__pb2.AcceptorReplyBatch.FromString,
                 _registered_method=True)
+        self.InspectTransaction = channel.unary_unary(
+                '/paxoscommit.v1.Acceptor/InspectTransaction',
+                request_serializer=paxoscommit_dot_v1_dot_paxoscommit__pb2.InspectTransactionRequest.SerializeToString,
+                response_deserializer=paxoscommit_dot_v1_dot_paxoscommit__pb2.InspectTransactionReply.FromString,
+                _registered_method=True)
+        self.ListTransactions = channel.unary_unary(
+                '/paxoscommit.v1.Acceptor/ListTransactions',
+                request_serializer=paxoscommit_dot_v1_dot_paxoscommit__pb2.ListTransactionsRequest.SerializeToString,
+                response_deserializer=paxoscommit_dot_v1_dot_paxoscommit__pb2.ListTransactionsReply.FromString,
+                _registered_method=True)
 
 
 class AcceptorServicer:
@@ -111,6 +121,19 @@ class AcceptorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def InspectTransaction(self, request, context):
+        """Operators' reads (change nothing): one transaction, or a filtered list.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListTransactions(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AcceptorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -143,6 +166,16 @@ def add_AcceptorServicer_to_server(servicer, server):
                     servicer.Stream,
                     request_deserializer=paxoscommit_dot_v1_dot_paxoscommit__pb2.AcceptorRequestBatch.FromString,
                     response_serializer=paxoscommit_dot_v1_dot_paxoscommit__pb2.AcceptorReplyBatch.SerializeToString,
+            ),
+            'InspectTransaction': grpc.unary_unary_rpc_method_handler(
+                    servicer.InspectTransaction,
+                    request_deserializer=paxoscommit_dot_v1_dot_paxoscommit__pb2.InspectTransactionRequest.FromString,
+                    response_serializer=paxoscommit_dot_v1_dot_paxoscommit__pb2.InspectTransactionReply.SerializeToString,
+            ),
+            'ListTransactions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTransactions,
+                    request_deserializer=paxoscommit_dot_v1_dot_paxoscommit__pb2.ListTransactionsRequest.FromString,
+                    response_serializer=paxoscommit_dot_v1_dot_paxoscommit__pb2.ListTransactionsReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -319,6 +352,60 @@ class Acceptor:
             metadata,
             _registered_method=True)
 
+    @staticmethod
+    def InspectTransaction(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paxoscommit.v1.Acceptor/InspectTransaction',
+            paxoscommit_dot_v1_dot_paxoscommit__pb2.InspectTransactionRequest.SerializeToString,
+            paxoscommit_dot_v1_dot_paxoscommit__pb2.InspectTransactionReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTransactions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paxoscommit.v1.Acceptor/ListTransactions',
+            paxoscommit_dot_v1_dot_paxoscommit__pb2.ListTransactionsRequest.SerializeToString,
+            paxoscommit_dot_v1_dot_paxoscommit__pb2.ListTransactionsReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
 
 class CoordinatorStub:
     """Missing associated documentation comment in .proto file."""
@@ -368,6 +455,16 @@ class CoordinatorStub:
                 '/paxoscommit.v1.Coordinator/Acknowledge',
                 request_serializer=paxoscommit_dot_v1_dot_paxoscommit__pb2.AcknowledgeRequest.SerializeToString,
                 response_deserializer=paxoscommit_dot_v1_dot_paxoscommit__pb2.AcknowledgeReply.FromString,
+                _registered_method=True)
+        self.Retry = channel.unary_unary(
+                '/paxoscommit.v1.Coordinator/Retry',
+                request_serializer=paxoscommit_dot_v1_dot_paxoscommit__pb2.RetryRequest.SerializeToString,
+                response_deserializer=paxoscommit_dot_v1_dot_paxoscommit__pb2.RetryReply.FromString,
+                _registered_method=True)
+        self.ListOwned = channel.unary_unary(
+                '/paxoscommit.v1.Coordinator/ListOwned',
+                request_serializer=paxoscommit_dot_v1_dot_paxoscommit__pb2.ListOwnedRequest.SerializeToString,
+                response_deserializer=paxoscommit_dot_v1_dot_paxoscommit__pb2.ListOwnedReply.FromString,
                 _registered_method=True)
 
 
@@ -428,6 +525,19 @@ class CoordinatorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Retry(self, request, context):
+        """Operators: recover a transaction now; see what this replica owns and decided.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListOwned(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CoordinatorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -470,6 +580,16 @@ def add_CoordinatorServicer_to_server(servicer, server):
                     servicer.Acknowledge,
                     request_deserializer=paxoscommit_dot_v1_dot_paxoscommit__pb2.AcknowledgeRequest.FromString,
                     response_serializer=paxoscommit_dot_v1_dot_paxoscommit__pb2.AcknowledgeReply.SerializeToString,
+            ),
+            'Retry': grpc.unary_unary_rpc_method_handler(
+                    servicer.Retry,
+                    request_deserializer=paxoscommit_dot_v1_dot_paxoscommit__pb2.RetryRequest.FromString,
+                    response_serializer=paxoscommit_dot_v1_dot_paxoscommit__pb2.RetryReply.SerializeToString,
+            ),
+            'ListOwned': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListOwned,
+                    request_deserializer=paxoscommit_dot_v1_dot_paxoscommit__pb2.ListOwnedRequest.FromString,
+                    response_serializer=paxoscommit_dot_v1_dot_paxoscommit__pb2.ListOwnedReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -688,6 +808,60 @@ class Coordinator:
             '/paxoscommit.v1.Coordinator/Acknowledge',
             paxoscommit_dot_v1_dot_paxoscommit__pb2.AcknowledgeRequest.SerializeToString,
             paxoscommit_dot_v1_dot_paxoscommit__pb2.AcknowledgeReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Retry(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paxoscommit.v1.Coordinator/Retry',
+            paxoscommit_dot_v1_dot_paxoscommit__pb2.RetryRequest.SerializeToString,
+            paxoscommit_dot_v1_dot_paxoscommit__pb2.RetryReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListOwned(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paxoscommit.v1.Coordinator/ListOwned',
+            paxoscommit_dot_v1_dot_paxoscommit__pb2.ListOwnedRequest.SerializeToString,
+            paxoscommit_dot_v1_dot_paxoscommit__pb2.ListOwnedReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -59,6 +59,9 @@ class AcceptorStub:
     """The same requests, batched on one long-lived stream per peer (what the SDK and the
     coordinators use); the unary calls above stay for people and other languages.
     """
+    InspectTransaction: _grpc.UnaryUnaryMultiCallable[_paxoscommit_pb2.InspectTransactionRequest, _paxoscommit_pb2.InspectTransactionReply]
+    """Operators' reads (change nothing): one transaction, or a filtered list."""
+    ListTransactions: _grpc.UnaryUnaryMultiCallable[_paxoscommit_pb2.ListTransactionsRequest, _paxoscommit_pb2.ListTransactionsReply]
 
 @_typing.type_check_only
 class AcceptorAsyncStub(AcceptorStub):
@@ -76,6 +79,9 @@ class AcceptorAsyncStub(AcceptorStub):
     """The same requests, batched on one long-lived stream per peer (what the SDK and the
     coordinators use); the unary calls above stay for people and other languages.
     """
+    InspectTransaction: _aio.UnaryUnaryMultiCallable[_paxoscommit_pb2.InspectTransactionRequest, _paxoscommit_pb2.InspectTransactionReply]  # type: ignore[assignment]
+    """Operators' reads (change nothing): one transaction, or a filtered list."""
+    ListTransactions: _aio.UnaryUnaryMultiCallable[_paxoscommit_pb2.ListTransactionsRequest, _paxoscommit_pb2.ListTransactionsReply]  # type: ignore[assignment]
 
 class AcceptorServicer(metaclass=_abc_1.ABCMeta):
     """The acceptors of Paxos Commit. Every reply is sent only after the state it reports is
@@ -127,6 +133,21 @@ class AcceptorServicer(metaclass=_abc_1.ABCMeta):
         coordinators use); the unary calls above stay for people and other languages.
         """
 
+    @_abc_1.abstractmethod
+    def InspectTransaction(
+        self,
+        request: _paxoscommit_pb2.InspectTransactionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_paxoscommit_pb2.InspectTransactionReply, _abc.Awaitable[_paxoscommit_pb2.InspectTransactionReply]]:
+        """Operators' reads (change nothing): one transaction, or a filtered list."""
+
+    @_abc_1.abstractmethod
+    def ListTransactions(
+        self,
+        request: _paxoscommit_pb2.ListTransactionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_paxoscommit_pb2.ListTransactionsReply, _abc.Awaitable[_paxoscommit_pb2.ListTransactionsReply]]: ...
+
 def add_AcceptorServicer_to_server(servicer: AcceptorServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
 
 class CoordinatorStub:
@@ -150,6 +171,9 @@ class CoordinatorStub:
     """
     Acknowledge: _grpc.UnaryUnaryMultiCallable[_paxoscommit_pb2.AcknowledgeRequest, _paxoscommit_pb2.AcknowledgeReply]
     """RM-facing: the outcome is applied (batched on Stream like the others)."""
+    Retry: _grpc.UnaryUnaryMultiCallable[_paxoscommit_pb2.RetryRequest, _paxoscommit_pb2.RetryReply]
+    """Operators: recover a transaction now; see what this replica owns and decided."""
+    ListOwned: _grpc.UnaryUnaryMultiCallable[_paxoscommit_pb2.ListOwnedRequest, _paxoscommit_pb2.ListOwnedReply]
 
 @_typing.type_check_only
 class CoordinatorAsyncStub(CoordinatorStub):
@@ -170,6 +194,9 @@ class CoordinatorAsyncStub(CoordinatorStub):
     """
     Acknowledge: _aio.UnaryUnaryMultiCallable[_paxoscommit_pb2.AcknowledgeRequest, _paxoscommit_pb2.AcknowledgeReply]  # type: ignore[assignment]
     """RM-facing: the outcome is applied (batched on Stream like the others)."""
+    Retry: _aio.UnaryUnaryMultiCallable[_paxoscommit_pb2.RetryRequest, _paxoscommit_pb2.RetryReply]  # type: ignore[assignment]
+    """Operators: recover a transaction now; see what this replica owns and decided."""
+    ListOwned: _aio.UnaryUnaryMultiCallable[_paxoscommit_pb2.ListOwnedRequest, _paxoscommit_pb2.ListOwnedReply]  # type: ignore[assignment]
 
 class CoordinatorServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -235,5 +262,20 @@ class CoordinatorServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_paxoscommit_pb2.AcknowledgeReply, _abc.Awaitable[_paxoscommit_pb2.AcknowledgeReply]]:
         """RM-facing: the outcome is applied (batched on Stream like the others)."""
+
+    @_abc_1.abstractmethod
+    def Retry(
+        self,
+        request: _paxoscommit_pb2.RetryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_paxoscommit_pb2.RetryReply, _abc.Awaitable[_paxoscommit_pb2.RetryReply]]:
+        """Operators: recover a transaction now; see what this replica owns and decided."""
+
+    @_abc_1.abstractmethod
+    def ListOwned(
+        self,
+        request: _paxoscommit_pb2.ListOwnedRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_paxoscommit_pb2.ListOwnedReply, _abc.Awaitable[_paxoscommit_pb2.ListOwnedReply]]: ...
 
 def add_CoordinatorServicer_to_server(servicer: CoordinatorServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
