@@ -34,6 +34,10 @@ def record_to_pb(txn_id: str, rec: TxnRecord | None, with_states: bool = True) -
         first_seen_unix_ms=rec.first_seen_ms,
         outcome=outcome_to_pb(rec.outcome),
         states=states_to_pb(states),
+        collected=rec.collected,
+        participants_known=rec.participants is not None,
+        participants=sorted(rec.participants or ()),
+        acknowledged=sorted(rec.acked),
     )
 
 

@@ -589,6 +589,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
                 ),
             ),
         )
+
     # Operators' calls (coordinator/operations.py); authorization in paxos_commit/authz.py.
 
     async def Retry(

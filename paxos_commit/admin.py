@@ -154,6 +154,9 @@ class TxnView:
     first_seen: dict[int, float] = field(default_factory=dict)
     #: Acceptor errors, by index.
     unreachable: dict[int, str] = field(default_factory=dict)
+    #: Per acceptor index that knows it: (collected there, the participants collection
+    #: waits for (None: not recorded yet), the RMs that acknowledged).
+    collection: dict[int, tuple[bool, frozenset[str] | None, frozenset[str]]] = field(default_factory=dict)
     owned: Owned | None = None
     #: Coordinators (leader id at address) recovering it for an owner that is gone.
     recovering_by: list[str] = field(default_factory=list)
@@ -259,6 +262,31 @@ class TxnView:
             out.append("a leader's decision (recovery ballots)")
         return out
 
+    def collection_state(self) -> str:
+        """Whether finished, acknowledged transactions are (or may be) collected, for people
+        ("Bounded state": a decided transaction is collectable once its outcome is recorded
+        and every RM of its set acknowledged applying it)."""
+        if not self.collection:
+            return "nothing here to collect"
+        done = sorted(i for i, (c, _, _) in self.collection.items() if c)
+        if done and len(done) == len(self.collection):
+            return f"collected at acceptor{'s' if len(done) > 1 else ''} {', '.join(map(str, done))}"
+        if self.outcome is Outcome.PENDING:
+            return "not collectable: undecided"
+        rms: frozenset[str] | None = None
+        acked: set[str] = set()
+        for _c, parts, ack in self.collection.values():
+            if parts is not None and rms is None:
+                rms = parts
+            acked |= ack
+        if rms is None:
+            return "not collectable yet: no acceptor has the participant set with the outcome"
+        missing = sorted(rms - acked)
+        head = f"collected at {', '.join(map(str, done))}; " if done else ""
+        if missing:
+            return f"{head}not collectable: waiting for acknowledgements from {', '.join(missing)}"
+        return f"{head}collectable: every RM acknowledged"
+
     def operator_ballots(self) -> list[str]:
         """Admin leaders (``txn resolve``) whose ballots some acceptor accepted here."""
         return sorted(
@@ -309,6 +337,7 @@ class TxnView:
             "operator_ballots": self.operator_ballots(),
             "recorded": {str(i): o.value for i, o in sorted(self.recorded.items())},
             "waits_for": self.waits_for(),
+            "collection": self.collection_state(),
             "instances": {
                 ins: {
                     str(i): (None if st is None else _state_json(st.get(ins)))
@@ -464,6 +493,8 @@ class Admin:
         view.states[i] = states_from_pb(rec.states) if rec.known else {}
         if rec.known:
             view.recorded[i] = outcome_from_pb(rec.outcome)
+            parts = frozenset(rec.participants) if rec.participants_known else None
+            view.collection[i] = (rec.collected, parts, frozenset(rec.acknowledged))
             # Ages against the answering acceptor's clock: skew with ours does not matter.
             view.first_seen[i] = view.now - max(0, now_ms - rec.first_seen_unix_ms) / 1000.0
 

@@ -200,6 +200,7 @@ def format_show(v: TxnView) -> str:
             ),
         ),
     ]
+    rows.append(("collection", v.collection_state()))
     for k, val in rows:
         lines.append(f"  {k:<11} {val}")
     waits = v.waits_for()

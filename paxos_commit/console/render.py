@@ -151,6 +151,7 @@ def txn_page(v: TxnView, token: str, flash: str = "") -> str:
             ),
         ),
         ("waits for", "; ".join(v.waits_for()) or "-"),
+        ("collection", v.collection_state()),
     ]
     rows = "".join(
         f"<tr><th>{escape(k)}</th><td id='f-{k.replace(' ', '-')}'>{escape(x)}</td></tr>" for k, x in facts

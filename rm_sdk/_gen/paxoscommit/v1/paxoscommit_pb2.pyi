@@ -1422,6 +1422,10 @@ class TransactionRecord(_message.Message):
     FIRST_SEEN_UNIX_MS_FIELD_NUMBER: _builtins.int
     OUTCOME_FIELD_NUMBER: _builtins.int
     STATES_FIELD_NUMBER: _builtins.int
+    COLLECTED_FIELD_NUMBER: _builtins.int
+    PARTICIPANTS_KNOWN_FIELD_NUMBER: _builtins.int
+    PARTICIPANTS_FIELD_NUMBER: _builtins.int
+    ACKNOWLEDGED_FIELD_NUMBER: _builtins.int
     txn_id: _builtins.str
     """The transaction."""
     known: _builtins.bool
@@ -1430,9 +1434,23 @@ class TransactionRecord(_message.Message):
     """When this acceptor first heard of it, milliseconds since the Unix epoch (its clock)."""
     outcome: Global___Outcome.ValueType
     """The outcome recorded here, OUTCOME_PENDING if none."""
+    collected: _builtins.bool
+    """Collection (acceptor/collect.py): true when only the compact outcome record is left
+    here (instance states gone; late messages are answered from the outcome).
+    """
+    participants_known: _builtins.bool
+    """True when participants below is the registrar's set as a decider recorded it."""
     @_builtins.property
     def states(self) -> _containers.RepeatedCompositeFieldContainer[Global___InstanceState]:
         """Its state of every instance of the transaction (mbal, bal, val), in instance order."""
+
+    @_builtins.property
+    def participants(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The RMs whose acknowledgements collection waits for, sorted."""
+
+    @_builtins.property
+    def acknowledged(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The RMs that acknowledged applying the outcome, as recorded here, sorted."""
 
     def __init__(
         self,
@@ -1442,10 +1460,14 @@ class TransactionRecord(_message.Message):
         first_seen_unix_ms: _builtins.int = ...,
         outcome: Global___Outcome.ValueType = ...,
         states: _abc.Iterable[Global___InstanceState] | None = ...,
+        collected: _builtins.bool = ...,
+        participants_known: _builtins.bool = ...,
+        participants: _abc.Iterable[_builtins.str] | None = ...,
+        acknowledged: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["first_seen_unix_ms", b"first_seen_unix_ms", "known", b"known", "outcome", b"outcome", "states", b"states", "txn_id", b"txn_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acknowledged", b"acknowledged", "collected", b"collected", "first_seen_unix_ms", b"first_seen_unix_ms", "known", b"known", "outcome", b"outcome", "participants", b"participants", "participants_known", b"participants_known", "states", b"states", "txn_id", b"txn_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
