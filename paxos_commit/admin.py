@@ -557,6 +557,10 @@ class Admin:
             if not isinstance(owned, pb.ListOwnedReply):
                 continue
             for o in owned.owned:
+                if o.phase == "decided" and o.txn_id not in views:
+                    # Decided, its owner only waiting for the RMs' acknowledgements: not
+                    # pending, and the acceptors' records (filtered out) say how it ended.
+                    continue
                 v = views.setdefault(o.txn_id, TxnView(o.txn_id, self.n))
                 v.owned = _owned_from_pb(address, o)
             for t in owned.recovering:
