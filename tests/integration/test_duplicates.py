@@ -38,8 +38,9 @@ async def test_duplicated_votes_and_commits_change_nothing(cluster: LocalCluster
                     )
         after = [await acceptor_states(channels, a, txn.txn_id) for a in cluster.acceptor_addresses]
         for b, a in zip(before, after, strict=True):
-            for ins in b:
-                assert a[ins] == b[ins]
+            # Unchanged; or, if every RM acknowledged and the acceptor collected the
+            # transaction meanwhile, answered from its compact record: no state at all.
+            assert a == {} or all(a[ins] == b[ins] for ins in b)
         for p, r in zip(parts, rms, strict=True):
             assert await p.wait(txn.txn_id) is RMState.COMMITTED
             assert r.committed == [txn.txn_id]
