@@ -8,11 +8,13 @@ store's own connection thread, in order with its group commits. Malformed reques
 
 from __future__ import annotations
 
+import json
+
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from acceptor.core import Step, TxnRecord
-from acceptor.storage import AcceptorStore, decode_value, instance_table, txn_table
+from acceptor.storage import AcceptorStore, collected_table, decode_value, instance_table, txn_table
 from rm_sdk import otel
 from rm_sdk.core.messages import Phase1b, Phase2b
 from rm_sdk.protocol import Ballot, Instance, InstanceState, Outcome, ProtocolError, validate_id
@@ -94,9 +96,36 @@ async def list_transactions(
                         bal=Ballot(r.bal_round, r.bal_leader),
                         val=decode_value(r.val),
                     )
-        return [
-            (r.txn_id, TxnRecord(r.first_seen_ms, states[r.txn_id], Outcome(r.outcome))) for r in rows
-        ], truncated
+        found = [
+            (
+                r.txn_id,
+                TxnRecord(
+                    r.first_seen_ms,
+                    states[r.txn_id],
+                    Outcome(r.outcome),
+                    participants=None if r.participants is None else frozenset(json.loads(r.participants)),
+                    acked=frozenset(json.loads(r.acked)) if r.acked else frozenset(),
+                ),
+            )
+            for r in rows
+        ]
+        # Collected transactions keep only their compact outcome record: listed too (newest
+        # collections first, after the live ones), unless a filter needs what is gone (an
+        # RM's instance). Their first-seen time is gone with it: the collection time, which
+        # is later, stands in for the age filter.
+        room = limit - len(found)
+        if rm_id is None and room > 0 and outcome is not Outcome.PENDING:
+            c = collected_table.c
+            cq = sa.select(c.txn_id, c.outcome, c.collected_ms).where(c.collected_ms <= cutoff)
+            if outcome is not None:
+                cq = cq.where(c.outcome == outcome.value)
+            crow = conn.execute(cq.order_by(c.collected_ms.desc(), c.txn_id).limit(room + 1)).all()
+            truncated = truncated or len(crow) > room
+            found += [
+                (r.txn_id, TxnRecord(r.collected_ms, outcome=Outcome(r.outcome), collected=True))
+                for r in crow[:room]
+            ]
+        return found, truncated
 
     found, truncated = await store.query(query)
     return pb.ListTransactionsReply(

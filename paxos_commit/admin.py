@@ -170,7 +170,9 @@ class TxnView:
 
     @property
     def known(self) -> bool:
-        return bool(self.first_seen) or self.owned is not None or bool(self.decided_by)
+        return (
+            bool(self.first_seen) or bool(self.collection) or self.owned is not None or bool(self.decided_by)
+        )
 
     @property
     def age_s(self) -> float | None:
@@ -495,8 +497,10 @@ class Admin:
             view.recorded[i] = outcome_from_pb(rec.outcome)
             parts = frozenset(rec.participants) if rec.participants_known else None
             view.collection[i] = (rec.collected, parts, frozenset(rec.acknowledged))
-            # Ages against the answering acceptor's clock: skew with ours does not matter.
-            view.first_seen[i] = view.now - max(0, now_ms - rec.first_seen_unix_ms) / 1000.0
+            # Ages against the answering acceptor's clock: skew with ours does not matter. (A
+            # collected transaction's compact record read by InspectTransaction has no time.)
+            if rec.first_seen_unix_ms or not rec.collected:
+                view.first_seen[i] = view.now - max(0, now_ms - rec.first_seen_unix_ms) / 1000.0
 
     async def _owned(self, txn_id: str = "") -> list[tuple[str, pb.ListOwnedReply | BaseException]]:
         req = pb.ListOwnedRequest(txn_id=txn_id)
