@@ -30,8 +30,10 @@ from tests.integration.helpers import ScriptedRM, acceptor_states, wait_until
 @pytest.fixture
 def slow_cluster(tmp_path: Path, storage_urls: list[str] | None) -> Iterator[LocalCluster]:
     """A cluster that recovers nothing on its own during a test: whatever settles a
-    stuck transaction here is the operator. Plain text, as the protocol tests run (the
-    tools over mTLS: test_operators_tools_over_tls)."""
+    stuck transaction here is the operator. It collects nothing either (one collection
+    pass at start, the next an hour later): the tests compare acceptor states before and
+    after. Plain text, as the protocol tests run (the tools over mTLS:
+    test_operators_tools_over_tls)."""
     c = LocalCluster(
         tmp_path / "cluster",
         acceptor_urls=storage_urls,
@@ -39,6 +41,7 @@ def slow_cluster(tmp_path: Path, storage_urls: list[str] | None) -> Iterator[Loc
         recovery_timeout=60.0,
         recovery_interval=0.5,
         tls=False,
+        acceptor_args=["--collect-interval", "3600"],
     )
     c.start()
     try:
