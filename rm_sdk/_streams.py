@@ -225,6 +225,7 @@ class StreamAcceptors:
         #: Unary stubs, for health checks and ListUndecided.
         self.stubs: list[pb_grpc.AcceptorAsyncStub] = [pb_grpc.AcceptorStub(c) for c in self.channels]
         self._links: list[_Link] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._closed = False
         #: Channels replaced by set_credentials, closed with this object (their streams
@@ -263,11 +264,13 @@ class StreamAcceptors:
     def send(self, acceptor: int, msg: AcceptorRequest) -> None:
         if self._closed:
             return
-        loop = asyncio.get_running_loop()
         if self._links is None:  # started lazily: the links need the running loop
+            # Cached: asyncio.get_running_loop() is a getpid() system call in CPython 3.11.
+            self._loop = loop = asyncio.get_running_loop()
             self._links = [_Link(self, i, c) for i, c in enumerate(self.channels)]
             self._sweeper = loop.create_task(self._sweep(), name="acceptor-link-sweep")
-        self._links[acceptor].send(msg, loop.time())
+        assert self._loop is not None
+        self._links[acceptor].send(msg, self._loop.time())
 
     async def _sweep(self) -> None:
         """Requests an acceptor never answered (it is paused, or lost them) become NoAnswer
@@ -317,6 +320,7 @@ class StreamCoordinator:
         self._seq = itertools.count(1)
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def Begin(self, request: pb.BeginRequest, timeout: float | None = None) -> pb.BeginReply:
         r = await self._call(pb.CoordinatorRequest(begin=request), timeout)
@@ -373,14 +377,19 @@ class StreamCoordinator:
         """Stop delivering replies to ``seq`` (its caller gave up on it)."""
         self._follows.pop(seq, None)
 
-    def _ensure_running(self) -> None:
+    def _ensure_running(self) -> asyncio.AbstractEventLoop:
+        """Start the stream if it is not running; the loop it runs on (cached:
+        asyncio.get_running_loop() is a getpid() system call in CPython 3.11)."""
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
         if self._task is None or self._task.done():
             self._wake = asyncio.Event()
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="coordinator-link")
+            self._task = loop.create_task(self._run(), name="coordinator-link")
+        return loop
 
     async def _call(self, req: pb.CoordinatorRequest, timeout: float | None) -> pb.CoordinatorReply:
-        loop = asyncio.get_running_loop()
-        self._ensure_running()
+        loop = self._ensure_running()
         seq = next(self._seq)
         req.seq = seq
         fut: asyncio.Future[pb.CoordinatorReply] = loop.create_future()

@@ -165,8 +165,18 @@ class Participant:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._closed = False
+        #: The event loop this participant runs on (its channels and tasks are bound to
+        #: it); cached because asyncio.get_running_loop() makes a getpid() system call
+        #: on every call in CPython 3.11 (15% of an RM process's CPU in a profile).
+        self._loop: asyncio.AbstractEventLoop | None = None
         #: OpenTelemetry: each ballot-0 vote's span, until an acceptor accepted it.
         self._vote_spans: dict[str, Any] = {}
+
+    def _running_loop(self) -> asyncio.AbstractEventLoop:
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        return loop
 
     async def close(self) -> None:
         self._closed = True
@@ -222,7 +232,7 @@ class Participant:
         """Send a following join and wait for its JoinReply. A coordinator still coming up
         (its port refusing, or our channel in reconnect back-off) is tried again until
         ``rpc_timeout``: a join lost to a restart would abort the transaction for nothing."""
-        loop = asyncio.get_running_loop()
+        loop = self._running_loop()
         deadline = loop.time() + self.rpc_timeout
         delay = 0.05
         while True:
@@ -290,11 +300,11 @@ class Participant:
         f.bound = req
         f.expect = AskOutcome
         if f.early:
-            asyncio.get_running_loop().call_soon(self._follow_reply, f)
+            self._running_loop().call_soon(self._follow_reply, f)
             return True
         if f.ended:  # nothing more will come: answer at once as the lost request it is
             f.early.append(_rpc_error(grpc.StatusCode.UNAVAILABLE, "the following join ended"))
-            asyncio.get_running_loop().call_soon(self._follow_reply, f)
+            self._running_loop().call_soon(self._follow_reply, f)
             return True
         wait = req.wait if isinstance(req, (AwaitPrepare, AskOutcome)) else 0.0
 
@@ -305,7 +315,7 @@ class Participant:
             f.early.append(_rpc_error(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded"))
             self._follow_reply(f)
 
-        f.timer = asyncio.get_running_loop().call_later(wait + self.rpc_timeout, expire)
+        f.timer = self._running_loop().call_later(wait + self.rpc_timeout, expire)
         return True
 
     def joined(self, txn_id: str) -> tuple[TransactionContext, list[str]] | None:
@@ -410,7 +420,7 @@ class Participant:
         if not self.active(txn_id):
             self._learn_addrs[txn_id] = addrs
         token = object()
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[Any] = self._running_loop().create_future()
         self._learning[token] = fut
         try:
             self._step(lambda now, out: self._core.learn(token, txn_id, n, now, out))
@@ -455,7 +465,7 @@ class Participant:
     def _future(self, table: dict[str, asyncio.Future[RMState]], txn_id: str) -> asyncio.Future[RMState]:
         f = table.get(txn_id)
         if f is None or f.cancelled():
-            f = table[txn_id] = asyncio.get_running_loop().create_future()
+            f = table[txn_id] = self._running_loop().create_future()
         return f
 
     def _step(self, fn: Callable[[float, Ready], None]) -> None:
@@ -474,7 +484,7 @@ class Participant:
         if self._timer is not None:
             self._timer.cancel()
         self._timer_at = nd
-        self._timer = asyncio.get_running_loop().call_later(max(0.0, nd - time.monotonic()), self._on_timer)
+        self._timer = self._running_loop().call_later(max(0.0, nd - time.monotonic()), self._on_timer)
 
     def _on_timer(self) -> None:
         self._timer = self._timer_at = None
@@ -523,7 +533,7 @@ class Participant:
             f.set_result(state)
 
     def _spawn(self, coro: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
+        task = self._running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
