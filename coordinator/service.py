@@ -186,6 +186,12 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         self._authorize(self._identity(context), request)
         return await call()
 
+    async def _serve(self, context: grpc.aio.ServicerContext[Any, Any], kind: str, request: Any) -> Any:
+        """A unary call, decoded as its stream twin is: the policy, then the core."""
+        return await _unary(
+            context, self._checked(context, request, lambda: self._call(*self._decode(kind, request)))
+        )
+
     # ---------------------------------------------------------------- the core's driver
 
     def _now(self) -> float:
@@ -392,27 +398,23 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
 
     # ---------------------------------------------------------------- the calls, unary or batched
 
-    def _decode(self, kind: str, req: pb.CoordinatorRequest) -> tuple[Request, Callable[[Any], Any]]:
-        """The core request of one stream message and how to turn the core's answer into
-        that message's reply."""
+    def _decode(self, kind: str, r: Any) -> tuple[Request, Callable[[Any], Any]]:
+        """The core request of one call (``r``: the request message of that ``kind``, on
+        the stream or unary) and how to turn the core's answer into its reply."""
         if kind == "begin":
-            return self._begin_msg(req.begin)
+            return self._begin_msg(r)
         if kind == "join":
-            return Join(req.join.txn_id, req.join.rm_id), self._joined_pb
+            return Join(r.txn_id, r.rm_id), self._joined_pb
         if kind == "await_prepare":
-            r = req.await_prepare
             return AwaitPrepare(r.txn_id, r.rm_id, clamp_wait_ms(r.wait_ms)), _prepare_pb
         if kind == "commit":
-            return Commit(req.commit.txn_id, wait_applied=req.commit.wait_applied), _commit_pb
+            return Commit(r.txn_id, wait_applied=r.wait_applied), _commit_pb
         if kind == "acknowledge":
-            r4 = req.acknowledge
-            return Acknowledge(r4.txn_id, r4.rm_id, outcome_from_pb(r4.outcome)), self._acknowledged
+            return Acknowledge(r.txn_id, r.rm_id, outcome_from_pb(r.outcome)), self._acknowledged
         if kind == "abort":
-            r2 = req.abort
-            return Abort(r2.txn_id, r2.reason, r2.rm_id), _abort_pb
+            return Abort(r.txn_id, r.reason, r.rm_id), _abort_pb
         if kind == "get_outcome":
-            r3 = req.get_outcome
-            return AskOutcome(r3.txn_id, clamp_wait_ms(r3.wait_ms)), _outcome_pb
+            return AskOutcome(r.txn_id, clamp_wait_ms(r.wait_ms)), _outcome_pb
         raise _Refusal(
             "INVALID_ARGUMENT", "empty request: set one of begin, join, ..., get_outcome, acknowledge"
         )
@@ -437,9 +439,6 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
     async def _call(self, msg: Request, build: Callable[[Any], T]) -> T:
         return build(await self._ask(msg))
 
-    async def _begin(self, request: pb.BeginRequest) -> pb.BeginReply:
-        return await self._call(*self._begin_msg(request))
-
     def _on_requests(
         self,
         requests: Sequence[pb.CoordinatorRequest | Undecodable],
@@ -459,10 +458,11 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
                 continue
             kind = req.WhichOneof("msg") or "empty"
             try:
-                if kind != "empty":
+                body = getattr(req, kind) if kind != "empty" else None
+                if body is not None:
                     # A following join (join.follow) waits and asks as the same RM: one check.
-                    self._authorize(ident, getattr(req, kind))
-                msg, build = self._decode(kind, req)
+                    self._authorize(ident, body)
+                msg, build = self._decode(kind, body)
             except _Refusal as exc:
                 self._emit(replies, req.seq, kind, exc)
                 continue
@@ -513,82 +513,44 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
     async def Begin(
         self, request: pb.BeginRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.BeginReply:
-        return await _unary(context, self._checked(context, request, lambda: self._begin(request)))
+        reply: pb.BeginReply = await self._serve(context, "begin", request)
+        return reply
 
     async def Commit(
         self, request: pb.CommitRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.CommitReply:
-        return await _unary(
-            context,
-            self._checked(
-                context,
-                request,
-                lambda: self._call(Commit(request.txn_id, wait_applied=request.wait_applied), _commit_pb),
-            ),
-        )
+        reply: pb.CommitReply = await self._serve(context, "commit", request)
+        return reply
 
     async def Abort(
         self, request: pb.AbortRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.AbortReply:
-        return await _unary(
-            context,
-            self._checked(
-                context,
-                request,
-                lambda: self._call(Abort(request.txn_id, request.reason, request.rm_id), _abort_pb),
-            ),
-        )
+        reply: pb.AbortReply = await self._serve(context, "abort", request)
+        return reply
 
     async def GetOutcome(
         self, request: pb.GetOutcomeRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.GetOutcomeReply:
-        return await _unary(
-            context,
-            self._checked(
-                context,
-                request,
-                lambda: self._call(AskOutcome(request.txn_id, clamp_wait_ms(request.wait_ms)), _outcome_pb),
-            ),
-        )
+        reply: pb.GetOutcomeReply = await self._serve(context, "get_outcome", request)
+        return reply
 
     async def Join(
         self, request: pb.JoinRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.JoinReply:
-        return await _unary(
-            context,
-            self._checked(
-                context, request, lambda: self._call(Join(request.txn_id, request.rm_id), self._joined_pb)
-            ),
-        )
+        reply: pb.JoinReply = await self._serve(context, "join", request)
+        return reply
 
     async def AwaitPrepare(
         self, request: pb.AwaitPrepareRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.AwaitPrepareReply:
-        return await _unary(
-            context,
-            self._checked(
-                context,
-                request,
-                lambda: self._call(
-                    AwaitPrepare(request.txn_id, request.rm_id, clamp_wait_ms(request.wait_ms)), _prepare_pb
-                ),
-            ),
-        )
+        reply: pb.AwaitPrepareReply = await self._serve(context, "await_prepare", request)
+        return reply
 
     async def Acknowledge(
         self, request: pb.AcknowledgeRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.AcknowledgeReply:
-        return await _unary(
-            context,
-            self._checked(
-                context,
-                request,
-                lambda: self._call(
-                    Acknowledge(request.txn_id, request.rm_id, outcome_from_pb(request.outcome)),
-                    self._acknowledged,
-                ),
-            ),
-        )
+        reply: pb.AcknowledgeReply = await self._serve(context, "acknowledge", request)
+        return reply
 
     # Operators' calls (coordinator/operations.py); authorization in paxos_commit/authz.py.
 
