@@ -175,7 +175,9 @@ def phase2a(acceptor: int, rec: TxnRecord | None, msg: Phase2a, now_ms: int) -> 
 
 def record_outcome(acceptor: int, rec: TxnRecord | None, msg: RecordOutcome, now_ms: int) -> Step:
     """Record a decided outcome (pitfall 8: later questions are answered from it). Another
-    outcome already recorded raises :class:`~rm_sdk.protocol.ConflictError`."""
+    outcome already recorded raises :class:`~rm_sdk.protocol.ConflictError`. The reply
+    names the acknowledgements held here once the step is durable (never more): the
+    coordinator tells an RM its acknowledgement is taken only when a majority hold it."""
     txn_id = validate_id("transaction id", msg.txn_id)
     outcome = msg.outcome
     if outcome is Outcome.PENDING:
@@ -183,23 +185,37 @@ def record_outcome(acceptor: int, rec: TxnRecord | None, msg: RecordOutcome, now
     if msg.participants is None and msg.acked and (rec is None or rec.outcome is Outcome.PENDING):
         # Acknowledgements passed on alone (an RM's, via a replica that does not own the
         # transaction) carry no decision: they add to the acks of a known transaction and
-        # record no outcome, and for an unknown one they create nothing.
-        if rec is None or rec.collected or msg.acked <= rec.acked:
+        # record no outcome, and for an unknown one they create nothing (and hold none).
+        if rec is None:
             return Step(None, OutcomeRecorded(txn_id, acceptor))
-        return Step(replace(rec, acked=rec.acked | msg.acked), OutcomeRecorded(txn_id, acceptor))
+        if rec.collected or msg.acked <= rec.acked:
+            return Step(None, _recorded(acceptor, txn_id, rec))
+        new = replace(rec, acked=rec.acked | msg.acked)
+        return Step(new, _recorded(acceptor, txn_id, new))
     base = rec or TxnRecord(first_seen_ms=now_ms)
     if base.outcome is not Outcome.PENDING and base.outcome is not outcome:
         raise ConflictError(
             f"transaction {txn_id} already recorded {base.outcome.value}; refusing {outcome.value}"
         )
     if base.collected:
-        return Step(None, OutcomeRecorded(txn_id, acceptor))
+        return Step(None, _recorded(acceptor, txn_id, base))
     participants = base.participants if base.participants is not None else msg.participants
     acked = base.acked | msg.acked
+    if msg.all_acked:
+        # Collected at another acceptor, so every RM of the set acknowledged (spec
+        # AllAcknowledged is one fact of the transaction, not of an acceptor).
+        participants = participants if participants is not None else frozenset()
+        acked = acked | participants
     new = replace(base, outcome=outcome, participants=participants, acked=acked)
     if rec is not None and new == rec:
-        return Step(None, OutcomeRecorded(txn_id, acceptor))
-    return Step(new, OutcomeRecorded(txn_id, acceptor))
+        return Step(None, _recorded(acceptor, txn_id, rec))
+    return Step(new, _recorded(acceptor, txn_id, new))
+
+
+def _recorded(acceptor: int, txn_id: str, rec: TxnRecord) -> OutcomeRecorded:
+    if rec.collected:
+        return OutcomeRecorded(txn_id, acceptor, collected=True)
+    return OutcomeRecorded(txn_id, acceptor, acked=rec.acked)
 
 
 def bundle_ready(rec: TxnRecord | None) -> bool:
@@ -218,4 +234,6 @@ def bundle(acceptor: int, rec: TxnRecord | None, msg: BundleRequest, now_ms: int
     txn_id = validate_id("transaction id", msg.txn_id)
     if rec is None:
         return Bundle(txn_id, acceptor, {})
-    return Bundle(txn_id, acceptor, dict(rec.instances), rec.outcome, max(0, now_ms - rec.first_seen_ms))
+    return Bundle(
+        txn_id, acceptor, dict(rec.instances), rec.outcome, max(0, now_ms - rec.first_seen_ms), rec.collected
+    )

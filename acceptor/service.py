@@ -32,7 +32,15 @@ from paxos_commit.serving import (
 )
 from rm_sdk import otel, tracing
 from rm_sdk._gen.paxoscommit.v1 import paxoscommit_pb2_grpc as pb_grpc
-from rm_sdk.core.messages import BundleRequest, Phase1a, Phase1b, Phase2a, Phase2b, RecordOutcome
+from rm_sdk.core.messages import (
+    BundleRequest,
+    OutcomeRecorded,
+    Phase1a,
+    Phase1b,
+    Phase2a,
+    Phase2b,
+    RecordOutcome,
+)
 from rm_sdk.identity import RM, Identity
 from rm_sdk.protocol import Instance, Outcome, ProtocolError, Value, validate_id
 from rm_sdk.wire import (
@@ -181,8 +189,9 @@ class AcceptorServicer(pb_grpc.AcceptorServicer):
     ) -> pb.RecordOutcomeReply:
         self._authorize(ident, request)
         msg = _decode_record(request)
-        await self._run(msg.txn_id, lambda rec, now: core.record_outcome(self.id, rec, msg, now))
-        return pb.RecordOutcomeReply(acceptor_id=self.id)
+        step = await self._run(msg.txn_id, lambda rec, now: core.record_outcome(self.id, rec, msg, now))
+        reply: pb.RecordOutcomeReply = self._reply_pb(step.reply)
+        return reply
 
     # ---------------------------------------------------------------- pb replies
 
@@ -201,7 +210,10 @@ class AcceptorServicer(pb_grpc.AcceptorServicer):
                 states=states_to_pb(reply.states),
                 outcome=outcome_to_pb(reply.outcome),
             )
-        return pb.RecordOutcomeReply(acceptor_id=self.id)
+        assert isinstance(reply, OutcomeRecorded)
+        return pb.RecordOutcomeReply(
+            acceptor_id=self.id, acknowledged=sorted(reply.acked), collected=reply.collected
+        )
 
     def _bundle_pb(self, rec: TxnRecord | None, msg: BundleRequest) -> pb.Phase2bBundle:
         b = core.bundle(self.id, rec, msg, self.store.now_ms())
@@ -212,6 +224,7 @@ class AcceptorServicer(pb_grpc.AcceptorServicer):
             complete=bundle_complete(b.states),
             outcome=outcome_to_pb(b.outcome),
             age_ms=b.age_ms,
+            collected=b.collected,
         )
 
     # ---------------------------------------------------------------- batched stream
@@ -374,7 +387,7 @@ class AcceptorServicer(pb_grpc.AcceptorServicer):
             elif isinstance(reply, Phase1b):
                 out.append(pb.AcceptorReply(seq=seq, phase1b=self._reply_pb(reply)))
             else:
-                out.append(pb.AcceptorReply(seq=seq, recorded=pb.RecordOutcomeReply(acceptor_id=self.id)))
+                out.append(pb.AcceptorReply(seq=seq, recorded=self._reply_pb(reply)))
         if out:
             replies.emit_all(out)
         # After the replies above: a 2a's own reply leaves before its bundle.

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import os
+import sys
 import tempfile
 import time
 import urllib.request
@@ -152,7 +153,10 @@ async def _soak(args: argparse.Namespace, root: Path, urls: list[str] | None) ->
             row = snapshot(at, now - last_t, at - last_done)
             rows.append(row)
             last_t, last_done = now, at
-            if not args.json:
+            if args.json:
+                # progress as it comes, so that a long run that dies still leaves its rows
+                print(json.dumps(row), file=sys.stderr, flush=True)
+            else:
                 accs = "; ".join(
                     f"a{a['id']} {a.get('db_bytes', 0) / 1e6:.2f} MB txn {a.get('txn_rows', 0):.0f} "
                     f"ins {a.get('instance_rows', 0):.0f} rec {a.get('outcome_records', 0):.0f}"

@@ -32,7 +32,7 @@ from rm_sdk.core.messages import (
     Phase2a,
     Refused,
 )
-from rm_sdk.protocol import ProtocolError
+from rm_sdk.protocol import ProtocolError, validate_id
 from rm_sdk.wire import (
     bundle_from_pb,
     pb,
@@ -87,7 +87,9 @@ def reply_from_pb(acceptor: int, r: pb.AcceptorReply, request: AcceptorRequest) 
         if kind == "bundle":
             return bundle_from_pb(acceptor, r.bundle)
         if kind == "recorded":
-            return OutcomeRecorded(request.txn_id, acceptor)
+            rec = r.recorded
+            acked = frozenset(validate_id("rm id", a) for a in rec.acknowledged)
+            return OutcomeRecorded(request.txn_id, acceptor, acked, rec.collected)
         if kind == "refused":
             if r.refused.code == "UNAVAILABLE":  # the acceptor's storage failed: no answer
                 return NoAnswer(request.txn_id, acceptor, request)

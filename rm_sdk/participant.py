@@ -607,15 +607,7 @@ class Participant:
                 )
                 reply = _prepare_reply(req, r)
             elif isinstance(req, Acknowledge):
-                # To the coordinator the RM joined at (the owner counts it); any replica
-                # takes it (one that does not own the transaction passes it on).
-                addr = eff.coordinator or self.client.coordinators[0]
-                await self._channels.coordinator(addr).Acknowledge(
-                    pb.AcknowledgeRequest(
-                        txn_id=req.txn_id, rm_id=req.rm_id, outcome=outcome_to_pb(req.outcome)
-                    ),
-                    timeout=self.rpc_timeout,
-                )
+                await self._acknowledge(req, eff.coordinator)
                 reply = Acknowledged(req.txn_id, req.rm_id)
             else:
                 assert isinstance(req, AskOutcome)
@@ -640,6 +632,23 @@ class Participant:
             log.warning("rm %s: %s of %s failed: %r", self.rm.rm_id, type(req).__name__, req.txn_id, exc)
             reply = Unreachable(req.txn_id, repr(exc))
         self._step(lambda now, out: self._core.on_coordinator(req.txn_id, req, reply, now, out))
+
+    async def _acknowledge(self, req: Acknowledge, prefer: str) -> None:
+        """To the coordinator the RM joined at (the owner counts it), then, if it does not
+        answer, to each other replica (one that does not own the transaction passes it on
+        to the acceptors): the answer comes once a majority of acceptors hold the ack."""
+        first = prefer or self.client.coordinators[0]
+        addrs = [first, *(a for a in self.client.coordinators if a != first)]
+        request = pb.AcknowledgeRequest(
+            txn_id=req.txn_id, rm_id=req.rm_id, outcome=outcome_to_pb(req.outcome)
+        )
+        for k, addr in enumerate(addrs):
+            try:
+                await self._channels.coordinator(addr).Acknowledge(request, timeout=self.rpc_timeout)
+                return
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() not in TRANSIENT or k == len(addrs) - 1:
+                    raise
 
 
 class _Follow:

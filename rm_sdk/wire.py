@@ -191,7 +191,7 @@ def phase2b_from_pb(acceptor: int, r: pb.Phase2bReply) -> Phase2b:
 
 
 def bundle_from_pb(acceptor: int, r: pb.Phase2bBundle) -> Bundle:
-    return Bundle(r.txn_id, acceptor, states_from_pb(r.states), _recorded(r.outcome), r.age_ms)
+    return Bundle(r.txn_id, acceptor, states_from_pb(r.states), _recorded(r.outcome), r.age_ms, r.collected)
 
 
 def _recorded(o: pb.Outcome.ValueType) -> Outcome:
@@ -205,6 +205,7 @@ def record_outcome_to_pb(m: RecordOutcome) -> pb.RecordOutcomeRequest:
         participants=sorted(m.participants or ()),
         participants_known=m.participants is not None,
         acked=sorted(m.acked),
+        all_acknowledged=m.all_acked,
     )
 
 
@@ -217,4 +218,5 @@ def record_outcome_from_pb(r: pb.RecordOutcomeRequest) -> RecordOutcome:
         outcome_from_pb(r.outcome),
         frozenset(r.participants) if r.participants_known else None,
         frozenset(r.acked),
+        r.all_acknowledged,
     )

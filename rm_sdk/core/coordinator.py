@@ -30,20 +30,36 @@ from rm_sdk.core.messages import (
     Failed,
     Join,
     Joined,
+    OutcomeRecorded,
     RecordOutcome,
     Request,
 )
 from rm_sdk.core.owner import Owner, OwnerTimeouts, RegistrationClosed
 from rm_sdk.core.ready import Deadlines, Ready
-from rm_sdk.protocol import MAX_RMS, Outcome, ProtocolError, RMSet, validate_id
+from rm_sdk.protocol import MAX_RMS, Outcome, ProtocolError, RMSet, majority, validate_id
 
-__all__ = ["CoordinatorNode", "CoordinatorTimeouts", "NotFound"]
+__all__ = ["CoordinatorNode", "CoordinatorTimeouts", "NotFound", "Unavailable"]
 
 
 class NotFound(ProtocolError):
     """An id this replica does not own (or has forgotten)."""
 
     status = "NOT_FOUND"
+
+
+class Unavailable(ProtocolError):
+    """Not done in time (e.g. no majority confirmed an acknowledgement): try again."""
+
+    status = "UNAVAILABLE"
+
+
+@dataclass(slots=True)
+class _AckWait:
+    """RMs' acknowledgements of one transaction not yet held by a majority of acceptors:
+    per RM the requests to answer and the acceptors that reported holding it."""
+
+    deadline: float
+    rms: dict[str, tuple[list[Any], set[int]]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -71,6 +87,9 @@ class CoordinatorNode:
         self.decided: OrderedDict[str, tuple[Decision, RMSet | None]] = OrderedDict()
         self._first_asked: OrderedDict[str, float] = OrderedDict()
         self._deadlines: Deadlines[str] = Deadlines()
+        #: Acknowledgements answered only once a majority holds them (an owner that
+        #: crashed with them in memory must not have told the RM they were taken).
+        self._acks: dict[str, _AckWait] = {}
         self.ready = Ready()
 
     # ------------------------------------------------------------ inputs
@@ -164,8 +183,48 @@ class CoordinatorNode:
         else:
             for i in range(self.n):
                 self.ready.send(i, RecordOutcome(msg.txn_id, msg.outcome, None, frozenset({msg.rm_id})))
-        self.ready.reply(token, Acknowledged(msg.txn_id, msg.rm_id))
+        # Answered when a majority of acceptors report holding it (acceptor_reply), or as
+        # Unavailable at the deadline: the owner may hold it for up to its ack wait first.
+        wait = self._acks.get(msg.txn_id)
+        if wait is None:
+            owner_timeouts = self.timeouts.owner
+            wait = self._acks[msg.txn_id] = _AckWait(
+                now + owner_timeouts.ack_wait + 2 * owner_timeouts.answer_timeout
+            )
+            self._deadlines.at(wait.deadline, msg.txn_id)
+        tokens, _ = wait.rms.setdefault(msg.rm_id, ([], set()))
+        tokens.append(token)
         self._settle(msg.txn_id)
+
+    def _ack_recorded(self, msg: OutcomeRecorded) -> None:
+        wait = self._acks.get(msg.txn_id)
+        if wait is None:
+            return
+        need = majority(self.n)
+        for rm_id, (tokens, holders) in list(wait.rms.items()):
+            if msg.holds_ack(rm_id):
+                holders.add(msg.acceptor)
+                if len(holders) >= need:
+                    for token in tokens:
+                        self.ready.reply(token, Acknowledged(msg.txn_id, rm_id))
+                    del wait.rms[rm_id]
+        if not wait.rms:
+            del self._acks[msg.txn_id]
+            if msg.txn_id not in self.owned and msg.txn_id not in self.learners:
+                self._deadlines.discard(msg.txn_id)
+
+    def _ack_expired(self, txn_id: str, now: float) -> None:
+        wait = self._acks.get(txn_id)
+        if wait is None or now < wait.deadline:
+            return
+        del self._acks[txn_id]
+        for rm_id, (tokens, holders) in wait.rms.items():
+            err = Unavailable(
+                f"the acknowledgement of {rm_id} for transaction {txn_id} is held by "
+                f"{len(holders)} of {self.n} acceptors, not a majority yet; try again"
+            )
+            for token in tokens:
+                self.ready.reply(token, Failed(txn_id, err))
 
     def _learner(self, txn_id: str, now: float) -> Learner:
         learner = self.learners.get(txn_id)
@@ -182,6 +241,8 @@ class CoordinatorNode:
     def acceptor_reply(self, msg: AcceptorReply, now: float) -> None:
         """A reply (or the transport's NoAnswer) from an acceptor."""
         txn_id = msg.txn_id
+        if isinstance(msg, OutcomeRecorded):
+            self._ack_recorded(msg)
         owner = self.owned.get(txn_id)
         if owner is not None:
             owner.on_reply(msg, now, self.ready)
@@ -229,6 +290,7 @@ class CoordinatorNode:
             learner = self.learners.get(txn_id)
             if learner is not None:
                 learner.tick(now, self.ready)
+            self._ack_expired(txn_id, now)
             self._settle(txn_id)
             self._schedule(txn_id)
 
@@ -269,13 +331,13 @@ class CoordinatorNode:
         owner = self.owned.get(txn_id)
         if owner is not None and owner.decision is not None and owner.recorded and not owner.prepare_waiters:
             del self.owned[txn_id]
-            if txn_id not in self.learners:
+            if txn_id not in self.learners and txn_id not in self._acks:
                 self._deadlines.discard(txn_id)
             self._remember(txn_id, owner.decision, owner.known_set)
         learner = self.learners.get(txn_id)
         if learner is not None and learner.finished:
             del self.learners[txn_id]
-            if txn_id not in self.owned:
+            if txn_id not in self.owned and txn_id not in self._acks:
                 self._deadlines.discard(txn_id)
             if learner.decision is not None:
                 self._first_asked.pop(txn_id, None)
@@ -284,11 +346,14 @@ class CoordinatorNode:
                     self.ready.decided.append((txn_id, learner.decision, 0.0))
                 # Decided here or read from a record: every acceptor gets the record, so an
                 # acceptor that missed it stops listing the transaction as undecided long
-                # before the other acceptors' compact records expire (collection).
+                # before the other acceptors' compact records expire (collection). Read from
+                # a collected record, it says every RM acknowledged: an acceptor that missed
+                # the acknowledgements collects it too, instead of keeping it for ever.
                 known = learner.tally.known_set()
                 rms = frozenset(known.rms) if known is not None else None
+                rec = RecordOutcome(txn_id, learner.decision.outcome, rms, all_acked=learner.all_acked)
                 for i in range(self.n):
-                    self.ready.send(i, RecordOutcome(txn_id, learner.decision.outcome, rms))
+                    self.ready.send(i, rec)
 
     def _remember(self, txn_id: str, d: Decision, s: RMSet | None) -> None:
         self.decided[txn_id] = (d, s)

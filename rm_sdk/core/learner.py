@@ -75,6 +75,8 @@ class Learner:
         #: Whether the decision came from this learner's own evaluation or ballots (so
         #: it is to be recorded on the acceptors), not from a record.
         self.decided_here = False
+        #: Learned from a collected record: every RM of the set acknowledged the outcome.
+        self.all_acked = False
 
     @property
     def finished(self) -> bool:
@@ -112,6 +114,7 @@ class Learner:
             return
         self.tally.add(msg.acceptor, msg.states)
         if msg.outcome is not Outcome.PENDING:
+            self.all_acked = msg.collected
             self._decided(Decision.recorded(msg.outcome), False, now, out)
             return
         d = evaluate(self.tally, None)

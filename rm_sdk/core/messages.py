@@ -129,6 +129,8 @@ class RecordOutcome:
     outcome: Outcome
     participants: frozenset[str] | None = None
     acked: frozenset[str] = frozenset()
+    #: Every RM acknowledged: a decider read a collected record elsewhere.
+    all_acked: bool = False
 
 
 AcceptorRequest: TypeAlias = Phase1a | Phase2a | BundleRequest | RecordOutcome
@@ -167,12 +169,22 @@ class Bundle:
     states: Mapping[Instance, InstanceState]
     outcome: Outcome = Outcome.PENDING
     age_ms: int = 0
+    #: Collected there: every RM of the set acknowledged the outcome.
+    collected: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class OutcomeRecorded:
+    """The outcome is durable at ``acceptor``, with the acknowledgements ``acked`` (the
+    acceptor's whole union); ``collected``: every RM acknowledged, the state is gone."""
+
     txn_id: str
     acceptor: int
+    acked: frozenset[str] = frozenset()
+    collected: bool = False
+
+    def holds_ack(self, rm_id: str) -> bool:
+        return self.collected or rm_id in self.acked
 
 
 @dataclass(frozen=True, slots=True)

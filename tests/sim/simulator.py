@@ -131,6 +131,8 @@ PROPERTIES: Final[dict[str, str]] = {
     "P6": "validity: an instance chooses only what its owner proposed (an RM's prepared vote, "
     "the registrar's set), and only a prepared RM commits",
     "P7": "a ballot is started once and never carries two different 2a's for one instance (pitfall 2)",
+    "P8": "a prepared RM can always learn the outcome: some acceptor keeps the outcome record, or a "
+    "majority keep the transaction live (spec OutcomeLearnable; collection, pitfall 8)",
     "progress": "after the faults stop, every RM that joined ends committed or aborted",
 }
 
@@ -350,6 +352,8 @@ class AcceptorNode:
     up: bool = True
     #: Durable: acceptor/storage.py's rows, as the handlers see them.
     records: dict[str, TxnRecord] = field(default_factory=dict)
+    #: Transactions whose compact outcome record expired here (spec coll[a] = "gone").
+    gone: set[str] = field(default_factory=set)
     #: Soft: bundle requests held until complete or their wait ends: (message, deadline).
     waiters: list[tuple[Msg, float]] = field(default_factory=list)
 
@@ -1431,6 +1435,24 @@ class Sim:
     def _expire(self, a: AcceptorNode, txn: str) -> None:
         self.line(f"a{a.idx}: the record of {txn} expires")
         del a.records[txn]
+        a.gone.add(txn)
+        self._check_learnable(txn)
+
+    def _check_learnable(self, txn: str) -> None:
+        """P8 (spec ``OutcomeLearnable``) once an acceptor's record of ``txn`` expired."""
+        if "P8" not in self.cfg.checks:
+            return
+        kept = any(txn in a.records and a.records[txn].collected for a in self.accs)
+        live = sum(
+            1 for a in self.accs if txn not in a.gone and not (txn in a.records and a.records[txn].collected)
+        )
+        if kept or live >= majority(len(self.accs)):
+            return
+        for (rm, t), st in self.states().items():
+            if t == txn and st == PREPARED:
+                self._violate(
+                    "P8", f"{rm} is prepared in {txn}, but no acceptor can tell it the outcome any more"
+                )
 
     def _act_deliver(self) -> None:
         self._deliver(self.rng.randrange(len(self.net)), keep=False)

@@ -75,7 +75,9 @@ def test_thousands_of_seeds_hold_every_property() -> None:
     assert {(f, n, t) for f in (0, 1) for n in (2, 3) for t in (1, 2)} <= result.configs
     assert result.rm_committed > SEEDS // 5
     assert result.outcomes["aborted"] > SEEDS // 5
-    assert result.recovered > SEEDS // 5
+    # (~20% of seeds decide by recovery; an ack answered only once a majority holds it
+    # keeps some runs on the acks rather than on recovery, hence a sixth.)
+    assert result.recovered > SEEDS // 6
     assert result.dueling > SEEDS // 25
     assert result.faulty > SEEDS * 9 // 10
     # The participant core's own paths: a restarted RM resumes what it prepared, and a
@@ -145,10 +147,10 @@ def _first_failure(
         ("commit_without_set", ALL, "P3", 300, {}),
         # pitfall 6: one acceptor's reports counted as several.
         ("count_twice", ALL, "P3", 300, {}),
-        # (pitfall 8's collect_early is TLC's to catch, spec/mutations/MC_CollectEarly: with
-        # the real participant core an RM that still waits keeps asking, so the simulator's
-        # retention never ends under it and an early collection leaves the compact record
-        # it learns from.)
+        # pitfall 8: an acceptor collects before every RM acknowledged; once the records
+        # expire, a prepared RM has nobody left to learn the outcome from (P8, the spec's
+        # OutcomeLearnable; TLC catches it too, spec/mutations/MC_CollectEarly).
+        ("collect_early", ALL, "P8", 500, {}),
     ],
     ids=[
         "free_prepared",
@@ -164,6 +166,7 @@ def _first_failure(
         "restart_rounds",
         "commit_without_set",
         "count_twice",
+        "collect_early",
     ],
 )
 def test_seeded_core_bug_is_caught(

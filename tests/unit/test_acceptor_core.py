@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from acceptor import core
-from rm_sdk.core.messages import BundleRequest, Phase1a, Phase2a, RecordOutcome
+from rm_sdk.core.messages import BundleRequest, OutcomeRecorded, Phase1a, Phase2a, RecordOutcome
 from rm_sdk.protocol import REGISTRAR, RM_BALLOT, Ballot, ConflictError, Outcome, ProtocolError, RMSet, Vote
 
 
@@ -115,3 +115,60 @@ def test_passed_on_acknowledgements_record_no_outcome_and_create_nothing() -> No
     # The decider's record (with the set) still records the outcome, and keeps the ack.
     d = core.record_outcome(0, r.record, RecordOutcome("t", Outcome.ABORTED, frozenset({"a"})), 3)
     assert d.record is not None and d.record.outcome is Outcome.ABORTED and core.collectable(d.record)
+
+
+def test_outcome_recorded_names_the_acks_held_after_the_step() -> None:
+    """The reply tells the coordinator which acknowledgements are durable here (the whole
+    union, never one that is not stored): an RM's ack is answered once a majority hold it."""
+    ack_a = RecordOutcome("t", Outcome.COMMITTED, None, frozenset({"a"}))
+    # Unknown transaction: nothing created, so nothing held.
+    r = core.record_outcome(0, None, ack_a, 1)
+    assert r.reply == OutcomeRecorded("t", 0) and not r.reply.holds_ack("a")
+    s = core.phase2a(0, None, Phase2a("t", RM_BALLOT, {"a": Vote.PREPARED, "b": Vote.PREPARED}), 1)
+    r = core.record_outcome(0, s.record, ack_a, 2)
+    assert r.reply.acked == {"a"} and not r.reply.collected
+    full = RecordOutcome("t", Outcome.COMMITTED, frozenset({"a", "b"}), frozenset({"b"}))
+    r2 = core.record_outcome(0, r.record, full, 3)
+    assert r2.reply.acked == {"a", "b"}  # the union, not only the request's
+    again = core.record_outcome(0, r2.record, ack_a, 4)  # nothing new: still the union
+    assert again.record is None and again.reply.acked == {"a", "b"}
+    assert r2.record is not None
+    gone = core.collect(r2.record)
+    late = core.record_outcome(0, gone, RecordOutcome("t", Outcome.COMMITTED, None, frozenset({"c"})), 5)
+    assert late.record is None and late.reply.collected and late.reply.holds_ack("c")
+    rec = core.record_outcome(0, gone, RecordOutcome("t", Outcome.COMMITTED, frozenset({"a"})), 5)
+    assert rec.reply == OutcomeRecorded("t", 0, collected=True)
+
+
+def test_a_record_that_says_every_rm_acknowledged_makes_a_lagging_acceptor_collectable() -> None:
+    """An acceptor that has the votes but missed the outcome and every ack: the record of a
+    decider that read a collected record elsewhere (``all_acked``) lets it collect."""
+    s = core.phase2a(2, None, Phase2a("t", RM_BALLOT, {"a": Vote.PREPARED}), 1)
+    plain = core.record_outcome(2, s.record, RecordOutcome("t", Outcome.COMMITTED, frozenset({"a", "b"})), 2)
+    assert plain.record is not None and not core.collectable(plain.record)
+    told = core.record_outcome(
+        2, plain.record, RecordOutcome("t", Outcome.COMMITTED, None, all_acked=True), 3
+    )
+    assert told.record is not None and core.collectable(told.record) and told.reply.acked == {"a", "b"}
+    # The set unknown here and in the request: nobody is left to wait for.
+    unknown = core.record_outcome(2, s.record, RecordOutcome("t", Outcome.COMMITTED, None, all_acked=True), 3)
+    assert unknown.record is not None and core.collectable(unknown.record)
+    # A collected record's bundle says so (what lets a decider tell the others).
+    b = core.bundle(2, core.collect(told.record), BundleRequest("t"), 4)
+    assert b.collected and b.outcome is Outcome.COMMITTED
+    assert not core.bundle(2, told.record, BundleRequest("t"), 4).collected
+
+
+def test_record_outcome_wire_carries_acks_and_collection() -> None:
+    """The new wire fields survive the round trip (and are pinned by number)."""
+    from rm_sdk._gen.paxoscommit.v1 import paxoscommit_pb2 as pb
+    from rm_sdk.wire import bundle_from_pb, record_outcome_from_pb, record_outcome_to_pb
+
+    m = RecordOutcome("t", Outcome.ABORTED, frozenset({"a"}), frozenset({"a"}), all_acked=True)
+    assert record_outcome_from_pb(record_outcome_to_pb(m)) == m
+    assert pb.RecordOutcomeRequest.DESCRIPTOR.fields_by_name["all_acknowledged"].number == 6
+    assert pb.RecordOutcomeReply.DESCRIPTOR.fields_by_name["acknowledged"].number == 2
+    assert pb.RecordOutcomeReply.DESCRIPTOR.fields_by_name["collected"].number == 3
+    assert pb.Phase2bBundle.DESCRIPTOR.fields_by_name["collected"].number == 7
+    b = bundle_from_pb(1, pb.Phase2bBundle(txn_id="t", outcome=pb.OUTCOME_COMMITTED, collected=True))
+    assert b.collected and b.acceptor == 1

@@ -11,15 +11,17 @@ from typing import Any
 
 import pytest
 
+from acceptor.core import TxnRecord, record_outcome
 from acceptor.rules import bundle_complete, phase1b, phase2b
 from rm_sdk.ballots import BallotSource, Tally
-from rm_sdk.core.coordinator import CoordinatorNode, CoordinatorTimeouts, NotFound
+from rm_sdk.core.coordinator import CoordinatorNode, CoordinatorTimeouts, NotFound, Unavailable
 from rm_sdk.core.leader import Recovery, RecoveryPhase, backoff
 from rm_sdk.core.learner import LearnerTimeouts
 from rm_sdk.core.messages import (
     Abort,
     AbortCause,
     Acknowledge,
+    Acknowledged,
     AskOutcome,
     AwaitPrepare,
     Begin,
@@ -31,6 +33,7 @@ from rm_sdk.core.messages import (
     Join,
     Joined,
     NoAnswer,
+    OutcomeRecorded,
     Pending,
     Phase1a,
     Phase1b,
@@ -67,6 +70,8 @@ class Acceptors:
 
     def __init__(self, n: int = N) -> None:
         self.state: list[dict[str, dict[str, InstanceState]]] = [{} for _ in range(n)]
+        #: Outcome records, through the acceptor's real handler (acceptor/core.py).
+        self.records: list[dict[str, TxnRecord]] = [{} for _ in range(n)]
         #: How long the acceptors say they have known a transaction they know.
         self.age_ms = 1
 
@@ -93,6 +98,13 @@ class Acceptors:
             if msg.wait > 0 and not done:
                 return None  # a long poll: answered when the state changes (by the test)
             return Bundle(msg.txn_id, i, dict(st), age_ms=self.age_ms if st else 0)
+        if isinstance(msg, RecordOutcome):
+            # An acceptor that holds votes of the transaction has a record (pending).
+            rec = self.records[i].get(msg.txn_id) or (TxnRecord(0) if st else None)
+            step = record_outcome(i, rec, msg, 0)
+            if step.record is not None:
+                self.records[i][msg.txn_id] = step.record
+            return step.reply
         return None
 
 
@@ -578,6 +590,119 @@ def test_the_coordinator_keeps_no_timer_of_a_finished_transaction() -> None:
             h.acc.vote(i, txn, "a", Vote.PREPARED)
         h.deliver(h.acc.handle(0, BundleRequest(txn, 5.0)))
         h.deliver(h.acc.handle(1, BundleRequest(txn, 5.0)))
-        h.request(f"ack{k}", Acknowledge(txn, "a", Outcome.COMMITTED))
-    assert not h.node.owned
+        h.deliver_all(h.request(f"ack{k}", Acknowledge(txn, "a", Outcome.COMMITTED)).sends)
+        assert h.answer(f"ack{k}") == Acknowledged(txn, "a")
+    assert not h.node.owned and not h.node._acks
     assert len(h.node._deadlines) == 0
+    # An acknowledgement that no acceptor confirms keeps its timer only until it expires.
+    h.request("late", Acknowledge("t0", "a", Outcome.COMMITTED))
+    assert len(h.node._deadlines) == 1
+    h.advance(10.0)
+    assert isinstance(h.answer("late"), Failed)
+    assert not h.node._acks and len(h.node._deadlines) == 0
+
+
+def _decided(h: Harness, txn: str = "t1", rms: tuple[str, ...] = ("a", "b")) -> None:
+    h.begin(txn, rms=rms)
+    r = h.request("c", Commit(txn))
+    h.deliver_all(r.sends)
+    for i in (0, 1):
+        for rm in rms:
+            h.acc.vote(i, txn, rm, Vote.PREPARED)
+    h.deliver(h.acc.handle(0, BundleRequest(txn, 5.0)))
+    h.deliver(h.acc.handle(1, BundleRequest(txn, 5.0)))
+    d = h.answer("c")
+    assert isinstance(d, Decided) and d.decision.outcome is Outcome.COMMITTED
+
+
+def test_an_acknowledgement_is_answered_once_a_majority_of_acceptors_hold_it() -> None:
+    """Nothing acknowledged is lost: an owner that crashes with the RMs' acks in memory
+    (before or while it records them) has not told any RM its ack was taken, so the RM
+    sends it again (to a replica that passes it on to the acceptors)."""
+    h = Harness()
+    _decided(h)
+    r = h.request("ack-a", Acknowledge("t1", "a", Outcome.COMMITTED))
+    assert not [m for t, m in h.replies if t == "ack-a"]  # held by the owner, in memory
+    r = h.request("ack-b", Acknowledge("t1", "b", Outcome.COMMITTED))
+    rec = [(i, m) for i, m in r.sends if isinstance(m, RecordOutcome)]
+    assert len(rec) == N and not [m for t, m in h.replies if t in ("ack-a", "ack-b")]
+    h.deliver(h.acc.handle(*rec[0]))
+    assert not [m for t, m in h.replies if t in ("ack-a", "ack-b")]  # one acceptor: not yet
+    h.deliver(h.acc.handle(*rec[1]))
+    assert h.answer("ack-a") == Acknowledged("t1", "a") and h.answer("ack-b") == Acknowledged("t1", "b")
+    assert not h.node._acks
+
+
+def test_an_acceptor_reply_counts_only_for_the_acks_it_holds() -> None:
+    h = Harness()
+    _decided(h)
+    h.request("ack-a", Acknowledge("t1", "a", Outcome.COMMITTED))
+    h.advance(2.1)  # the ack wait ends: recorded with a's ack only
+    # Replies that hold b's ack but not a's count for b only; a collected record for all.
+    h.deliver(OutcomeRecorded("t1", 0, frozenset({"b"})))
+    h.deliver(OutcomeRecorded("t1", 1, frozenset({"b"})))
+    assert not [m for t, m in h.replies if t == "ack-a"]
+    h.deliver(OutcomeRecorded("t1", 2, collected=True))
+    assert not [m for t, m in h.replies if t == "ack-a"]
+    h.deliver(OutcomeRecorded("t1", 0, frozenset({"a"})))
+    assert h.answer("ack-a") == Acknowledged("t1", "a")
+
+
+def test_the_same_acceptor_twice_is_not_a_majority() -> None:
+    h = Harness()
+    _decided(h, rms=("a",))
+    r = h.request("ack-a", Acknowledge("t1", "a", Outcome.COMMITTED))
+    assert [m for _, m in r.sends if isinstance(m, RecordOutcome)]
+    h.deliver(OutcomeRecorded("t1", 0, frozenset({"a"})))
+    h.deliver(OutcomeRecorded("t1", 0, frozenset({"a"})))
+    assert not [m for t, m in h.replies if t == "ack-a"]
+    h.deliver(OutcomeRecorded("t1", 2, frozenset({"a"})))
+    assert h.answer("ack-a") == Acknowledged("t1", "a")
+
+
+def test_an_acknowledgement_no_majority_confirms_fails_as_unavailable() -> None:
+    """The RM is told to try again (UNAVAILABLE), never that its ack was taken."""
+    h = Harness()
+    _decided(h, rms=("a",))
+    r = h.request("ack-a", Acknowledge("t1", "a", Outcome.COMMITTED))
+    rec = [(i, m) for i, m in r.sends if isinstance(m, RecordOutcome)]
+    h.deliver(h.acc.handle(*rec[0]))
+    h.advance(TIMEOUTS.owner.ack_wait + 2 * TIMEOUTS.owner.answer_timeout - 0.01)
+    assert not [m for t, m in h.replies if t == "ack-a"]
+    h.advance(0.02)
+    f = h.answer("ack-a")
+    assert isinstance(f, Failed) and isinstance(f.error, Unavailable)
+    assert Unavailable.status == "UNAVAILABLE"
+    assert "1 of 3" in str(f.error)
+    # The RM's next try at a replica that let go of the transaction: passed on, and
+    # answered once a majority holds it.
+    r = h.request("ack-a2", Acknowledge("t1", "a", Outcome.COMMITTED))
+    late = [(i, m) for i, m in r.sends if isinstance(m, RecordOutcome)]
+    assert len(late) == N and all(m.participants is None for _, m in late)
+    h.deliver(h.acc.handle(*late[2]))  # knows nothing of t1: creates and holds nothing
+    h.deliver(h.acc.handle(*late[0]))
+    assert not [m for t, m in h.replies if t == "ack-a2"]
+    h.deliver(h.acc.handle(*late[1]))
+    assert h.answer("ack-a2") == Acknowledged("t1", "a")
+
+
+def test_a_learner_reading_a_collected_record_says_every_rm_acknowledged() -> None:
+    """An acceptor that missed the outcome and the acks (down while they were recorded)
+    lists the transaction as undecided; the replica that recovers it reads the others'
+    compact records, and its RecordOutcome lets that acceptor collect it too."""
+    h = Harness()
+    h.node.found_undecided(["t1"], h.now)
+    reads = [(i, m) for i, m in h.take().sends if isinstance(m, BundleRequest)]
+    assert len(reads) == N
+    h.deliver(Bundle("t1", 0, {}, Outcome.COMMITTED, 60_000, collected=True))
+    rec = [m for _, m in h.sent if isinstance(m, RecordOutcome)]
+    assert len(rec) == N and all(m.all_acked and m.outcome is Outcome.COMMITTED for m in rec)
+
+
+def test_a_learner_reading_a_live_record_claims_no_acknowledgement() -> None:
+    h = Harness()
+    h.node.found_undecided(["t1"], h.now)
+    h.take()
+    h.deliver(Bundle("t1", 0, {}, Outcome.COMMITTED, 60_000))
+    rec = [m for _, m in h.sent if isinstance(m, RecordOutcome)]
+    assert len(rec) == N and not any(m.all_acked or m.acked for m in rec)

@@ -494,6 +494,7 @@ class Phase2bBundle(_message.Message):
     COMPLETE_FIELD_NUMBER: _builtins.int
     OUTCOME_FIELD_NUMBER: _builtins.int
     AGE_MS_FIELD_NUMBER: _builtins.int
+    COLLECTED_FIELD_NUMBER: _builtins.int
     acceptor_id: _builtins.int
     """Index of the answering acceptor in the cluster's acceptor list."""
     txn_id: _builtins.str
@@ -506,6 +507,10 @@ class Phase2bBundle(_message.Message):
     """The outcome recorded at this acceptor, OUTCOME_PENDING if none."""
     age_ms: _builtins.int
     """Milliseconds since this acceptor first heard of the transaction; 0 if never."""
+    collected: _builtins.bool
+    """The transaction is collected here (only its compact outcome record is left): every RM
+    of its set acknowledged the outcome.
+    """
     @_builtins.property
     def states(self) -> _containers.RepeatedCompositeFieldContainer[Global___InstanceState]:
         """One entry per instance the acceptor has state for."""
@@ -519,10 +524,11 @@ class Phase2bBundle(_message.Message):
         complete: _builtins.bool = ...,
         outcome: Global___Outcome.ValueType = ...,
         age_ms: _builtins.int = ...,
+        collected: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["acceptor_id", b"acceptor_id", "age_ms", b"age_ms", "complete", b"complete", "outcome", b"outcome", "states", b"states", "txn_id", b"txn_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acceptor_id", b"acceptor_id", "age_ms", b"age_ms", "collected", b"collected", "complete", b"complete", "outcome", b"outcome", "states", b"states", "txn_id", b"txn_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -541,12 +547,17 @@ class RecordOutcomeRequest(_message.Message):
     PARTICIPANTS_FIELD_NUMBER: _builtins.int
     PARTICIPANTS_KNOWN_FIELD_NUMBER: _builtins.int
     ACKED_FIELD_NUMBER: _builtins.int
+    ALL_ACKNOWLEDGED_FIELD_NUMBER: _builtins.int
     txn_id: _builtins.str
     """The decided transaction."""
     outcome: Global___Outcome.ValueType
     """OUTCOME_COMMITTED or OUTCOME_ABORTED."""
     participants_known: _builtins.bool
     """True when participants is set (an empty set is a set: nobody needs to acknowledge)."""
+    all_acknowledged: _builtins.bool
+    """Every RM acknowledged (the decider read a collected record elsewhere): an acceptor
+    that missed the acknowledgements may collect the transaction too.
+    """
     @_builtins.property
     def participants(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """The registrar's set as the decider knows it (on an abort: every RM that joined); only
@@ -570,10 +581,11 @@ class RecordOutcomeRequest(_message.Message):
         participants: _abc.Iterable[_builtins.str] | None = ...,
         participants_known: _builtins.bool = ...,
         acked: _abc.Iterable[_builtins.str] | None = ...,
+        all_acknowledged: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["acked", b"acked", "outcome", b"outcome", "participants", b"participants", "participants_known", b"participants_known", "txn_id", b"txn_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acked", b"acked", "all_acknowledged", b"all_acknowledged", "outcome", b"outcome", "participants", b"participants", "participants_known", b"participants_known", "txn_id", b"txn_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -584,16 +596,28 @@ class RecordOutcomeReply(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ACCEPTOR_ID_FIELD_NUMBER: _builtins.int
+    ACKNOWLEDGED_FIELD_NUMBER: _builtins.int
+    COLLECTED_FIELD_NUMBER: _builtins.int
     acceptor_id: _builtins.int
     """Index of the answering acceptor; the record is durable when this reply is sent."""
+    collected: _builtins.bool
+    """The transaction is collected here: every RM acknowledged (acknowledged is then empty)."""
+    @_builtins.property
+    def acknowledged(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The RMs whose acknowledgement this acceptor now holds durably (its whole union, not
+        only the request's): an acknowledgement is safe once a majority report it.
+        """
+
     def __init__(
         self,
         *,
         acceptor_id: _builtins.int = ...,
+        acknowledged: _abc.Iterable[_builtins.str] | None = ...,
+        collected: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["acceptor_id", b"acceptor_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acceptor_id", b"acceptor_id", "acknowledged", b"acknowledged", "collected", b"collected"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1231,6 +1255,11 @@ Global___AcknowledgeRequest: _TypeAlias = AcknowledgeRequest  # noqa: Y015
 
 @_typing.final
 class AcknowledgeReply(_message.Message):
+    """Sent only once a majority of acceptors hold the acknowledgement durably: the RM may
+    then forget the transaction. UNAVAILABLE when no majority confirmed it in time (the
+    owner holds acks for up to its ack wait, then records them): send it again.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     def __init__(
