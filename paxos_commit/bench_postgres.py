@@ -11,9 +11,10 @@ In one sitting, for each concurrency level (closed loop, ``c`` workers) and each
   ``synchronous=FULL``), and two :class:`~rm_sdk.postgres.PostgresRM` in this process:
   ``begin``, a ``work`` block at each bank, ``commit()``, then ``applied()`` at both.
 
-A transfer counts once both banks applied it. Per-phase medians: ``begin_work`` (begin
-plus the two work blocks), ``commit_reply`` (from the end of the work to the commit
-reply; for the hand-rolled one, until the decision row is durable) and ``applied``
+A transfer counts once both banks applied it. Per-phase medians: ``begin``, ``work`` (the
+two work blocks, joins included), ``begin_work`` (the two together), ``commit_reply``
+(from the end of the work to the commit reply; for the hand-rolled one, until the
+decision row is durable) and ``applied``
 (from the reply until both banks ran ``COMMIT PREPARED``). Each bank has ``--accounts``
 accounts; a transfer moves 1 from a random account at A to a random account at B.
 The databases are made for the benchmark and dropped after it.
@@ -45,8 +46,8 @@ from rm_sdk.postgres import PostgresRM
 
 __all__ = ["run_postgres_bench"]
 
-#: (begin+work, commit reply, applied) seconds, measured from the previous point.
-Phases = tuple[float, float, float]
+#: (begin, the two work blocks, commit reply, applied) seconds, each from the previous point.
+Phases = tuple[float, float, float, float]
 
 
 def _setup(dsn: str, names: list[str], accounts: int) -> list[str]:
@@ -117,8 +118,9 @@ async def _closed_loop(
         "latency_ms_p99": ms(total[max(0, int(len(total) * 0.99) - 1)]) if total else None,
         "median_ms": {
             name: ms(statistics.median(p[k] for p in phases)) if phases else None
-            for k, name in enumerate(("begin_work", "commit_reply", "applied"))
-        },
+            for k, name in enumerate(("begin", "work", "commit_reply", "applied"))
+        }
+        | {"begin_work": ms(statistics.median(p[0] + p[1] for p in phases)) if phases else None},
     }
 
 
@@ -151,7 +153,7 @@ async def _hand_rolled(
             await b.execute(
                 "UPDATE accounts SET balance = balance + 1 WHERE id = %s", (rng.randrange(accounts),)
             )
-            t1 = time.perf_counter()
+            t1 = time.perf_counter()  # (no begin: the BEGINs are part of the work)
             await asyncio.gather(
                 a.execute(sql.SQL("PREPARE TRANSACTION {}").format(ga)),
                 b.execute(sql.SQL("PREPARE TRANSACTION {}").format(gb)),
@@ -163,7 +165,7 @@ async def _hand_rolled(
                 b.execute(sql.SQL("COMMIT PREPARED {}").format(gb)),
             )
             t3 = time.perf_counter()
-            return (t1 - t0, t2 - t1, t3 - t2)
+            return (0.0, t1 - t0, t2 - t1, t3 - t2)
         except Exception:
             for conn, g in ((a, ga), (b, gb)):
                 with contextlib.suppress(psycopg.Error):
@@ -205,6 +207,7 @@ async def _paxos(
         async def one() -> Phases:
             t0 = time.perf_counter()
             txn = await client.begin()
+            tb = time.perf_counter()
             async with bank_a.work(txn.context) as conn:
                 await conn.execute(
                     "UPDATE accounts SET balance = balance - 1 WHERE id = %s", (rng.randrange(args.accounts),)
@@ -220,7 +223,7 @@ async def _paxos(
             t3 = time.perf_counter()
             if any(s is not RMState.COMMITTED for s in states):
                 raise RuntimeError(f"applied {states}")
-            return (t1 - t0, t2 - t1, t3 - t2)
+            return (tb - t0, t1 - tb, t2 - t1, t3 - t2)
 
         try:
             for c in levels:
@@ -289,7 +292,8 @@ def _print_run(run: dict[str, Any]) -> None:
             ratio = "" if name == "hand_rolled" else f"  x{row[f'{name}_over_hand_rolled']} of hand-rolled"
             print(
                 f"  c={c:>2} {name:<11} {r['transfers_per_s']:>7}/s  p50 {r['latency_ms_p50']} ms"
-                f"  (begin+work {m['begin_work']}, commit reply {m['commit_reply']}, applied {m['applied']})"
+                f"  (begin {m['begin']}, work {m['work']}, commit reply {m['commit_reply']}, "
+                f"applied {m['applied']})"
                 f"{ratio}",
                 flush=True,
             )

@@ -112,8 +112,27 @@ def _state_to_pb(ins: Instance, st: InstanceState) -> pb.InstanceState:
     return pb.InstanceState(instance=ins, mbal=mbal, bal=bal, val=val)
 
 
+#: Built messages of recent (instance, state) pairs: the failure-free path repeats a few
+#: (each RM's ballot-0 vote, the registrar's set), and a message placed in a reply is
+#: copied there, so one built message serves every reply. Bounded: cleared when full.
+_STATE_PB: dict[tuple[Instance, InstanceState], pb.InstanceState] = {}
+_STATE_PB_MAX = 4096
+
+
+def _cached_state_pb(ins: Instance, st: InstanceState) -> pb.InstanceState:
+    key = (ins, st)
+    m = _STATE_PB.get(key)
+    if m is None:
+        if len(_STATE_PB) >= _STATE_PB_MAX:
+            _STATE_PB.clear()
+        m = _STATE_PB[key] = _state_to_pb(ins, st)
+    return m
+
+
 def states_to_pb(states: Mapping[Instance, InstanceState]) -> list[pb.InstanceState]:
-    return [_state_to_pb(ins, st) for ins, st in sorted(states.items())]
+    """The states as InstanceState messages, for a reply's constructor (which copies them:
+    never change the returned messages)."""
+    return [_cached_state_pb(ins, st) for ins, st in sorted(states.items())]
 
 
 def states_from_pb(ms: Iterable[pb.InstanceState]) -> dict[Instance, InstanceState]:

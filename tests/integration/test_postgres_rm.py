@@ -440,3 +440,25 @@ async def test_applied_waits_until_the_outcome_ran_at_the_rm(
         assert await a.applied(txn.txn_id) is RMState.ABORTED
         assert await a.applied(txn.txn_id) is RMState.ABORTED  # again: already known
     assert balance(dbs[0], "alice") == 70 and prepared_gids(dbs[0]) == []
+
+
+def test_postgres_bench_prints_every_phase_of_the_three_ways(tmp_path: Path) -> None:
+    """``paxos-commit bench --postgres`` runs (a handful of transfers: figures come from the
+    command itself, not from a test) and reports each phase of each way."""
+    import json
+
+    out = subprocess.run(
+        [sys.executable, "-m", "paxos_commit", "--log-level", "WARNING", "bench", "--postgres", PG_DSN,
+         "--levels", "2", "--transactions", "10", "--warmup", "2", "--runs", "1", "--json"],
+        capture_output=True, text=True, timeout=180, cwd=tmp_path,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr
+    row = json.loads(out.stdout)["runs"][0]["levels"]["2"]
+    for way in ("hand_rolled", "f0", "f1"):
+        assert row[way]["failures"] == 0 and row[way]["transfers_per_s"] > 0
+        m = row[way]["median_ms"]
+        assert set(m) == {"begin", "work", "begin_work", "commit_reply", "applied"}
+        assert m["work"] > 0 and m["commit_reply"] > 0 and m["applied"] > 0
+    assert row["hand_rolled"]["median_ms"]["begin"] == 0  # its BEGINs are part of the work
+    assert row["f1"]["median_ms"]["begin"] > 0
+    assert row["f1_over_hand_rolled"] > 0 and row["f0_over_hand_rolled"] > 0

@@ -294,3 +294,18 @@ def test_decide_chosen_set_wins_over_known_set() -> None:
 
 def test_decide_never_commits_on_no_set_even_if_everything_prepared() -> None:
     assert decide({REGISTRAR: NO_SET}, known_set=RMSet.of([]))[0] is Outcome.ABORTED
+
+
+def test_state_messages_are_copied_into_replies_never_shared() -> None:
+    """states_to_pb hands out cached messages: a reply built from them holds copies, so
+    changing one reply changes neither the cache nor another reply."""
+    from rm_sdk.protocol import RM_BALLOT, InstanceState, Vote
+    from rm_sdk.wire import pb, states_from_pb, states_to_pb
+
+    states = {"a": InstanceState(RM_BALLOT, RM_BALLOT, Vote.PREPARED)}
+    r1 = pb.Phase2bReply(txn_id="t", states=states_to_pb(states))
+    r2 = pb.Phase2bReply(txn_id="t", states=states_to_pb(states))
+    r1.states[0].instance = "b"
+    r1.states[0].mbal.round = 7
+    assert states_from_pb(r2.states) == states
+    assert states_from_pb(pb.Phase2bReply(states=states_to_pb(states)).states) == states
