@@ -76,7 +76,7 @@ instance_table = sa.Table(
 #: The batched load's three queries, built once: an ``IN`` list bound as one expanding
 #: parameter, so each run reuses the compiled statement instead of building the clause
 #: again (that showed as ~40% of a one-step batch's CPU).
-_IDS = sa.bindparam("ids", expanding=True)
+_IDS: sa.BindParameter[list[str]] = sa.bindparam("ids", expanding=True)
 _LOAD_TXNS = sa.select(txn_table).where(txn_table.c.txn_id.in_(_IDS))
 _LOAD_INSTANCES = sa.select(instance_table).where(instance_table.c.txn_id.in_(_IDS))
 _LOAD_COLLECTED = sa.select(collected_table.c.txn_id, collected_table.c.outcome).where(
