@@ -73,15 +73,52 @@ instance_table = sa.Table(
     sa.Column("bal_leader", sa.String(128), nullable=False),
     sa.Column("val", sa.Text, nullable=True),
 )
-#: The batched load's three queries, built once: an ``IN`` list bound as one expanding
-#: parameter, so each run reuses the compiled statement instead of building the clause
-#: again (that showed as ~40% of a one-step batch's CPU).
-_IDS: sa.BindParameter[list[str]] = sa.bindparam("ids", expanding=True)
-_LOAD_TXNS = sa.select(txn_table).where(txn_table.c.txn_id.in_(_IDS))
-_LOAD_INSTANCES = sa.select(instance_table).where(instance_table.c.txn_id.in_(_IDS))
-_LOAD_COLLECTED = sa.select(collected_table.c.txn_id, collected_table.c.outcome).where(
-    collected_table.c.txn_id.in_(_IDS)
-)
+_TXN_COLUMNS = ("txn_id", "first_seen_ms", "outcome", "participants", "acked", "collectable")
+_INSTANCE_COLUMNS = ("txn_id", "instance", "mbal_round", "mbal_leader", "bal_round", "bal_leader", "val")
+
+
+class _HotSQL:
+    """The writer's per-batch statements as SQL text for the DBAPI cursor of the
+    SQLAlchemy connection, inside the SQLAlchemy transaction. Measured on a one-step
+    batch (a new transaction's vote): SQLAlchemy's execute path cost ~500 us of CPU
+    against ~90 us for the same statements on the cursor, and this runs once per
+    group commit. The text is the same for SQLite and Postgres (both take
+    ``INSERT ... ON CONFLICT ... DO UPDATE SET c = excluded.c``); only the
+    placeholder differs. Schema, migrations, reads for people and collection stay on
+    SQLAlchemy Core."""
+
+    def __init__(self, paramstyle: str) -> None:
+        self.mark = "?" if paramstyle == "qmark" else "%s"
+        self._in: dict[int, str] = {}
+        self.upsert_txn = self._upsert("paxos_txn", _TXN_COLUMNS, ("txn_id",))
+        self.upsert_instance = self._upsert("paxos_instance", _INSTANCE_COLUMNS, ("txn_id", "instance"))
+
+    def _upsert(self, table: str, columns: tuple[str, ...], keys: tuple[str, ...]) -> str:
+        marks = ", ".join([self.mark] * len(columns))
+        sets = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in keys)
+        return (
+            f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks}) "
+            f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {sets}"
+        )
+
+    def ids(self, n: int) -> str:
+        text = self._in.get(n)
+        if text is None:
+            text = self._in[n] = ", ".join([self.mark] * n)
+        return text
+
+    def load_txns(self, n: int) -> str:
+        return f"SELECT txn_id, first_seen_ms, outcome, participants, acked FROM paxos_txn WHERE txn_id IN ({self.ids(n)})"
+
+    def load_instances(self, n: int) -> str:
+        return (
+            "SELECT txn_id, instance, mbal_round, mbal_leader, bal_round, bal_leader, val "
+            f"FROM paxos_instance WHERE txn_id IN ({self.ids(n)})"
+        )
+
+    def load_collected(self, n: int) -> str:
+        return f"SELECT txn_id, outcome FROM paxos_collected WHERE txn_id IN ({self.ids(n)})"
+
 
 meta_table = sa.Table(
     "acceptor_meta",
@@ -165,7 +202,7 @@ class AcceptorStore:
         self._watchers: dict[str, list[Callable[[], None]]] = {}
         self._writer: asyncio.Task[None] | None = None
         self._engine: Engine | None = None
-        self._upserts: dict[str, Any] = {}
+        self._sql: _HotSQL | None = None
         #: Observers of each committed batch: (batch size, seconds spent writing).
         self.on_batch: list[Callable[[int, float], None]] = []
         #: Operators' reads: their own engine and thread (see :meth:`query`).
@@ -442,31 +479,41 @@ class AcceptorStore:
         """The stored records of ``txn_ids`` (None where absent; the compact outcome
         record where collected), a few queries per chunk instead of two per transaction."""
         found: dict[str, TxnRecord | None] = dict.fromkeys(txn_ids)
-        for at in range(0, len(txn_ids), 500):
-            chunk = txn_ids[at : at + 500]
-            rows = conn.execute(_LOAD_TXNS, {"ids": chunk}).all()
-            instances: dict[str, dict[Instance, InstanceState]] = {r.txn_id: {} for r in rows}
-            if rows:
-                ins_rows = conn.execute(_LOAD_INSTANCES, {"ids": list(instances)})
-                for r in ins_rows:
-                    instances[r.txn_id][r.instance] = InstanceState(
-                        mbal=Ballot(r.mbal_round, r.mbal_leader),
-                        bal=Ballot(r.bal_round, r.bal_leader),
-                        val=decode_value(r.val),
+        sql = self._hot_sql(conn)
+        cur = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        try:
+            for at in range(0, len(txn_ids), 500):
+                chunk = txn_ids[at : at + 500]
+                cur.execute(sql.load_txns(len(chunk)), chunk)
+                rows = cur.fetchall()
+                instances: dict[str, dict[Instance, InstanceState]] = {r[0]: {} for r in rows}
+                if rows:
+                    cur.execute(sql.load_instances(len(instances)), list(instances))
+                    for txn_id, ins, mr, ml, br, bl, val in cur.fetchall():
+                        instances[txn_id][ins] = InstanceState(
+                            mbal=Ballot(mr, ml), bal=Ballot(br, bl), val=decode_value(val)
+                        )
+                for txn_id, first_seen_ms, outcome, participants, acked in rows:
+                    found[txn_id] = TxnRecord(
+                        first_seen_ms=first_seen_ms,
+                        instances=instances[txn_id],
+                        outcome=Outcome(outcome),
+                        participants=None if participants is None else frozenset(json.loads(participants)),
+                        acked=frozenset(json.loads(acked)) if acked else frozenset(),
                     )
-            for r in rows:
-                found[r.txn_id] = TxnRecord(
-                    first_seen_ms=r.first_seen_ms,
-                    instances=instances[r.txn_id],
-                    outcome=Outcome(r.outcome),
-                    participants=None if r.participants is None else frozenset(json.loads(r.participants)),
-                    acked=frozenset(json.loads(r.acked)) if r.acked else frozenset(),
-                )
-            absent = [t for t in chunk if t not in instances]
-            if absent:
-                for r in conn.execute(_LOAD_COLLECTED, {"ids": absent}):
-                    found[r.txn_id] = TxnRecord(first_seen_ms=0, outcome=Outcome(r.outcome), collected=True)
+                absent = [t for t in chunk if t not in instances]
+                if absent:
+                    cur.execute(sql.load_collected(len(absent)), absent)
+                    for txn_id, outcome in cur.fetchall():
+                        found[txn_id] = TxnRecord(first_seen_ms=0, outcome=Outcome(outcome), collected=True)
+        finally:
+            cur.close()
         return found
+
+    def _hot_sql(self, conn: Connection) -> _HotSQL:
+        if self._sql is None:
+            self._sql = _HotSQL(conn.dialect.paramstyle)
+        return self._sql
 
     def _write(
         self,
@@ -489,60 +536,39 @@ class AcceptorStore:
                 or old.acked != rec.acked
             ):
                 txn_rows.append(
-                    {
-                        "txn_id": txn_id,
-                        "first_seen_ms": rec.first_seen_ms,
-                        "outcome": rec.outcome.value,
-                        "participants": None
-                        if rec.participants is None
-                        else json.dumps(sorted(rec.participants)),
-                        "acked": json.dumps(sorted(rec.acked)) if rec.acked else None,
-                        "collectable": 1 if collectable(rec) else 0,
-                    }
+                    (
+                        txn_id,
+                        rec.first_seen_ms,
+                        rec.outcome.value,
+                        None if rec.participants is None else json.dumps(sorted(rec.participants)),
+                        json.dumps(sorted(rec.acked)) if rec.acked else None,
+                        1 if collectable(rec) else 0,
+                    )
                 )
             before = old.instances if old is not None else {}
             for ins, st in rec.instances.items():
                 if before.get(ins) == st:
                     continue
                 ins_rows.append(
-                    {
-                        "txn_id": txn_id,
-                        "instance": ins,
-                        "mbal_round": st.mbal.round,
-                        "mbal_leader": st.mbal.leader,
-                        "bal_round": st.bal.round,
-                        "bal_leader": st.bal.leader,
-                        "val": encode_value(st.val),
-                    }
+                    (
+                        txn_id,
+                        ins,
+                        st.mbal.round,
+                        st.mbal.leader,
+                        st.bal.round,
+                        st.bal.leader,
+                        encode_value(st.val),
+                    )
                 )
-        if txn_rows:
-            conn.execute(self._upsert(conn, txn_table, ("txn_id",)), txn_rows)
-        if ins_rows:
-            conn.execute(self._upsert(conn, instance_table, ("txn_id", "instance")), ins_rows)
-
-    def _upsert(self, conn: Connection, table: sa.Table, keys: tuple[str, ...]) -> Any:
-        """The upsert statement of ``table``, built once (SQLAlchemy then reuses its
-        compiled form from its cache)."""
-        stmt = self._upserts.get(table.name)
-        if stmt is None:
-            stmt = self._upserts[table.name] = _upsert(conn, table, list(keys))
-        return stmt
-
-
-def _upsert(conn: Connection, table: sa.Table, keys: list[str]) -> Any:
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-        pg = pg_insert(table)
-        return pg.on_conflict_do_update(
-            index_elements=keys, set_={c.name: pg.excluded[c.name] for c in table.c if c.name not in keys}
-        )
-    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-    lite = sqlite_insert(table)
-    return lite.on_conflict_do_update(
-        index_elements=keys, set_={c.name: lite.excluded[c.name] for c in table.c if c.name not in keys}
-    )
+        sql = self._hot_sql(conn)
+        cur = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        try:
+            if txn_rows:
+                cur.executemany(sql.upsert_txn, txn_rows)
+            if ins_rows:
+                cur.executemany(sql.upsert_instance, ins_rows)
+        finally:
+            cur.close()
 
 
 def _reader_engine(url: str) -> Engine:

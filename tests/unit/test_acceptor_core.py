@@ -172,3 +172,21 @@ def test_record_outcome_wire_carries_acks_and_collection() -> None:
     assert pb.Phase2bBundle.DESCRIPTOR.fields_by_name["collected"].number == 7
     b = bundle_from_pb(1, pb.Phase2bBundle(txn_id="t", outcome=pb.OUTCOME_COMMITTED, collected=True))
     assert b.collected and b.acceptor == 1
+
+
+def test_the_writers_sql_names_every_column_of_the_schema() -> None:
+    """The group commit writes through SQL text (acceptor/storage.py ``_HotSQL``): its
+    column lists must be the tables' own, in the schema's order, or a schema change would
+    leave columns unwritten (or written from the wrong field)."""
+    from acceptor.storage import _INSTANCE_COLUMNS, _TXN_COLUMNS, _HotSQL, instance_table, txn_table
+
+    assert tuple(c.name for c in txn_table.c) == _TXN_COLUMNS
+    assert tuple(c.name for c in instance_table.c) == _INSTANCE_COLUMNS
+    lite, pg = _HotSQL("qmark"), _HotSQL("pyformat")
+    assert lite.upsert_txn.count("?") == len(_TXN_COLUMNS) and "%s" not in lite.upsert_txn
+    assert pg.upsert_instance.count("%s") == len(_INSTANCE_COLUMNS)
+    assert (
+        "ON CONFLICT (txn_id, instance) DO UPDATE SET mbal_round = excluded.mbal_round" in pg.upsert_instance
+    )
+    assert "txn_id = excluded" not in lite.upsert_txn  # keys are never rewritten
+    assert lite.load_collected(3).endswith("IN (?, ?, ?)")
