@@ -235,5 +235,11 @@ def bundle(acceptor: int, rec: TxnRecord | None, msg: BundleRequest, now_ms: int
     if rec is None:
         return Bundle(txn_id, acceptor, {})
     return Bundle(
-        txn_id, acceptor, dict(rec.instances), rec.outcome, max(0, now_ms - rec.first_seen_ms), rec.collected
+        txn_id,
+        acceptor,
+        dict(rec.instances),
+        rec.outcome,
+        max(0, now_ms - rec.first_seen_ms),
+        rec.collected,
+        rec.acked,
     )

@@ -225,6 +225,7 @@ class AcceptorServicer(pb_grpc.AcceptorServicer):
             outcome=outcome_to_pb(b.outcome),
             age_ms=b.age_ms,
             collected=b.collected,
+            acknowledged=sorted(b.acked),
         )
 
     # ---------------------------------------------------------------- batched stream

@@ -210,7 +210,10 @@ def phase2b_from_pb(acceptor: int, r: pb.Phase2bReply) -> Phase2b:
 
 
 def bundle_from_pb(acceptor: int, r: pb.Phase2bBundle) -> Bundle:
-    return Bundle(r.txn_id, acceptor, states_from_pb(r.states), _recorded(r.outcome), r.age_ms, r.collected)
+    acked = frozenset(validate_id("rm id", a) for a in r.acknowledged)
+    return Bundle(
+        r.txn_id, acceptor, states_from_pb(r.states), _recorded(r.outcome), r.age_ms, r.collected, acked
+    )
 
 
 def _recorded(o: pb.Outcome.ValueType) -> Outcome:

@@ -351,7 +351,12 @@ class CoordinatorNode:
                 # the acknowledgements collects it too, instead of keeping it for ever.
                 known = learner.tally.known_set()
                 rms = frozenset(known.rms) if known is not None else None
-                rec = RecordOutcome(txn_id, learner.decision.outcome, rms, all_acked=learner.all_acked)
+                # The acks the bundles reported go too: an acceptor that had no record when
+                # they were passed on alone (it keeps none for a transaction it lacks) gets
+                # them with the record, or it could never collect. (Only with the set:
+                # acks without one are a passed-on ack, which records no outcome.)
+                acked = frozenset(learner.acked) if rms is not None else frozenset()
+                rec = RecordOutcome(txn_id, learner.decision.outcome, rms, acked, all_acked=learner.all_acked)
                 for i in range(self.n):
                     self.ready.send(i, rec)
 

@@ -77,6 +77,8 @@ class Learner:
         self.decided_here = False
         #: Learned from a collected record: every RM of the set acknowledged the outcome.
         self.all_acked = False
+        #: The acknowledgements the acceptors' bundles reported (passed on with the record).
+        self.acked: set[str] = set()
 
     @property
     def finished(self) -> bool:
@@ -112,6 +114,7 @@ class Learner:
             return
         if not isinstance(msg, Bundle):
             return
+        self.acked |= msg.acked
         self.tally.add(msg.acceptor, msg.states)
         if msg.outcome is not Outcome.PENDING:
             self.all_acked = msg.collected

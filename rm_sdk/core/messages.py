@@ -171,6 +171,8 @@ class Bundle:
     age_ms: int = 0
     #: Collected there: every RM of the set acknowledged the outcome.
     collected: bool = False
+    #: The acknowledgements this acceptor holds.
+    acked: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)

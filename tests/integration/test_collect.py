@@ -15,11 +15,11 @@ import sqlalchemy as sa
 from acceptor import core
 from acceptor.collect import Collector, CollectorConfig
 from acceptor.storage import AcceptorStore, TxnRecord, collected_table, instance_table, sqlite_url, txn_table
-from rm_sdk import Client, Participant
+from rm_sdk import Client, Participant, RMState
 from rm_sdk.core.messages import BundleRequest, Phase1a, Phase2a, RecordOutcome
 from rm_sdk.protocol import REGISTRAR, RM_BALLOT, Ballot, Outcome, RMSet, Vote
 from rm_sdk.testing import InProcessCluster
-from tests.integration.helpers import ScriptedRM
+from tests.integration.helpers import ScriptedRM, wait_until
 
 
 def _url(storage_urls: list[str] | None, tmp_path: Path) -> str:
@@ -241,3 +241,77 @@ async def test_txns_lists_a_transaction_an_rm_never_acknowledged(
     assert main(["txns", "--db", url, "--unacknowledged", "--json"]) == 0
     (row,) = json.loads(capsys.readouterr().out)
     assert row["txn_id"] == "waiting" and row["unacknowledged"] == ["b"] and not row["collectable"]
+
+
+class _SlowApply(ScriptedRM):
+    """An RM whose commit waits until the test lets it apply."""
+
+    def __init__(self, rm_id: str) -> None:
+        super().__init__(rm_id)
+        self.apply = asyncio.Event()
+
+    async def commit(self, txn_id: str) -> None:
+        await self.apply.wait()
+        await super().commit(txn_id)
+
+
+def _acceptor_rows(cluster: Any, txn_id: str) -> list[tuple[int, int]]:
+    """Per acceptor: (live transaction rows, compact records) of ``txn_id``."""
+    out = []
+    for i in range(len(cluster.acceptors)):
+        eng = sa.create_engine(sqlite_url(cluster.data_dir / f"acceptor-{i}" / f"acceptor-{i}.db"))
+        try:
+            with eng.connect() as conn:
+                live = conn.execute(
+                    sa.select(sa.func.count()).select_from(txn_table).where(txn_table.c.txn_id == txn_id)
+                ).scalar_one()
+                kept = conn.execute(
+                    sa.select(sa.func.count())
+                    .select_from(collected_table)
+                    .where(collected_table.c.txn_id == txn_id)
+                ).scalar_one()
+        finally:
+            eng.dispose()
+        out.append((live, kept))
+    return out
+
+
+@pytest.mark.timeout(120)
+async def test_acks_held_by_an_owner_that_crashes_are_not_lost(tmp_path: Path) -> None:
+    """The owner holds the first RM's ack (it waits for the second's, up to its ack wait)
+    and is killed. That ack was not answered, so the RM sends it again to the other
+    replica, which passes it on; the second RM's ack goes there too, the other replica's
+    recovery scan records the outcome, and every acceptor collects the transaction. (When
+    the owner answered acks from memory, the first one was lost with it and the
+    transaction stayed live for ever.)"""
+    from tests.integration.conftest import make_cluster
+
+    cluster = make_cluster(tmp_path, None)
+    cluster.start()
+    try:
+        coords = cluster.coordinator_addresses
+        fast, slow = ScriptedRM("fast"), _SlowApply("slow")
+        pf = Participant(fast, coords)
+        ps = Participant(slow, coords)
+        async with Client(coords[:1]) as client:
+            txn = await client.begin()
+            await pf.join(txn.context)
+            await ps.join(txn.context)
+            assert await txn.commit() is Outcome.COMMITTED
+        await wait_until(lambda: txn.txn_id in fast.committed, what="the fast RM applied")
+        await asyncio.sleep(0.3)  # the fast RM's ack is at the owner, held for the slow one
+        assert not any(kept for _, kept in _acceptor_rows(cluster, txn.txn_id))
+        owner = next(p for p in cluster.coordinators if p.address == txn.context.coordinator)
+        owner.kill()
+        slow.apply.set()
+        assert await asyncio.wait_for(ps.wait(txn.txn_id), 30) is RMState.COMMITTED
+        for _ in range(120):
+            rows = _acceptor_rows(cluster, txn.txn_id)
+            if rows == [(0, 1)] * 3:
+                break
+            await asyncio.sleep(0.25)
+        assert rows == [(0, 1)] * 3, f"(live, collected) per acceptor: {rows}"
+        await pf.close()
+        await ps.close()
+    finally:
+        cluster.stop()

@@ -156,7 +156,8 @@ def test_a_record_that_says_every_rm_acknowledged_makes_a_lagging_acceptor_colle
     # A collected record's bundle says so (what lets a decider tell the others).
     b = core.bundle(2, core.collect(told.record), BundleRequest("t"), 4)
     assert b.collected and b.outcome is Outcome.COMMITTED
-    assert not core.bundle(2, told.record, BundleRequest("t"), 4).collected
+    live = core.bundle(2, told.record, BundleRequest("t"), 4)
+    assert not live.collected and live.acked == {"a", "b"}  # the acks it holds, reported
 
 
 def test_record_outcome_wire_carries_acks_and_collection() -> None:
@@ -170,8 +171,11 @@ def test_record_outcome_wire_carries_acks_and_collection() -> None:
     assert pb.RecordOutcomeReply.DESCRIPTOR.fields_by_name["acknowledged"].number == 2
     assert pb.RecordOutcomeReply.DESCRIPTOR.fields_by_name["collected"].number == 3
     assert pb.Phase2bBundle.DESCRIPTOR.fields_by_name["collected"].number == 7
-    b = bundle_from_pb(1, pb.Phase2bBundle(txn_id="t", outcome=pb.OUTCOME_COMMITTED, collected=True))
-    assert b.collected and b.acceptor == 1
+    assert pb.Phase2bBundle.DESCRIPTOR.fields_by_name["acknowledged"].number == 8
+    b = bundle_from_pb(
+        1, pb.Phase2bBundle(txn_id="t", outcome=pb.OUTCOME_COMMITTED, collected=True, acknowledged=["a"])
+    )
+    assert b.collected and b.acceptor == 1 and b.acked == {"a"}
 
 
 def test_the_writers_sql_names_every_column_of_the_schema() -> None:

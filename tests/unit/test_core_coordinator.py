@@ -706,3 +706,29 @@ def test_a_learner_reading_a_live_record_claims_no_acknowledgement() -> None:
     h.deliver(Bundle("t1", 0, {}, Outcome.COMMITTED, 60_000))
     rec = [m for _, m in h.sent if isinstance(m, RecordOutcome)]
     assert len(rec) == N and not any(m.all_acked or m.acked for m in rec)
+
+
+def test_a_recovered_outcome_carries_the_acks_the_bundles_reported() -> None:
+    """An acceptor with no record when an ack was passed on alone keeps none; the replica
+    that records the outcome after a recovery passes the acks the others reported, or that
+    acceptor could never collect the transaction. Without the set, no acks (they would
+    read as a passed-on ack, which records no outcome)."""
+    h = Harness()
+    h.node.found_undecided(["t1"], h.now)
+    h.take()
+    reg = InstanceState(RM_BALLOT, RM_BALLOT, RMSet.of({"a", "b"}))
+    votes = {REGISTRAR: reg, "a": InstanceState(RM_BALLOT, RM_BALLOT, Vote.PREPARED)}
+    votes["b"] = InstanceState(RM_BALLOT, RM_BALLOT, Vote.PREPARED)
+    h.deliver(Bundle("t1", 0, votes, Outcome.PENDING, 60_000, acked=frozenset({"a"})))
+    h.deliver(Bundle("t1", 1, votes, Outcome.PENDING, 60_000, acked=frozenset({"b"})))
+    rec = [m for _, m in h.sent if isinstance(m, RecordOutcome)]
+    assert len(rec) == N
+    assert all(m.outcome is Outcome.COMMITTED and m.participants == {"a", "b"} for m in rec)
+    assert all(m.acked == {"a", "b"} and not m.all_acked for m in rec)
+    # The set unknown: the outcome is recorded, and no acks ride with it.
+    h2 = Harness()
+    h2.node.found_undecided(["t2"], h2.now)
+    h2.take()
+    h2.deliver(Bundle("t2", 0, {}, Outcome.ABORTED, 60_000, acked=frozenset({"a"})))
+    rec2 = [m for _, m in h2.sent if isinstance(m, RecordOutcome)]
+    assert len(rec2) == N and all(m.participants is None and not m.acked for m in rec2)

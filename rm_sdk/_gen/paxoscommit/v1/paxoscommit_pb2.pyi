@@ -495,6 +495,7 @@ class Phase2bBundle(_message.Message):
     OUTCOME_FIELD_NUMBER: _builtins.int
     AGE_MS_FIELD_NUMBER: _builtins.int
     COLLECTED_FIELD_NUMBER: _builtins.int
+    ACKNOWLEDGED_FIELD_NUMBER: _builtins.int
     acceptor_id: _builtins.int
     """Index of the answering acceptor in the cluster's acceptor list."""
     txn_id: _builtins.str
@@ -515,6 +516,12 @@ class Phase2bBundle(_message.Message):
     def states(self) -> _containers.RepeatedCompositeFieldContainer[Global___InstanceState]:
         """One entry per instance the acceptor has state for."""
 
+    @_builtins.property
+    def acknowledged(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The RMs whose acknowledgement of the outcome this acceptor holds: a replica that
+        records the outcome after a recovery passes them on to the acceptors that lack them.
+        """
+
     def __init__(
         self,
         *,
@@ -525,10 +532,11 @@ class Phase2bBundle(_message.Message):
         outcome: Global___Outcome.ValueType = ...,
         age_ms: _builtins.int = ...,
         collected: _builtins.bool = ...,
+        acknowledged: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["acceptor_id", b"acceptor_id", "age_ms", b"age_ms", "collected", b"collected", "complete", b"complete", "outcome", b"outcome", "states", b"states", "txn_id", b"txn_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acceptor_id", b"acceptor_id", "acknowledged", b"acknowledged", "age_ms", b"age_ms", "collected", b"collected", "complete", b"complete", "outcome", b"outcome", "states", b"states", "txn_id", b"txn_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
