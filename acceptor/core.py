@@ -242,4 +242,5 @@ def bundle(acceptor: int, rec: TxnRecord | None, msg: BundleRequest, now_ms: int
         max(0, now_ms - rec.first_seen_ms),
         rec.collected,
         rec.acked,
+        rec.participants,
     )

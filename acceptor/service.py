@@ -226,6 +226,8 @@ class AcceptorServicer(pb_grpc.AcceptorServicer):
             age_ms=b.age_ms,
             collected=b.collected,
             acknowledged=sorted(b.acked),
+            participants=sorted(b.participants or ()),
+            participants_known=b.participants is not None,
         )
 
     # ---------------------------------------------------------------- batched stream

@@ -211,8 +211,12 @@ def phase2b_from_pb(acceptor: int, r: pb.Phase2bReply) -> Phase2b:
 
 def bundle_from_pb(acceptor: int, r: pb.Phase2bBundle) -> Bundle:
     acked = frozenset(validate_id("rm id", a) for a in r.acknowledged)
+    participants = (
+        frozenset(validate_id("rm id", p) for p in r.participants) if r.participants_known else None
+    )
+    states = states_from_pb(r.states)
     return Bundle(
-        r.txn_id, acceptor, states_from_pb(r.states), _recorded(r.outcome), r.age_ms, r.collected, acked
+        r.txn_id, acceptor, states, _recorded(r.outcome), r.age_ms, r.collected, acked, participants
     )
 
 

@@ -350,7 +350,9 @@ class CoordinatorNode:
                 # a collected record, it says every RM acknowledged: an acceptor that missed
                 # the acknowledgements collects it too, instead of keeping it for ever.
                 known = learner.tally.known_set()
-                rms = frozenset(known.rms) if known is not None else None
+                # The set from the registrar's chosen value, else as an acceptor recorded it
+                # (a decision read from a record carries no instance states).
+                rms = frozenset(known.rms) if known is not None else learner.participants
                 # The acks the bundles reported go too: an acceptor that had no record when
                 # they were passed on alone (it keeps none for a transaction it lacks) gets
                 # them with the record, or it could never collect. (Only with the set:

@@ -77,8 +77,10 @@ class Learner:
         self.decided_here = False
         #: Learned from a collected record: every RM of the set acknowledged the outcome.
         self.all_acked = False
-        #: The acknowledgements the acceptors' bundles reported (passed on with the record).
+        #: The acknowledgements the acceptors' bundles reported (passed on with the record),
+        #: and the registrar's set one of them recorded with the outcome.
         self.acked: set[str] = set()
+        self.participants: frozenset[str] | None = None
 
     @property
     def finished(self) -> bool:
@@ -115,6 +117,8 @@ class Learner:
         if not isinstance(msg, Bundle):
             return
         self.acked |= msg.acked
+        if msg.participants is not None and self.participants is None:
+            self.participants = msg.participants
         self.tally.add(msg.acceptor, msg.states)
         if msg.outcome is not Outcome.PENDING:
             self.all_acked = msg.collected

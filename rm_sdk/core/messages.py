@@ -173,6 +173,8 @@ class Bundle:
     collected: bool = False
     #: The acknowledgements this acceptor holds.
     acked: frozenset[str] = frozenset()
+    #: The registrar's set as recorded here with the outcome (None: not recorded here).
+    participants: frozenset[str] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -158,6 +158,7 @@ def test_a_record_that_says_every_rm_acknowledged_makes_a_lagging_acceptor_colle
     assert b.collected and b.outcome is Outcome.COMMITTED
     live = core.bundle(2, told.record, BundleRequest("t"), 4)
     assert not live.collected and live.acked == {"a", "b"}  # the acks it holds, reported
+    assert live.participants == {"a", "b"}  # and the set recorded with the outcome
 
 
 def test_record_outcome_wire_carries_acks_and_collection() -> None:
@@ -172,10 +173,14 @@ def test_record_outcome_wire_carries_acks_and_collection() -> None:
     assert pb.RecordOutcomeReply.DESCRIPTOR.fields_by_name["collected"].number == 3
     assert pb.Phase2bBundle.DESCRIPTOR.fields_by_name["collected"].number == 7
     assert pb.Phase2bBundle.DESCRIPTOR.fields_by_name["acknowledged"].number == 8
+    assert pb.Phase2bBundle.DESCRIPTOR.fields_by_name["participants"].number == 9
+    assert pb.Phase2bBundle.DESCRIPTOR.fields_by_name["participants_known"].number == 10
     b = bundle_from_pb(
         1, pb.Phase2bBundle(txn_id="t", outcome=pb.OUTCOME_COMMITTED, collected=True, acknowledged=["a"])
     )
-    assert b.collected and b.acceptor == 1 and b.acked == {"a"}
+    assert b.collected and b.acceptor == 1 and b.acked == {"a"} and b.participants is None
+    known = bundle_from_pb(1, pb.Phase2bBundle(txn_id="t", participants_known=True))
+    assert known.participants == frozenset()  # an empty set is a set
 
 
 def test_the_writers_sql_names_every_column_of_the_schema() -> None:

@@ -725,6 +725,18 @@ def test_a_recovered_outcome_carries_the_acks_the_bundles_reported() -> None:
     assert len(rec) == N
     assert all(m.outcome is Outcome.COMMITTED and m.participants == {"a", "b"} for m in rec)
     assert all(m.acked == {"a", "b"} and not m.all_acked for m in rec)
+    # Decided from a record: no instance states, but the set that acceptor recorded (and
+    # its acks) go on to the others.
+    h3 = Harness()
+    h3.node.found_undecided(["t3"], h3.now)
+    h3.take()
+    h3.deliver(
+        Bundle(
+            "t3", 2, {}, Outcome.COMMITTED, 60_000, acked=frozenset({"a"}), participants=frozenset({"a", "b"})
+        )
+    )
+    rec3 = [m for _, m in h3.sent if isinstance(m, RecordOutcome)]
+    assert len(rec3) == N and all(m.participants == {"a", "b"} and m.acked == {"a"} for m in rec3)
     # The set unknown: the outcome is recorded, and no acks ride with it.
     h2 = Harness()
     h2.node.found_undecided(["t2"], h2.now)

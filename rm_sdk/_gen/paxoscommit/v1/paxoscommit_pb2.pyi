@@ -496,6 +496,8 @@ class Phase2bBundle(_message.Message):
     AGE_MS_FIELD_NUMBER: _builtins.int
     COLLECTED_FIELD_NUMBER: _builtins.int
     ACKNOWLEDGED_FIELD_NUMBER: _builtins.int
+    PARTICIPANTS_FIELD_NUMBER: _builtins.int
+    PARTICIPANTS_KNOWN_FIELD_NUMBER: _builtins.int
     acceptor_id: _builtins.int
     """Index of the answering acceptor in the cluster's acceptor list."""
     txn_id: _builtins.str
@@ -512,6 +514,7 @@ class Phase2bBundle(_message.Message):
     """The transaction is collected here (only its compact outcome record is left): every RM
     of its set acknowledged the outcome.
     """
+    participants_known: _builtins.bool
     @_builtins.property
     def states(self) -> _containers.RepeatedCompositeFieldContainer[Global___InstanceState]:
         """One entry per instance the acceptor has state for."""
@@ -520,6 +523,12 @@ class Phase2bBundle(_message.Message):
     def acknowledged(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """The RMs whose acknowledgement of the outcome this acceptor holds: a replica that
         records the outcome after a recovery passes them on to the acceptors that lack them.
+        """
+
+    @_builtins.property
+    def participants(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The registrar's set as a decider recorded it here (meaningful with participants_known):
+        passed on the same way, so that every acceptor knows who must acknowledge.
         """
 
     def __init__(
@@ -533,10 +542,12 @@ class Phase2bBundle(_message.Message):
         age_ms: _builtins.int = ...,
         collected: _builtins.bool = ...,
         acknowledged: _abc.Iterable[_builtins.str] | None = ...,
+        participants: _abc.Iterable[_builtins.str] | None = ...,
+        participants_known: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["acceptor_id", b"acceptor_id", "acknowledged", b"acknowledged", "age_ms", b"age_ms", "collected", b"collected", "complete", b"complete", "outcome", b"outcome", "states", b"states", "txn_id", b"txn_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acceptor_id", b"acceptor_id", "acknowledged", b"acknowledged", "age_ms", b"age_ms", "collected", b"collected", "complete", b"complete", "outcome", b"outcome", "participants", b"participants", "participants_known", b"participants_known", "states", b"states", "txn_id", b"txn_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
