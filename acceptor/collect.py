@@ -212,7 +212,7 @@ class Collector:
             # The deletes and inserts as one prepared statement each, run per row on the
             # DBAPI cursor: a SQLAlchemy ``in_()`` per batch retained its clause objects
             # (found with tracemalloc, ~130 bytes per collected transaction, for ever).
-            mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+            mark = self.store._hot_sql(conn).mark
             cur = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
             try:
                 if ids:
