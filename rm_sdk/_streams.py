@@ -303,6 +303,14 @@ def _rpc_error(code: grpc.StatusCode, details: str) -> grpc.aio.AioRpcError:
     return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details, None)
 
 
+def unwrap(r: pb.CoordinatorReply) -> pb.CoordinatorReply:
+    """``r``, or the error the unary call would have raised if it is a refusal."""
+    if r.WhichOneof("msg") == "refused":
+        code = grpc.StatusCode[r.refused.code] if r.refused.code in grpc.StatusCode.__members__ else None
+        raise _rpc_error(code or grpc.StatusCode.UNKNOWN, r.refused.detail)
+    return r
+
+
 def _expire(fut: asyncio.Future[Any]) -> None:
     if not fut.done():
         fut.set_exception(_rpc_error(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded"))
@@ -390,6 +398,36 @@ class StreamCoordinator:
             self._task = loop.create_task(self._run(), name="coordinator-link")
         return loop
 
+    @property
+    def connected(self) -> bool:
+        """The stream is up (a request sent now goes on it, after what was sent before)."""
+        return self._task is not None and not self._task.done()
+
+    def submit(
+        self, req: pb.CoordinatorRequest, timeout: float | None
+    ) -> asyncio.Future[pb.CoordinatorReply]:
+        """Send ``req`` now without waiting for its answer: the future gets the reply (a
+        refusal is raised by :func:`unwrap`) or the error the awaited call would raise."""
+        loop = self._ensure_running()
+        seq = next(self._seq)
+        req.seq = seq
+        fut: asyncio.Future[pb.CoordinatorReply] = loop.create_future()
+        self._pending[seq] = fut
+        self._queue.append(req)
+        assert self._wake is not None
+        self._wake.set()
+        timer = None if timeout is None else loop.call_later(timeout, _expire, fut)
+
+        def done(f: asyncio.Future[pb.CoordinatorReply]) -> None:
+            self._pending.pop(seq, None)
+            if timer is not None:
+                timer.cancel()
+            if not f.cancelled():
+                f.exception()  # retrieved: the caller may never look (an abandoned transaction)
+
+        fut.add_done_callback(done)
+        return fut
+
     async def _call(self, req: pb.CoordinatorRequest, timeout: float | None) -> pb.CoordinatorReply:
         loop = self._ensure_running()
         seq = next(self._seq)
@@ -407,10 +445,7 @@ class StreamCoordinator:
             self._pending.pop(seq, None)
             if timer is not None:
                 timer.cancel()
-        if r.WhichOneof("msg") == "refused":
-            code = grpc.StatusCode[r.refused.code] if r.refused.code in grpc.StatusCode.__members__ else None
-            raise _rpc_error(code or grpc.StatusCode.UNKNOWN, r.refused.detail)
-        return r
+        return unwrap(r)
 
     def _fail_all(self, details: str) -> None:
         pending, self._pending = self._pending, {}

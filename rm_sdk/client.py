@@ -18,6 +18,7 @@ import grpc
 
 from rm_sdk import _context, otel
 from rm_sdk._channels import TRANSIENT, Channels
+from rm_sdk._streams import unwrap
 from rm_sdk.core.messages import AbortCause, Decision
 from rm_sdk.protocol import Outcome, validate_id
 from rm_sdk.wire import decision_from_pb, outcome_from_pb, pb
@@ -216,6 +217,9 @@ class Client:
         if self._channels.coordinator_name is None:
             self._channels.use_coordinator_name(self.coordinators)
         self._next = 0
+        #: Each configured address's own address, as its Begin reply gave it (a Service
+        #: name resolves to one replica per stream): where a Begin needs no round trip.
+        self._owners: dict[str, str] = {}
         otel.configure("paxos-commit-client")
 
     async def __aenter__(self) -> Client:
@@ -247,13 +251,28 @@ class Client:
         return _TransactionBlock(self)
 
     async def begin(self) -> Transaction:
-        """Start a transaction at the first coordinator that answers."""
+        """Start a transaction at the next coordinator in turn (the first that answers).
+
+        No round trip once this client knows that coordinator's own address (from an
+        earlier Begin): the Begin is sent on its stream and not waited for. The client's
+        commit or abort follows it on that stream, and an RM's join that overtakes it
+        waits there for it. An error of that Begin is raised by :meth:`Transaction.commit`."""
         last: Exception | None = None
         txn_id = uuid.uuid4().hex
         start = self._next
         self._next += 1
         root = otel.start_root(txn_id) if otel.on else None
         span = otel.start("paxos.begin", txn_id) if root is not None else None
+        first = self.coordinators[start % len(self.coordinators)]
+        owner = self._owners.get(first)
+        if owner is not None:
+            link = self._channels.coordinator(owner)
+            if link.connected:
+                begun = link.submit(
+                    pb.CoordinatorRequest(begin=pb.BeginRequest(txn_id=txn_id)), self.rpc_timeout
+                )
+                otel.end(span, {"paxos.coordinator": owner})
+                return Transaction(self, TransactionContext(txn_id, owner), root, begun=(first, begun))
         for k in range(len(self.coordinators)):
             address = self.coordinators[(start + k) % len(self.coordinators)]
             try:
@@ -261,9 +280,11 @@ class Client:
                 r = await self._channels.coordinator(address).Begin(
                     pb.BeginRequest(txn_id=txn_id), timeout=self.rpc_timeout
                 )
+                self._owners[address] = r.coordinator
                 otel.end(span, {"paxos.coordinator": r.coordinator})
                 return Transaction(self, TransactionContext(r.txn_id, r.coordinator), root)
             except grpc.aio.AioRpcError as exc:
+                self._owners.pop(address, None)
                 if exc.code() not in TRANSIENT:
                     otel.end(span, error=exc.code().name)
                     otel.end(root, error=exc.code().name)
@@ -346,9 +367,18 @@ class Transaction:
     """One transaction, seen from the application that began it: pass :attr:`context`
     to the services that do its work, then :meth:`commit` (or :meth:`abort`)."""
 
-    def __init__(self, client: Client, context: TransactionContext, span: Any = None) -> None:
+    def __init__(
+        self,
+        client: Client,
+        context: TransactionContext,
+        span: Any = None,
+        *,
+        begun: tuple[str, asyncio.Future[pb.CoordinatorReply]] | None = None,
+    ) -> None:
         self.client = client
         self.context = context
+        #: A Begin not waited for (the configured address it stands for, its reply).
+        self._begun = begun
         #: The transaction's root span (OpenTelemetry), ended with its outcome.
         self._span = span
         self._finished = False
@@ -433,7 +463,26 @@ class Transaction:
         self._span = None
         return outcome
 
+    async def _check_begun(self) -> grpc.aio.AioRpcError | None:
+        """The Begin that was not waited for: raise its refusal; return the error of one
+        that may not have arrived (the stream broke), None if it was answered."""
+        if self._begun is None:
+            return None
+        configured, begun = self._begun
+        self._begun = None
+        try:
+            unwrap(await begun)
+        except grpc.aio.AioRpcError as exc:
+            # Ask for this replica's address again (by a Begin that is waited for).
+            if self.client._owners.get(configured) == self.context.coordinator:
+                del self.client._owners[configured]
+            if exc.code() not in TRANSIENT:
+                raise
+            return exc
+        return None
+
     async def _finish_call(self, abort_reason: str | None, wait_applied: bool = False) -> Outcome:
+        begin_error = await self._check_begun()
         stub = self.client._channels.coordinator(self.context.coordinator)
         try:
             r: pb.CommitReply | pb.AbortReply
@@ -453,7 +502,22 @@ class Transaction:
             # NOT_FOUND: the owner restarted and forgot us; otherwise it died or is cut off.
             if exc.code() not in TRANSIENT and exc.code() != grpc.StatusCode.NOT_FOUND:
                 raise
-            outcome, reason = await self.client.outcome(self.txn_id, wait=self.client.outcome_timeout)
+            if begin_error is not None:
+                # The Begin may never have reached the owner: then no replica knows the
+                # transaction, and nothing of it can commit (no RM could join it).
+                try:
+                    outcome, reason = await self.client.outcome(
+                        self.txn_id, wait=self.client.outcome_timeout, raise_not_found=True
+                    )
+                except TransactionNotFound:
+                    self._finished = True
+                    self._reason = (
+                        f"the transaction never began at {self.context.coordinator}: {begin_error.details()}"
+                    )
+                    self._aborted = CoordinatorFailed(self.txn_id, self._reason)
+                    raise self._aborted from exc
+            else:
+                outcome, reason = await self.client.outcome(self.txn_id, wait=self.client.outcome_timeout)
             if outcome is Outcome.PENDING:
                 raise OutcomeUnknown(
                     f"transaction {self.txn_id}: no coordinator knows the outcome yet"

@@ -71,6 +71,11 @@ class CoordinatorTimeouts:
     keep_decided: int = 10_000
     #: Transactions whose first question is remembered (pitfall 9's clock).
     keep_asked: int = 100_000
+    #: How long a join for a transaction not begun here waits for its Begin: the client
+    #: does not wait for Begin's reply, so an RM's join on another stream may overtake it.
+    park_join: float = 2.0
+    #: Joins waiting for a Begin at most (more are not found at once).
+    keep_parked: int = 10_000
 
 
 class CoordinatorNode:
@@ -90,6 +95,9 @@ class CoordinatorNode:
         #: Acknowledgements answered only once a majority holds them (an owner that
         #: crashed with them in memory must not have told the RM they were taken).
         self._acks: dict[str, _AckWait] = {}
+        #: Joins that overtook their transaction's Begin: (deadline, [(token, join)]).
+        self._parked: dict[str, tuple[float, list[tuple[Any, Join]]]] = {}
+        self._n_parked = 0
         self.ready = Ready()
 
     # ------------------------------------------------------------ inputs
@@ -110,6 +118,7 @@ class CoordinatorNode:
                 raise RegistrationClosed(f"transaction {txn_id} exists already")
             self.owned[txn_id] = Owner(txn_id, self.n, now, self.timeouts.owner, self.ballots)
             out.reply(token, msg)
+            self._unpark(txn_id, now)
             return
         if isinstance(msg, AskOutcome):
             self._ask(token, txn_id, msg.wait, now)
@@ -120,10 +129,9 @@ class CoordinatorNode:
         done = self.decided.get(txn_id)
         owner = self.owned.get(txn_id)
         if owner is None and done is None:
-            raise NotFound(
-                f"unknown transaction {txn_id!r} at this coordinator: it was begun elsewhere or "
-                "this coordinator restarted (its outcome is still available through GetOutcome)"
-            )
+            if isinstance(msg, Join) and self._park(token, msg, now):
+                return
+            raise _not_found(txn_id)
         if isinstance(msg, Join):
             validate_id("rm id", msg.rm_id)
             if owner is not None:
@@ -155,6 +163,41 @@ class CoordinatorNode:
                 assert done is not None
                 out.reply(token, Decided(txn_id, done[0]))
         self._settle(txn_id)
+
+    def _park(self, token: Any, msg: Join, now: float) -> bool:
+        """Hold a join for a transaction not begun here until its Begin comes or
+        ``park_join`` passes; False if too many wait already."""
+        validate_id("rm id", msg.rm_id)
+        if self._n_parked >= self.timeouts.keep_parked:
+            return False
+        entry = self._parked.get(msg.txn_id)
+        if entry is None:
+            entry = self._parked[msg.txn_id] = (now + self.timeouts.park_join, [])
+            self._deadlines.at(entry[0], msg.txn_id)
+        entry[1].append((token, msg))
+        self._n_parked += 1
+        return True
+
+    def _unpark(self, txn_id: str, now: float) -> None:
+        """The Begin came: the joins that overtook it go on as if they had followed it."""
+        entry = self._parked.pop(txn_id, None)
+        if entry is None:
+            return
+        self._n_parked -= len(entry[1])
+        for token, join in entry[1]:
+            try:
+                self._request(token, join, now)
+            except ProtocolError as exc:
+                self.ready.reply(token, Failed(txn_id, exc))
+
+    def _park_expired(self, txn_id: str, now: float) -> None:
+        entry = self._parked.get(txn_id)
+        if entry is None or now < entry[0]:
+            return
+        del self._parked[txn_id]
+        self._n_parked -= len(entry[1])
+        for token, _join in entry[1]:
+            self.ready.reply(token, Failed(txn_id, _not_found(txn_id)))
 
     def _ask(self, token: Any, txn_id: str, wait: float, now: float) -> None:
         done = self.decided.get(txn_id)
@@ -291,6 +334,7 @@ class CoordinatorNode:
             if learner is not None:
                 learner.tick(now, self.ready)
             self._ack_expired(txn_id, now)
+            self._park_expired(txn_id, now)
             self._settle(txn_id)
             self._schedule(txn_id)
 
@@ -301,6 +345,11 @@ class CoordinatorNode:
 
     def next_deadline(self) -> float | None:
         return self._deadlines.next()
+
+    @property
+    def parked_joins(self) -> int:
+        """Joins waiting for their transaction's Begin."""
+        return self._n_parked
 
     @property
     def undecided_owned(self) -> int:
@@ -367,3 +416,10 @@ class CoordinatorNode:
         self.decided.move_to_end(txn_id)
         while len(self.decided) > self.timeouts.keep_decided:
             self.decided.popitem(last=False)
+
+
+def _not_found(txn_id: str) -> NotFound:
+    return NotFound(
+        f"unknown transaction {txn_id!r} at this coordinator: it was begun elsewhere or "
+        "this coordinator restarted (its outcome is still available through GetOutcome)"
+    )

@@ -38,7 +38,11 @@ class NullRM:
 def calls(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
     """Coordinator requests by kind, as the SDK's streams send them."""
     seen: dict[str, int] = {}
-    real_call, real_follow = StreamCoordinator._call, StreamCoordinator.follow
+    real_call, real_follow, real_submit = (
+        StreamCoordinator._call,
+        StreamCoordinator.follow,
+        StreamCoordinator.submit,
+    )
 
     async def call(self: StreamCoordinator, req: pb.CoordinatorRequest, timeout: Any) -> Any:  # noqa: ASYNC109
         kind = req.WhichOneof("msg") or ""
@@ -49,7 +53,13 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
         seen["follow"] = seen.get("follow", 0) + 1
         return real_follow(self, req, on_reply)
 
+    def submit(self: StreamCoordinator, req: pb.CoordinatorRequest, timeout: Any) -> Any:
+        kind = req.WhichOneof("msg") or ""
+        seen[kind] = seen.get(kind, 0) + 1
+        return real_submit(self, req, timeout)
+
     monkeypatch.setattr(StreamCoordinator, "_call", call)
+    monkeypatch.setattr(StreamCoordinator, "submit", submit)
     monkeypatch.setattr(StreamCoordinator, "follow", follow)
     return seen
 

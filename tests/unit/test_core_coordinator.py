@@ -29,6 +29,7 @@ from rm_sdk.core.messages import (
     BundleRequest,
     Commit,
     Decided,
+    Decision,
     Failed,
     Join,
     Joined,
@@ -278,6 +279,72 @@ def test_unknown_transaction_is_not_found_for_owner_requests() -> None:
     h.request("c", Commit("nope"))
     err = h.answer("c")
     assert isinstance(err, Failed) and isinstance(err.error, NotFound)
+
+
+def test_a_join_that_overtakes_its_begin_waits_for_it_and_then_joins() -> None:
+    """The client does not wait for Begin's reply: an RM's join on another stream may
+    arrive first. It is held, and answered as if it had followed the Begin."""
+    h = Harness()
+    h.request("j", Join("t1", "a"))
+    assert not [m for t, m in h.replies if t == "j"] and h.node.parked_joins == 1
+    assert "t1" not in h.node.owned
+    h.advance(1.9)
+    assert not [m for t, m in h.replies if t == "j"]
+    h.request("begin", Begin("t1"))
+    assert h.answer("j") == Joined("t1", "a") and h.node.parked_joins == 0
+    r = h.request("c", Commit("t1"))
+    reg = [m for _, m in r.sends if isinstance(m, Phase2a)]
+    assert reg and all(m.proposals == {REGISTRAR: RMSet.of({"a"})} for m in reg)
+    h.advance(1.0)  # the held join's deadline passes: nothing more is answered
+    assert len([m for t, m in h.replies if t == "j"]) == 1
+
+
+def test_a_held_join_is_not_found_once_the_park_time_passes_without_a_begin() -> None:
+    h = Harness()
+    h.request("j", Join("t1", "a"))
+    h.advance(TIMEOUTS.park_join - 0.01)
+    assert not [m for t, m in h.replies if t == "j"]
+    h.advance(0.02)
+    err = h.answer("j")
+    assert isinstance(err, Failed) and isinstance(err.error, NotFound)
+    assert h.node.parked_joins == 0 and "t1" not in h.node.owned
+    # A Begin after that does not answer it again.
+    h.request("begin", Begin("t1"))
+    assert len([m for t, m in h.replies if t == "j"]) == 1
+
+
+def test_joins_beyond_keep_parked_are_not_found_at_once() -> None:
+    h = Harness()
+    h.node.timeouts = CoordinatorTimeouts(keep_parked=1)
+    h.request("j1", Join("t1", "a"))
+    h.request("j2", Join("t2", "a"))
+    assert not [m for t, m in h.replies if t == "j1"]
+    err = h.answer("j2")
+    assert isinstance(err, Failed) and isinstance(err.error, NotFound)
+
+
+def test_only_joins_wait_for_a_begin_and_a_malformed_rm_id_is_refused_at_once() -> None:
+    """The client's own Commit and Abort follow its Begin on one stream: for them an
+    unknown transaction means a restarted owner, answered at once. An RM's prepare wait
+    comes only after its join was answered."""
+    h = Harness()
+    for token, msg in [
+        ("c", Commit("t1")),
+        ("a", Abort("t1", "no")),
+        ("w", AwaitPrepare("t1", "a", 1.0)),
+        ("bad", Join("t1", "bad rm!")),
+    ]:
+        h.request(token, msg)
+        assert isinstance(h.answer(token), Failed), token
+    assert h.node.parked_joins == 0
+
+
+def test_a_join_for_a_decided_transaction_is_not_held() -> None:
+    h = Harness()
+    h.node.decided["t1"] = (Decision(Outcome.ABORTED), RMSet.of({"a"}))
+    h.request("j", Join("t1", "z"))
+    err = h.answer("j")
+    assert isinstance(err, Failed) and isinstance(err.error, RegistrationClosed)
 
 
 def test_malformed_id_changes_nothing_and_fails() -> None:
