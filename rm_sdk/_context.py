@@ -7,12 +7,13 @@ transaction current without importing the gRPC interceptors (which import the cl
 from __future__ import annotations
 
 import contextlib
+import weakref
 from collections.abc import Iterator
 from contextvars import ContextVar
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from rm_sdk.client import TransactionContext
+    from rm_sdk.client import Transaction, TransactionContext
 
 _current: ContextVar[TransactionContext | None] = ContextVar("paxos_commit_txn", default=None)
 
@@ -30,3 +31,13 @@ def use(ctx: TransactionContext | None) -> Iterator[TransactionContext | None]:
         yield ctx
     finally:
         _current.reset(token)
+
+
+#: Transactions begun by a Client of this process and not finished, by id: an RM of this
+#: process may join one without waiting (its commit waits for the join instead).
+_local: weakref.WeakValueDictionary[str, Transaction] = weakref.WeakValueDictionary()
+
+
+def local(txn_id: str) -> Transaction | None:
+    """The unfinished transaction ``txn_id`` if a Client of this process began it."""
+    return _local.get(txn_id)

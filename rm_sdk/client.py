@@ -379,6 +379,10 @@ class Transaction:
         self.context = context
         #: A Begin not waited for (the configured address it stands for, its reply).
         self._begun = begun
+        #: Joins of this process's RMs not waited for by their work: (rm id, join).
+        self._joins: list[tuple[str, asyncio.Future[None]]] = []
+        self._closing = False
+        _context._local[context.txn_id] = self
         #: The transaction's root span (OpenTelemetry), ended with its outcome.
         self._span = span
         self._finished = False
@@ -390,6 +394,27 @@ class Transaction:
     def txn_id(self) -> str:
         """The transaction's id."""
         return self.context.txn_id
+
+    def defer_join(self, rm_id: str, join: asyncio.Future[None]) -> bool:
+        """Let an RM of this process go on with its work while its join is on its way:
+        :meth:`commit` waits for ``join`` before registration closes, and aborts the
+        transaction if it failed. False once commit or abort began (wait for it then)."""
+        if self._closing:
+            return False
+        self._joins.append((rm_id, join))
+        return True
+
+    async def _joins_done(self) -> str | None:
+        """Wait for the deferred joins; the reason to abort if one failed."""
+        joins, self._joins = self._joins, []
+        failed = None
+        if joins:
+            await asyncio.wait([join for _, join in joins])
+        for rm_id, join in joins:
+            exc = "cancelled" if join.cancelled() else join.exception()
+            if exc is not None:
+                failed = failed or f"resource manager {rm_id!r} could not join: {exc!r}"
+        return failed
 
     @property
     def reason(self) -> str:
@@ -482,7 +507,13 @@ class Transaction:
         return None
 
     async def _finish_call(self, abort_reason: str | None, wait_applied: bool = False) -> Outcome:
+        self._closing = True
+        _context._local.pop(self.txn_id, None)
         begin_error = await self._check_begun()
+        join_failed = await self._joins_done()
+        if join_failed is not None and abort_reason is None:
+            # Registration must not close without it: abort instead, naming the RM.
+            abort_reason = join_failed
         stub = self.client._channels.coordinator(self.context.coordinator)
         try:
             r: pb.CommitReply | pb.AbortReply

@@ -96,7 +96,7 @@ class Ledger:
     async def _change(self, ctx: TransactionContext, account: str, delta: int) -> None:
         if self._db.execute("SELECT 1 FROM accounts WHERE name = ?", (account,)).fetchone() is None:
             raise KeyError(f"no account {account!r} at {self.rm_id}")
-        await self.participant.join(ctx)
+        await self.participant.join(ctx, defer=True)
         work = self._pending.setdefault(ctx.txn_id, {})
         work[account] = work.get(account, 0) + delta
 

@@ -30,7 +30,7 @@ from typing import Any, Protocol
 
 import grpc
 
-from rm_sdk import otel, tracing
+from rm_sdk import _context, otel, tracing
 from rm_sdk._channels import TRANSIENT, Channels
 from rm_sdk._streams import StreamAcceptors, StreamCoordinator, _rpc_error
 from rm_sdk.client import Client, TransactionContext
@@ -159,6 +159,8 @@ class Participant:
         self._learning: dict[object, asyncio.Future[Any]] = {}
         #: Open following joins, by transaction.
         self._follows: dict[str, _Follow] = {}
+        #: Joins under way that the work did not wait for (join with defer), by transaction.
+        self._deferred: dict[str, asyncio.Task[None]] = {}
         self._learn_addrs: dict[str, list[str]] = {}
         self._done: collections.deque[str] = collections.deque()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -198,12 +200,48 @@ class Participant:
 
     # ------------------------------------------------------------------ public API
 
-    async def join(self, ctx: TransactionContext) -> None:
+    async def join(self, ctx: TransactionContext, *, defer: bool = False) -> None:
         """Join the transaction (once; later calls are no-ops). Returns when the
         registrar has the join, so the application may commit after this.
 
+        ``defer``: if a :class:`~rm_sdk.client.Client` of this process began the
+        transaction and has not begun to commit it, return at once; the join goes on its
+        way meanwhile, its commit waits for it (and aborts the transaction if it failed),
+        and if it fails the resource's ``abort`` undoes the work. Until the join is
+        answered :meth:`joining` is true and :attr:`states` does not have the transaction.
+
         One request carries the join, the wait for Prepare and the outcome question (a
         following join): the coordinator answers it at each step."""
+        if ctx.txn_id in self.states or ctx.txn_id in self._deferred:
+            return
+        if defer:
+            txn = _context.local(ctx.txn_id)
+            if txn is not None:
+                task = self._running_loop().create_task(self._join(ctx), name=f"join-{ctx.txn_id}")
+                if txn.defer_join(self.rm.rm_id, task):
+                    self._deferred[ctx.txn_id] = task
+                    task.add_done_callback(lambda t: self._deferred_done(ctx.txn_id, t))
+                    return
+                await task
+                return
+        await self._join(ctx)
+
+    def joining(self, txn_id: str) -> bool:
+        """A deferred join (:meth:`join` with ``defer``) of ``txn_id`` is on its way."""
+        return txn_id in self._deferred
+
+    def _deferred_done(self, txn_id: str, task: asyncio.Task[None]) -> None:
+        self._deferred.pop(txn_id, None)
+        if task.cancelled() or task.exception() is None:
+            return
+        log.info(
+            "rm %s: deferred join of %s failed: %r; undoing its work", self.rm.rm_id, txn_id, task.exception()
+        )
+        if txn_id not in self.states:  # never joined: nobody else will tell the resource
+            undo = self._running_loop().create_task(self.rm.abort(txn_id))
+            undo.add_done_callback(_log_undo_failure)
+
+    async def _join(self, ctx: TransactionContext) -> None:
         if ctx.txn_id in self.states:
             return
         coord = self._channels.coordinator(ctx.coordinator)
@@ -718,3 +756,8 @@ def _prepare_reply(req: AwaitPrepare, r: pb.AwaitPrepareReply) -> CoordinatorRep
     if outcome_from_pb(r.outcome) is Outcome.PENDING:
         return Prepare(req.txn_id, req.rm_id, prepare=False)
     return Decided(req.txn_id, decision_from_pb(r.outcome, r.reason, r.cause, r.rm_id))
+
+
+def _log_undo_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("undoing the work of a transaction whose join failed: %r", task.exception())

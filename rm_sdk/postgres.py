@@ -221,9 +221,11 @@ class PostgresRM:
                     # trip to the coordinator overlaps the BEGIN's to the database.
                     checkout = asyncio.ensure_future(self._checkout())
                 try:
-                    await self.participant.join(ctx)
+                    # Deferred when this process began the transaction: its commit waits
+                    # for the join, so the work need not.
+                    await self.participant.join(ctx, defer=True)
                     state = self.participant.states.get(ctx.txn_id)
-                    if state is not RMState.WORKING:
+                    if state is not RMState.WORKING and not self.participant.joining(ctx.txn_id):
                         raise RuntimeError(
                             f"transaction {ctx.txn_id} is {state.value if state else 'unknown'} at {self.rm_id}"
                         )
