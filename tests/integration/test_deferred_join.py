@@ -10,8 +10,7 @@ import asyncio
 import grpc
 import pytest
 
-from rm_sdk import Client, Outcome, Participant, RMState, Vote
-from rm_sdk import _context
+from rm_sdk import Client, Outcome, Participant, RMState, Vote, _context
 from rm_sdk._streams import _rpc_error
 from rm_sdk.client import TransactionAborted
 from rm_sdk.testing import InProcessCluster
