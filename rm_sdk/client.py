@@ -404,17 +404,16 @@ class Transaction:
         self._joins.append((rm_id, join))
         return True
 
-    async def _joins_done(self) -> str | None:
-        """Wait for the deferred joins; the reason to abort if one failed."""
+    async def _joins_done(self) -> tuple[str, str] | None:
+        """Wait for the deferred joins; if one failed, its RM and the reason to abort."""
         joins, self._joins = self._joins, []
-        failed = None
         if joins:
             await asyncio.wait([join for _, join in joins])
         for rm_id, join in joins:
             exc = "cancelled" if join.cancelled() else join.exception()
             if exc is not None:
-                failed = failed or f"resource manager {rm_id!r} could not join: {exc!r}"
-        return failed
+                return rm_id, f"resource manager {rm_id!r} could not join: {exc!r}"
+        return None
 
     @property
     def reason(self) -> str:
@@ -506,14 +505,29 @@ class Transaction:
             return exc
         return None
 
+    def _withheld(self, reason: str, rm_id: str) -> TransactionAborted:
+        """The abort of a commit not sent: an RM that could not join, or a lost Begin."""
+        if rm_id:
+            return RMRefused(self.txn_id, reason, rm_id)
+        return CoordinatorFailed(self.txn_id, reason)
+
     async def _finish_call(self, abort_reason: str | None, wait_applied: bool = False) -> Outcome:
         self._closing = True
         _context._local.pop(self.txn_id, None)
         begin_error = await self._check_begun()
         join_failed = await self._joins_done()
-        if join_failed is not None and abort_reason is None:
-            # Registration must not close without it: abort instead, naming the RM.
-            abort_reason = join_failed
+        #: Why commit was asked for and not sent: the transaction cannot commit then
+        #: (only this client's Commit closes its registration), so it is aborted.
+        withheld = None
+        failed_rm = ""
+        if abort_reason is None:
+            if begin_error is not None:
+                withheld = (
+                    f"the Begin may not have reached {self.context.coordinator}: {begin_error.details()}"
+                )
+            elif join_failed is not None:
+                failed_rm, withheld = join_failed  # registration must not close without it
+            abort_reason = withheld
         stub = self.client._channels.coordinator(self.context.coordinator)
         try:
             r: pb.CommitReply | pb.AbortReply
@@ -526,29 +540,21 @@ class Transaction:
             else:
                 r = await stub.Abort(
                     pb.AbortRequest(txn_id=self.txn_id, reason=abort_reason),
-                    timeout=self.client.outcome_timeout,
+                    timeout=self.client.rpc_timeout if withheld else self.client.outcome_timeout,
                 )
             decision = decision_from_pb(r.outcome, r.reason, r.cause, r.rm_id)
         except grpc.aio.AioRpcError as exc:
             # NOT_FOUND: the owner restarted and forgot us; otherwise it died or is cut off.
             if exc.code() not in TRANSIENT and exc.code() != grpc.StatusCode.NOT_FOUND:
                 raise
-            if begin_error is not None:
-                # The Begin may never have reached the owner: then no replica knows the
-                # transaction, and nothing of it can commit (no RM could join it).
-                try:
-                    outcome, reason = await self.client.outcome(
-                        self.txn_id, wait=self.client.outcome_timeout, raise_not_found=True
-                    )
-                except TransactionNotFound:
-                    self._finished = True
-                    self._reason = (
-                        f"the transaction never began at {self.context.coordinator}: {begin_error.details()}"
-                    )
-                    self._aborted = CoordinatorFailed(self.txn_id, self._reason)
-                    raise self._aborted from exc
-            else:
-                outcome, reason = await self.client.outcome(self.txn_id, wait=self.client.outcome_timeout)
+            if withheld is not None:
+                # No Commit was sent: the owner's recovery or its timeout aborts it, or no
+                # replica ever had it. Nothing to wait for.
+                self._finished = True
+                self._reason = f"not committed: {withheld}; the abort could not be delivered: {exc.details()}"
+                self._aborted = self._withheld(self._reason, failed_rm)
+                raise self._aborted from exc
+            outcome, reason = await self.client.outcome(self.txn_id, wait=self.client.outcome_timeout)
             if outcome is Outcome.PENDING:
                 raise OutcomeUnknown(
                     f"transaction {self.txn_id}: no coordinator knows the outcome yet"
@@ -557,7 +563,10 @@ class Transaction:
         self._finished = True
         if decision.outcome is Outcome.ABORTED:
             self._reason = decision.reason
-            self._aborted = TransactionAborted.from_decision(self.txn_id, decision)
+            if withheld is not None:
+                self._aborted = self._withheld(decision.reason, failed_rm)
+            else:
+                self._aborted = TransactionAborted.from_decision(self.txn_id, decision)
             raise self._aborted
         return decision.outcome
 

@@ -12,7 +12,7 @@ import pytest
 
 from rm_sdk import Client, Outcome, Participant, RMState, Vote, _context
 from rm_sdk._streams import _rpc_error
-from rm_sdk.client import TransactionAborted
+from rm_sdk.client import CoordinatorFailed, RMRefused
 from rm_sdk.testing import InProcessCluster
 
 
@@ -66,8 +66,9 @@ async def test_a_deferred_join_that_fails_aborts_the_transaction_and_undoes_the_
         txn = await client.begin()
         await p_good.join(txn.context, defer=True)
         await p_bad.join(txn.context, defer=True)
-        with pytest.raises(TransactionAborted, match="'bad' could not join"):
+        with pytest.raises(RMRefused, match="'bad' could not join") as info:
             await txn.commit()
+        assert info.value.rm_id == "bad"
         assert await p_good.applied(txn.txn_id) is RMState.ABORTED
         for _ in range(50):
             if ("abort", txn.txn_id) in bad.calls:
@@ -89,7 +90,8 @@ async def test_a_join_is_waited_for_when_the_transaction_is_not_this_process_or_
         await p.join(txn.context, defer=True)
         assert not p.joining(txn.txn_id) and p.states[txn.txn_id] is RMState.WORKING
         assert await txn.commit() is Outcome.COMMITTED
-        # Commit under way: a join then is not deferred (and fails: registration closed).
+        # Commit under way: a join then is not deferred. It is answered before join()
+        # returns: joined (if it reached the owner before the Commit) or refused.
         txn2 = await client.begin()
         late = RecordingRM("late")
         p_late = Participant(late, cluster.coordinators)
@@ -97,8 +99,13 @@ async def test_a_join_is_waited_for_when_the_transaction_is_not_this_process_or_
         commit = asyncio.ensure_future(txn2.commit())
         await asyncio.sleep(0)
         assert txn2._closing
-        with pytest.raises(grpc.aio.AioRpcError):
+        assert not txn2.defer_join("late", asyncio.get_running_loop().create_future())
+        try:
             await p_late.join(txn2.context, defer=True)
+        except grpc.aio.AioRpcError:
+            assert txn2.txn_id not in p_late.states
+        else:
+            assert p_late.states[txn2.txn_id] is not None
         assert not p_late.joining(txn2.txn_id)
         assert await commit is Outcome.COMMITTED
         await p.close()
@@ -120,7 +127,7 @@ async def test_begin_needs_no_round_trip_once_the_owner_is_known() -> None:
         await p.close()
 
 
-async def test_a_begin_that_never_arrived_fails_commit_as_never_begun() -> None:
+async def test_a_begin_that_may_not_have_arrived_aborts_at_once_and_commit_is_not_sent() -> None:
     async with InProcessCluster(acceptors=3) as cluster, Client(cluster.coordinators) as client:
         client.outcome_timeout = 5.0
         await (await client.begin()).abort()
@@ -134,6 +141,17 @@ async def test_a_begin_that_never_arrived_fails_commit_as_never_begun() -> None:
         await asyncio.wait([begun[1]])
         txn._begun = (begun[0], lost)  # type: ignore[assignment]
         txn.context = type(txn.context)("f" * 32, txn.context.coordinator)
-        with pytest.raises(TransactionAborted, match="never began"):
+        with pytest.raises(CoordinatorFailed, match="the Begin may not have reached"):
             await txn.commit()
         assert client._owners == {}, "the next Begin asks for the owner's address again"
+        # The owner had it (the Begin did arrive): the abort reached it, nothing waits.
+        await (await client.begin()).abort()  # learns the owner's address again
+        txn = await client.begin()
+        begun = txn._begun
+        assert begun is not None
+        await asyncio.wait([begun[1]])
+        txn._begun = (begun[0], lost)  # type: ignore[assignment]
+        with pytest.raises(CoordinatorFailed, match="the Begin may not have reached"):
+            await txn.commit()
+        outcome, _ = await client.outcome(txn.txn_id, wait=1.0)
+        assert outcome is Outcome.ABORTED
