@@ -226,6 +226,12 @@ class Participant:
                 return
         await self._join(ctx)
 
+    async def _joined_deferred(self, txn_id: str) -> None:
+        """Wait until a deferred join of ``txn_id`` on its way (if any) was answered."""
+        pending = self._deferred.get(txn_id)
+        if pending is not None:
+            await asyncio.wait([pending])
+
     def joining(self, txn_id: str) -> bool:
         """A deferred join (:meth:`join` with ``defer``) of ``txn_id`` is on its way."""
         return txn_id in self._deferred
@@ -365,6 +371,7 @@ class Participant:
 
     async def wait(self, txn_id: str) -> RMState:
         """Wait until this RM has finished ``txn_id`` (outcome applied, vote settled)."""
+        await self._joined_deferred(txn_id)
         if self._core.active(txn_id):
             await asyncio.shield(self._future(self._ended, txn_id))
         return self.states.get(txn_id, RMState.WORKING)
@@ -372,6 +379,7 @@ class Participant:
     async def applied(self, txn_id: str) -> RMState:
         """Wait until the outcome of ``txn_id`` is applied to the resource (COMMITTED or
         ABORTED). LookupError if this participant does not run it and never finished it."""
+        await self._joined_deferred(txn_id)
         state = self.states.get(txn_id)
         if state in (RMState.COMMITTED, RMState.ABORTED):
             return state
@@ -386,6 +394,7 @@ class Participant:
         commit or a timeout and ``commit()`` raises :class:`~rm_sdk.client.RMRefused`
         naming this RM (``reason`` in its text). Returns False, doing nothing, once this
         RM began to prepare (it then votes as its ``prepare`` says) or finished."""
+        await self._joined_deferred(txn_id)  # the vote needs the transaction joined
         refused: list[bool] = []
         self._step(lambda now, out: refused.append(self._core.refuse(txn_id, reason, now, out)))
         if not refused or not refused[0]:

@@ -155,3 +155,21 @@ async def test_a_begin_that_may_not_have_arrived_aborts_at_once_and_commit_is_no
             await txn.commit()
         outcome, _ = await client.outcome(txn.txn_id, wait=1.0)
         assert outcome is Outcome.ABORTED
+
+
+async def test_refusing_while_the_deferred_join_is_on_its_way_waits_for_it_and_votes_no() -> None:
+    """Early abort (an RM whose work failed votes no at once) must not be lost because
+    the join was not answered yet when the work failed."""
+    async with InProcessCluster(acceptors=3) as cluster, Client(cluster.coordinators) as client:
+        rm = RecordingRM("a")
+        p = Participant(rm, cluster.coordinators)
+        txn = await client.begin()
+        await p.join(txn.context, defer=True)
+        assert p.joining(txn.txn_id)
+        assert await p.refuse(txn.txn_id, "the work failed") is True
+        assert p.states[txn.txn_id] is RMState.ABORTED
+        outcome, reason = await client.outcome(txn.txn_id, wait=10)
+        assert outcome is Outcome.ABORTED and "the work failed" in reason
+        with pytest.raises(RMRefused):
+            await txn.commit()
+        await p.close()
