@@ -416,6 +416,7 @@ class StreamCoordinator:
         self._queue.append(req)
         assert self._wake is not None
         self._wake.set()
+        # A timer, not wait_for: no extra task per call.
         timer = None if timeout is None else loop.call_later(timeout, _expire, fut)
 
         def done(f: asyncio.Future[pb.CoordinatorReply]) -> None:
@@ -429,23 +430,7 @@ class StreamCoordinator:
         return fut
 
     async def _call(self, req: pb.CoordinatorRequest, timeout: float | None) -> pb.CoordinatorReply:
-        loop = self._ensure_running()
-        seq = next(self._seq)
-        req.seq = seq
-        fut: asyncio.Future[pb.CoordinatorReply] = loop.create_future()
-        self._pending[seq] = fut
-        self._queue.append(req)
-        assert self._wake is not None
-        self._wake.set()
-        # A timer, not wait_for: no extra task or future per call.
-        timer = None if timeout is None else loop.call_later(timeout, _expire, fut)
-        try:
-            r = await fut
-        finally:
-            self._pending.pop(seq, None)
-            if timer is not None:
-                timer.cancel()
-        return unwrap(r)
+        return unwrap(await self.submit(req, timeout))
 
     def _fail_all(self, details: str) -> None:
         pending, self._pending = self._pending, {}

@@ -217,7 +217,7 @@ class Participant:
         if defer:
             txn = _context.local(ctx.txn_id)
             if txn is not None:
-                task = self._running_loop().create_task(self._join(ctx), name=f"join-{ctx.txn_id}")
+                task = self._spawn(self._join(ctx))
                 if txn.defer_join(self.rm.rm_id, task):
                     self._deferred[ctx.txn_id] = task
                     task.add_done_callback(lambda t: self._deferred_done(ctx.txn_id, t))
@@ -244,8 +244,13 @@ class Participant:
             "rm %s: deferred join of %s failed: %r; undoing its work", self.rm.rm_id, txn_id, task.exception()
         )
         if txn_id not in self.states:  # never joined: nobody else will tell the resource
-            undo = self._running_loop().create_task(self.rm.abort(txn_id))
-            undo.add_done_callback(_log_undo_failure)
+            self._spawn(self._undo(txn_id))
+
+    async def _undo(self, txn_id: str) -> None:
+        try:
+            await self.rm.abort(txn_id)
+        except Exception as exc:
+            log.warning("rm %s: undoing the work of %s, whose join failed: %r", self.rm.rm_id, txn_id, exc)
 
     async def _join(self, ctx: TransactionContext) -> None:
         if ctx.txn_id in self.states:
@@ -579,10 +584,11 @@ class Participant:
         if f is not None and not f.done():
             f.set_result(state)
 
-    def _spawn(self, coro: Any) -> None:
+    def _spawn(self, coro: Any) -> asyncio.Task[None]:
         task = self._running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     def _on_acceptor(self, reply: AcceptorReply) -> None:
         if self._vote_spans:
@@ -765,8 +771,3 @@ def _prepare_reply(req: AwaitPrepare, r: pb.AwaitPrepareReply) -> CoordinatorRep
     if outcome_from_pb(r.outcome) is Outcome.PENDING:
         return Prepare(req.txn_id, req.rm_id, prepare=False)
     return Decided(req.txn_id, decision_from_pb(r.outcome, r.reason, r.cause, r.rm_id))
-
-
-def _log_undo_failure(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.warning("undoing the work of a transaction whose join failed: %r", task.exception())

@@ -38,27 +38,18 @@ class NullRM:
 def calls(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
     """Coordinator requests by kind, as the SDK's streams send them."""
     seen: dict[str, int] = {}
-    real_call, real_follow, real_submit = (
-        StreamCoordinator._call,
-        StreamCoordinator.follow,
-        StreamCoordinator.submit,
-    )
-
-    async def call(self: StreamCoordinator, req: pb.CoordinatorRequest, timeout: Any) -> Any:  # noqa: ASYNC109
-        kind = req.WhichOneof("msg") or ""
-        seen[kind] = seen.get(kind, 0) + 1
-        return await real_call(self, req, timeout)
+    real_follow, real_submit = StreamCoordinator.follow, StreamCoordinator.submit
 
     def follow(self: StreamCoordinator, req: pb.CoordinatorRequest, on_reply: Any) -> int:
         seen["follow"] = seen.get("follow", 0) + 1
         return real_follow(self, req, on_reply)
 
+    # Every request but a following join goes through submit (awaited or not).
     def submit(self: StreamCoordinator, req: pb.CoordinatorRequest, timeout: Any) -> Any:
         kind = req.WhichOneof("msg") or ""
         seen[kind] = seen.get(kind, 0) + 1
         return real_submit(self, req, timeout)
 
-    monkeypatch.setattr(StreamCoordinator, "_call", call)
     monkeypatch.setattr(StreamCoordinator, "submit", submit)
     monkeypatch.setattr(StreamCoordinator, "follow", follow)
     return seen
