@@ -42,7 +42,7 @@ from rm_sdk.core.messages import (
     RecordOutcome,
 )
 from rm_sdk.identity import RM, Identity
-from rm_sdk.protocol import Instance, Outcome, ProtocolError, Value, validate_id
+from rm_sdk.protocol import REGISTRAR, Instance, Outcome, ProtocolError, Value, validate_id
 from rm_sdk.wire import (
     ballot_from_pb,
     outcome_from_pb,
@@ -272,6 +272,9 @@ class AcceptorServicer(pb_grpc.AcceptorServicer):
         #: Per step: the request's seq, kind, (for a bundle request) it and its wait, and
         #: whether another reply to the seq follows.
         asks: list[_Ask] = []
+        # Replies nobody waits on (to RMs' own votes and outcome records) leave lazily:
+        # with the stream's next write, or after LAZY_FLUSH (rm_sdk._streams).
+        lazy = True
         for req in requests:
             if isinstance(req, Undecodable):  # refused alone; the rest of the batch runs
                 self._count("undecodable", "INVALID_ARGUMENT")
@@ -284,6 +287,12 @@ class AcceptorServicer(pb_grpc.AcceptorServicer):
                     if req.HasField("then_bundle"):
                         self._authorize(ident, req.then_bundle)  # before any step is queued
                     m2 = _decode_phase2a(req.phase2a)
+                    # Lazy: an RM's vote, or a registrar 2a whose bundle (written at once)
+                    # follows and carries its 2b along.
+                    then_bundle = req.HasField("then_bundle")
+                    lazy = lazy and not (
+                        m2.ballot.is_leader_ballot or (REGISTRAR in m2.proposals and not then_bundle)
+                    )
                     fn = _step(core.phase2a, self.id, m2, now)
                     steps.append(
                         (
@@ -311,6 +320,7 @@ class AcceptorServicer(pb_grpc.AcceptorServicer):
                         replies.open += 1
                         continue
                 elif kind == "await_phase2b":
+                    lazy = False
                     r = req.await_phase2b
                     self._authorize(ident, r)
                     mb = BundleRequest(validate_id("transaction id", r.txn_id))
@@ -319,6 +329,7 @@ class AcceptorServicer(pb_grpc.AcceptorServicer):
                     asks.append((req.seq, kind, mb, clamp_wait_ms(r.wait_ms), False))
                     continue
                 elif kind == "phase1a":
+                    lazy = False
                     self._authorize(ident, req.phase1a)
                     m1 = _decode_phase1a(req.phase1a)
                     steps.append(
@@ -342,9 +353,9 @@ class AcceptorServicer(pb_grpc.AcceptorServicer):
         fut = self.store.apply_many(steps)
         if otel.on:  # each step's span, from the batch's arrival to its durability
             spans = ([t for t, _ in steps], time.time_ns())
-            fut.add_done_callback(lambda f: self._on_durable(f, asks, replies, spans))
+            fut.add_done_callback(lambda f: self._on_durable(f, asks, replies, spans, lazy))
         else:
-            fut.add_done_callback(lambda f: self._on_durable(f, asks, replies))
+            fut.add_done_callback(lambda f: self._on_durable(f, asks, replies, None, lazy))
 
     def _on_durable(
         self,
@@ -352,9 +363,11 @@ class AcceptorServicer(pb_grpc.AcceptorServicer):
         asks: list[_Ask],
         replies: StreamReplies,
         spans: tuple[list[str], int] | None = None,
+        lazy: bool = False,
     ) -> None:
         """A group's steps are durable (or storage failed): trace, then reply. ``spans``
-        (tracing on): the steps' transaction ids and when the batch arrived."""
+        (tracing on): the steps' transaction ids and when the batch arrived. ``lazy``:
+        nobody waits on these replies (see :meth:`StreamReplies.emit`)."""
         if fut.cancelled() or fut.exception() is not None:
             exc = None if fut.cancelled() else fut.exception()
             log.warning("acceptor %d: storage failed: %r", self.id, exc)
@@ -374,6 +387,7 @@ class AcceptorServicer(pb_grpc.AcceptorServicer):
                     code, detail = "UNAVAILABLE", "storage failed"
                 self._count(kind, code)
                 out.append(_refusal(seq, code, detail, more))
+                lazy = False  # a refused vote moves its RM on to another acceptor: at once
                 continue
             if bundle_req is not None:
                 watches.append((seq, bundle_req, res.value, wait))
@@ -392,7 +406,7 @@ class AcceptorServicer(pb_grpc.AcceptorServicer):
             else:
                 out.append(pb.AcceptorReply(seq=seq, recorded=self._reply_pb(reply)))
         if out:
-            replies.emit_all(out)
+            replies.emit_all(out, lazy)
         # After the replies above: a 2a's own reply leaves before its bundle.
         for w in watches:
             self._watch_bundle(*w, replies)

@@ -487,7 +487,8 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         child.inc()
         if more:
             replies.open += 1  # the request stays open for its next reply
-        replies.emit(reply)
+        # Nobody waits on an acknowledgement's answer: it rides with the next write.
+        replies.emit(reply, lazy=kind == "acknowledge")
 
     async def Stream(
         self,
@@ -677,7 +678,11 @@ def _outcome_pb(r: Any) -> pb.GetOutcomeReply:
         return pb.GetOutcomeReply(outcome=pb.OUTCOME_PENDING)
     d = _decision(r)
     return pb.GetOutcomeReply(
-        outcome=outcome_to_pb(d.outcome), reason=d.reason, cause=cause_to_pb(d.cause), rm_id=d.rm_id
+        outcome=outcome_to_pb(d.outcome),
+        reason=d.reason,
+        cause=cause_to_pb(d.cause),
+        rm_id=d.rm_id,
+        ack_awaited=r.ack_awaited,
     )
 
 
@@ -691,6 +696,7 @@ def _prepare_pb(r: Any) -> pb.AwaitPrepareReply:
         reason=d.reason,
         cause=cause_to_pb(d.cause),
         rm_id=d.rm_id,
+        ack_awaited=r.ack_awaited,
     )
 
 

@@ -17,6 +17,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from rm_sdk import tracing
+from rm_sdk._streams import LAZY_FLUSH
 from rm_sdk.protocol import ProtocolError
 
 __all__ = [
@@ -206,30 +207,46 @@ class StreamReplies:
     storage completion or a timer). Each request gets exactly one reply; replies after the
     stream ended are dropped, and ``on_close`` callbacks run then (cancel timers)."""
 
-    __slots__ = ("_out", "_wake", "closed", "on_close", "open")
+    __slots__ = ("_lazy", "_out", "_wake", "closed", "on_close", "open")
 
     def __init__(self) -> None:
         self._out: list[Any] = []
         self._wake = asyncio.Event()
+        #: The flush of lazy replies nothing else has carried yet (see :data:`LAZY_FLUSH`).
+        self._lazy: asyncio.TimerHandle | None = None
         self.closed = False
         self.on_close: list[Callable[[], None]] = []
         #: Requests read and not answered yet.
         self.open = 0
 
-    def emit(self, reply: Any) -> None:
+    def emit(self, reply: Any, lazy: bool = False) -> None:
+        """``lazy``: nobody waits on this reply (an acknowledgement's answer, a vote's
+        2b): it leaves with the stream's next write, or after :data:`LAZY_FLUSH`."""
         if self.closed:
             return
         self._out.append(reply)
         self.open -= 1
-        self._wake.set()
+        self._kick(lazy)
 
-    def emit_all(self, replies: Iterable[Any]) -> None:
+    def emit_all(self, replies: Iterable[Any], lazy: bool = False) -> None:
         if self.closed:
             return
         n = len(self._out)
         self._out.extend(replies)
         self.open -= len(self._out) - n
-        self._wake.set()
+        self._kick(lazy)
+
+    def _kick(self, lazy: bool) -> None:
+        if not lazy:
+            self._wake.set()
+        elif self._lazy is None and not self._wake.is_set():
+            self._lazy = asyncio.get_running_loop().call_later(LAZY_FLUSH, self._wake.set)
+
+    def _taken(self) -> None:
+        """The writer took everything queued: no lazy flush is owed."""
+        if self._lazy is not None:
+            self._lazy.cancel()
+            self._lazy = None
 
 
 async def serve_stream(
@@ -280,12 +297,14 @@ async def serve_stream(
                 await replies._wake.wait()
                 continue
             out, replies._out = replies._out, []
+            replies._taken()
             hello = False
             if replies.open < MAX_IN_FLIGHT:
                 room.set()
             yield make_batch(out, tracing.stamp())
     finally:
         replies.closed = True
+        replies._taken()
         reader.cancel()
         for cb in replies.on_close:
             cb()

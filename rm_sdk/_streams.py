@@ -30,6 +30,7 @@ from rm_sdk.core.messages import (
     OutcomeRecorded,
     Phase1a,
     Phase2a,
+    RecordOutcome,
     Refused,
 )
 from rm_sdk.protocol import ProtocolError, validate_id
@@ -49,6 +50,13 @@ log = logging.getLogger("paxos_commit.streams")
 
 #: Requests in flight on one link beyond which new ones fail at once (back-pressure).
 MAX_PENDING = 20_000
+
+#: Longest wait of a lazy message: one nobody waits on (an acknowledgement, an outcome
+#: record, the answers to those, the 2b of an RM's own vote). It does not wake its
+#: stream's writer: it leaves with the next message that does, or after this many
+#: seconds. Under load every write carries some; when idle, a transaction's
+#: bookkeeping rides on the next one's messages instead of costing writes of its own.
+LAZY_FLUSH = 0.02
 
 
 def open_channel(
@@ -112,6 +120,7 @@ class _Link:
         self.pending: dict[int, tuple[list[AcceptorRequest], float]] = {}
         self.seq = itertools.count(1)
         self.wake = asyncio.Event()
+        self.lazy: asyncio.TimerHandle | None = None
         #: Down after a stream broke, until a new one answers; requests then fail at once.
         self.down = False
         self.task = asyncio.get_running_loop().create_task(self._run(), name=f"acceptor-link-{index}")
@@ -136,7 +145,10 @@ class _Link:
         seq = next(self.seq)
         self.pending[seq] = ([msg], deadline)
         self.queue.append(request_to_pb(seq, msg))
-        self.wake.set()
+        if not isinstance(msg, RecordOutcome):
+            self.wake.set()
+        elif self.lazy is None and not self.wake.is_set():
+            self.lazy = self.owner.call_later(LAZY_FLUSH, self.wake.set)
 
     def fail_pending(self, older_than: float | None = None) -> None:
         """Give up on pending requests (all, or those past their deadline)."""
@@ -165,6 +177,9 @@ class _Link:
                         await self.wake.wait()
                         continue
                     batch, self.queue = self.queue, []
+                    if self.lazy is not None:
+                        self.lazy.cancel()
+                        self.lazy = None
                     await call.write(pb.AcceptorRequestBatch(requests=batch, lamport=tracing.stamp()))
                     if self.down is False:
                         backoff = 0.05
@@ -177,6 +192,9 @@ class _Link:
                     await reader
             self.down = True
             self.queue.clear()
+            if self.lazy is not None:
+                self.lazy.cancel()
+                self.lazy = None
             self.fail_pending()
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 1.0)
@@ -263,6 +281,10 @@ class StreamAcceptors:
     def deliver_soon(self, msg: AcceptorReply) -> None:
         asyncio.get_running_loop().call_soon(self.deliver, msg)
 
+    def call_later(self, delay: float, fn: Callable[[], None]) -> asyncio.TimerHandle:
+        assert self._loop is not None  # set by the first send
+        return self._loop.call_later(delay, fn)
+
     def send(self, acceptor: int, msg: AcceptorRequest) -> None:
         if self._closed:
             return
@@ -331,6 +353,7 @@ class StreamCoordinator:
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._lazy: asyncio.TimerHandle | None = None
 
     async def Begin(self, request: pb.BeginRequest, timeout: float | None = None) -> pb.BeginReply:
         r = await self._call(pb.CoordinatorRequest(begin=request), timeout)
@@ -361,9 +384,10 @@ class StreamCoordinator:
         return r.get_outcome
 
     async def Acknowledge(
-        self, request: pb.AcknowledgeRequest, timeout: float | None = None
+        self, request: pb.AcknowledgeRequest, timeout: float | None = None, lazy: bool = False
     ) -> pb.AcknowledgeReply:
-        r = await self._call(pb.CoordinatorRequest(acknowledge=request), timeout)
+        """``lazy``: nobody waits on it; it leaves with the next write (:data:`LAZY_FLUSH`)."""
+        r = unwrap(await self.submit(pb.CoordinatorRequest(acknowledge=request), timeout, lazy))
         return r.acknowledge
 
     def follow(
@@ -404,10 +428,11 @@ class StreamCoordinator:
         return self._task is not None and not self._task.done()
 
     def submit(
-        self, req: pb.CoordinatorRequest, timeout: float | None
+        self, req: pb.CoordinatorRequest, timeout: float | None, lazy: bool = False
     ) -> asyncio.Future[pb.CoordinatorReply]:
         """Send ``req`` now without waiting for its answer: the future gets the reply (a
-        refusal is raised by :func:`unwrap`) or the error the awaited call would raise."""
+        refusal is raised by :func:`unwrap`) or the error the awaited call would raise.
+        ``lazy``: it leaves with the next write, or after :data:`LAZY_FLUSH`."""
         loop = self._ensure_running()
         seq = next(self._seq)
         req.seq = seq
@@ -415,7 +440,10 @@ class StreamCoordinator:
         self._pending[seq] = fut
         self._queue.append(req)
         assert self._wake is not None
-        self._wake.set()
+        if not lazy:
+            self._wake.set()
+        elif self._lazy is None and not self._wake.is_set():
+            self._lazy = loop.call_later(LAZY_FLUSH, self._wake.set)
         # A timer, not wait_for: no extra task per call.
         timer = None if timeout is None else loop.call_later(timeout, _expire, fut)
 
@@ -433,6 +461,9 @@ class StreamCoordinator:
         return unwrap(await self.submit(req, timeout))
 
     def _fail_all(self, details: str) -> None:
+        if self._lazy is not None:
+            self._lazy.cancel()
+            self._lazy = None
         pending, self._pending = self._pending, {}
         follows, self._follows = self._follows, {}
         self._queue.clear()
@@ -472,6 +503,9 @@ class StreamCoordinator:
                     await wake.wait()
                     continue
                 batch, self._queue = self._queue, []
+                if self._lazy is not None:
+                    self._lazy.cancel()
+                    self._lazy = None
                 await call.write(pb.CoordinatorRequestBatch(requests=batch, lamport=tracing.stamp()))
             if not reader.cancelled() and isinstance(reader.exception(), grpc.aio.AioRpcError):
                 err = reader.exception()

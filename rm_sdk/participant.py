@@ -564,6 +564,9 @@ class Participant:
                     self._spawn(self._call_coordinator(eff))
             elif isinstance(eff, Applied):
                 self._resolve(self._applied, eff.txn_id, eff.state)
+                if self._vote_spans:
+                    # The acceptors' 2b answer the vote lazily: the outcome may come first.
+                    otel.end(self._vote_spans.pop(eff.txn_id, None), {"paxos.vote_acked": False})
             elif isinstance(eff, Ended):
                 self._resolve(self._ended, eff.txn_id, eff.state)
                 follow = self._follows.pop(eff.txn_id, None)
@@ -697,7 +700,9 @@ class Participant:
         )
         for k, addr in enumerate(addrs):
             try:
-                await self._channels.coordinator(addr).Acknowledge(request, timeout=self.rpc_timeout)
+                await self._channels.coordinator(addr).Acknowledge(
+                    request, timeout=self.rpc_timeout, lazy=not req.urgent
+                )
                 return
             except grpc.aio.AioRpcError as exc:
                 if exc.code() not in TRANSIENT or k == len(addrs) - 1:
@@ -755,7 +760,9 @@ def _follow_to_core(
             g = r.get_outcome
             if outcome_from_pb(g.outcome) is Outcome.PENDING:
                 return Pending(req.txn_id)
-            return Decided(req.txn_id, decision_from_pb(g.outcome, g.reason, g.cause, g.rm_id))
+            return Decided(
+                req.txn_id, decision_from_pb(g.outcome, g.reason, g.cause, g.rm_id), ack_awaited=g.ack_awaited
+            )
         if kind == "refused":
             r = _refusal_error(r.refused)
         else:
@@ -770,4 +777,6 @@ def _prepare_reply(req: AwaitPrepare, r: pb.AwaitPrepareReply) -> CoordinatorRep
         return Prepare(req.txn_id, req.rm_id)
     if outcome_from_pb(r.outcome) is Outcome.PENDING:
         return Prepare(req.txn_id, req.rm_id, prepare=False)
-    return Decided(req.txn_id, decision_from_pb(r.outcome, r.reason, r.cause, r.rm_id))
+    return Decided(
+        req.txn_id, decision_from_pb(r.outcome, r.reason, r.cause, r.rm_id), ack_awaited=r.ack_awaited
+    )

@@ -275,6 +275,9 @@ class Acknowledge:
     txn_id: str
     rm_id: str
     outcome: Outcome
+    #: Someone waits for it (:attr:`Decided.ack_awaited`): the driver sends it at once,
+    #: not lazily with the next message. Not on the wire.
+    urgent: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -309,11 +312,13 @@ class Prepare:
 @dataclass(frozen=True, slots=True)
 class Decided:
     """The outcome. ``applied``: every RM of the set acknowledged applying it (only
-    reported to a :class:`Commit` with ``wait_applied``)."""
+    reported to a :class:`Commit` with ``wait_applied``). ``ack_awaited`` (to an RM): a
+    commit caller waits for the RMs' acknowledgements, so they should not be deferred."""
 
     txn_id: str
     decision: Decision
     applied: bool = False
+    ack_awaited: bool = False
 
 
 @dataclass(frozen=True, slots=True)

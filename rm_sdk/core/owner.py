@@ -160,7 +160,7 @@ class Owner:
         if rm_id not in reg.joined and not (reg.closed is not None and rm_id in reg.closed.rms):
             raise RegistrationClosed(f"resource manager {rm_id!r} has not joined transaction {self.txn_id}")
         if self.decision is not None:
-            out.reply(token, Decided(self.txn_id, self.decision))
+            out.reply(token, self._decided_to_rm())
         elif self.known_set is not None and rm_id in self.known_set.rms:
             out.reply(token, Prepare(self.txn_id, rm_id))
         else:
@@ -172,7 +172,7 @@ class Owner:
         """An outcome question: answered at the decision, or PENDING after ``wait``."""
         self._refuse_if_foreign()
         if self.decision is not None:
-            out.reply(token, Decided(self.txn_id, self.decision))
+            out.reply(token, self._decided_to_rm())
         elif wait <= 0:
             out.reply(token, Pending(self.txn_id))
         else:
@@ -434,7 +434,7 @@ class Owner:
         out.log.append((self.txn_id, f"{d.outcome.value} {d.reason}".rstrip()))
         self._answer(out)
         for token in list(self.prepare_waiters):
-            out.reply(token, Decided(self.txn_id, d))
+            out.reply(token, self._decided_to_rm())
         self.prepare_waiters.clear()
         # The registrar's set, or on an abort every RM that joined (any may have acted).
         if self.known_set is not None:
@@ -471,10 +471,18 @@ class Owner:
 
     def _answer(self, out: Ready) -> None:
         assert self.decision is not None
-        for token in [*self.commit_waiters, *self.outcome_waiters]:
+        for token in self.commit_waiters:
             out.reply(token, Decided(self.txn_id, self.decision))
+        for token in self.outcome_waiters:
+            out.reply(token, self._decided_to_rm())
         self.commit_waiters.clear()
         self.outcome_waiters.clear()
+
+    def _decided_to_rm(self) -> Decided:
+        """The outcome for a question that may be an RM's: it says whether a commit caller
+        waits for the acknowledgements (then the RM sends its own at once)."""
+        assert self.decision is not None
+        return Decided(self.txn_id, self.decision, ack_awaited=bool(self.applied_waiters))
 
 
 def _show(v: object) -> str:

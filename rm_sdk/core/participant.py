@@ -279,6 +279,8 @@ class _Txn:
         self.ack_retry_at: float | None = None
         self.ack_inflight = False
         self.ack_settled = False
+        #: A commit caller waits for the acknowledgement (Decided.ack_awaited).
+        self.ack_awaited = False
 
     def next_deadline(self) -> float | None:
         times = [
@@ -394,6 +396,7 @@ class ParticipantCore:
                 t.lost_since = None
                 self._await_prepare(t, out)
             elif isinstance(reply, Decided):
+                t.ack_awaited = reply.ack_awaited
                 self._learned(t, reply.decision, now, out)
             else:
                 # Owner unreachable or gone: the outcome may be known elsewhere.
@@ -403,6 +406,7 @@ class ParticipantCore:
         else:
             t.asking = False
             if isinstance(reply, Decided):
+                t.ack_awaited = reply.ack_awaited
                 self._learned(t, reply.decision, now, out)
             elif t.phase is _Phase.AWAIT_PREPARE and not t.awaiting:
                 assert t.lost_since is not None
@@ -619,7 +623,11 @@ class ParticipantCore:
         t.ack_inflight = True
         t.ack_tries += 1
         outcome = Outcome.COMMITTED if t.state is RMState.COMMITTED else Outcome.ABORTED
-        out.effect(CallCoordinator(t.txn_id, t.coordinator, Acknowledge(t.txn_id, self.rm_id, outcome)))
+        out.effect(
+            CallCoordinator(
+                t.txn_id, t.coordinator, Acknowledge(t.txn_id, self.rm_id, outcome, urgent=t.ack_awaited)
+            )
+        )
 
     def _start_learner(self, t: _Txn, now: float, out: Ready) -> None:
         t.learn_at = None

@@ -45,10 +45,10 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
         return real_follow(self, req, on_reply)
 
     # Every request but a following join goes through submit (awaited or not).
-    def submit(self: StreamCoordinator, req: pb.CoordinatorRequest, timeout: Any) -> Any:
+    def submit(self: StreamCoordinator, req: pb.CoordinatorRequest, timeout: Any, lazy: bool = False) -> Any:
         kind = req.WhichOneof("msg") or ""
         seen[kind] = seen.get(kind, 0) + 1
-        return real_submit(self, req, timeout)
+        return real_submit(self, req, timeout, lazy)
 
     monkeypatch.setattr(StreamCoordinator, "submit", submit)
     monkeypatch.setattr(StreamCoordinator, "follow", follow)

@@ -234,6 +234,30 @@ def test_commit_wait_applied_is_answered_once_every_rm_acknowledged() -> None:
     assert isinstance(d, Decided) and d.applied
 
 
+@pytest.mark.parametrize("wait_applied", [False, True])
+def test_rms_are_told_whether_a_commit_caller_waits_for_their_acks(wait_applied: bool) -> None:
+    """Decided.ack_awaited, to every RM question (a waiting prepare, an outcome question
+    before and after the decision), is true exactly when a Commit waits for the acks."""
+    h = Harness()
+    h.begin()
+    h.request("early", AskOutcome("t1", 5.0))
+    r = h.request("c", Commit("t1", wait_applied=wait_applied))
+    h.deliver_all(r.sends)
+    for i in (0, 1):
+        h.acc.vote(i, "t1", "a", Vote.PREPARED)
+        h.acc.vote(i, "t1", "b", Vote.PREPARED)
+    h.deliver(h.acc.handle(0, BundleRequest("t1", 5.0)))
+    h.deliver(h.acc.handle(1, BundleRequest("t1", 5.0)))
+    h.request("late", AskOutcome("t1", 5.0))
+    h.request("prep", AwaitPrepare("t1", "a", 5.0))
+    for token in ("early", "late", "prep"):
+        d = h.answer(token)
+        assert isinstance(d, Decided) and d.decision.outcome is Outcome.COMMITTED
+        assert d.ack_awaited is wait_applied, token
+    if not wait_applied:
+        assert isinstance(h.answer("c"), Decided)
+
+
 def test_a_bundle_from_one_acceptor_does_not_decide() -> None:
     """Spec ``Decide``: chosen means a majority at one ballot; one acceptor is not one."""
     h = Harness()

@@ -17,11 +17,14 @@ from rm_sdk.protocol import Outcome
 
 
 class _Stub:
-    def __init__(self, addr: str, log: list[str], codes: dict[str, grpc.StatusCode]) -> None:
-        self.addr, self.log, self.codes = addr, log, codes
+    def __init__(
+        self, addr: str, log: list[str], codes: dict[str, grpc.StatusCode], lazy: list[bool]
+    ) -> None:
+        self.addr, self.log, self.codes, self.lazy = addr, log, codes, lazy
 
-    async def Acknowledge(self, request: Any, timeout: float | None = None) -> Any:  # noqa: ASYNC109
+    async def Acknowledge(self, request: Any, timeout: float | None = None, lazy: bool = False) -> Any:  # noqa: ASYNC109
         self.log.append(self.addr)
+        self.lazy.append(lazy)
         code = self.codes.get(self.addr)
         if code is not None:
             raise grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details=code.name)
@@ -33,21 +36,35 @@ class _Channels:
 
     def __init__(self, codes: dict[str, grpc.StatusCode]) -> None:
         self.log: list[str] = []
+        self.lazy: list[bool] = []
         self.codes = codes
 
     def coordinator(self, addr: str) -> _Stub:
-        return _Stub(addr, self.log, self.codes)
+        return _Stub(addr, self.log, self.codes, self.lazy)
 
 
-def _ack(codes: dict[str, grpc.StatusCode], prefer: str) -> tuple[list[str], BaseException | None]:
+def _ack(
+    codes: dict[str, grpc.StatusCode], prefer: str, urgent: bool = False, lazy: list[bool] | None = None
+) -> tuple[list[str], BaseException | None]:
     channels = _Channels(codes)
     p = Participant(NullRM("rm-a"), ["c1", "c2", "c3"], channels=channels)  # type: ignore[arg-type]
     err: BaseException | None = None
     try:
-        asyncio.run(p._acknowledge(Acknowledge("t1", "rm-a", Outcome.COMMITTED), prefer))
+        asyncio.run(p._acknowledge(Acknowledge("t1", "rm-a", Outcome.COMMITTED, urgent=urgent), prefer))
     except grpc.aio.AioRpcError as exc:
         err = exc
+    if lazy is not None:
+        lazy.extend(channels.lazy)
     return channels.log, err
+
+
+def test_an_ack_nobody_waits_for_is_sent_lazily_and_an_awaited_one_at_once() -> None:
+    lazy: list[bool] = []
+    _ack({"c1": grpc.StatusCode.UNAVAILABLE}, "c1", lazy=lazy)
+    assert lazy == [True, True]
+    lazy.clear()
+    _ack({"c1": grpc.StatusCode.UNAVAILABLE}, "c1", urgent=True, lazy=lazy)
+    assert lazy == [False, False]
 
 
 def test_the_ack_goes_to_the_coordinator_the_rm_joined_at_first() -> None:

@@ -385,6 +385,25 @@ def test_the_acknowledgement_is_sent_only_after_the_outcome_is_applied() -> None
     assert ack_req(r) == Acknowledge(T, RM, Outcome.COMMITTED)
 
 
+@pytest.mark.parametrize("awaited", [False, True])
+@pytest.mark.parametrize("via", ["outcome", "prepare"])
+def test_the_acknowledgement_is_urgent_exactly_when_the_outcome_said_a_caller_waits(
+    awaited: bool, via: str
+) -> None:
+    """Decided.ack_awaited (to the outcome question, or to the wait for Prepare) makes the
+    Acknowledge urgent: its driver sends it at once instead of lazily."""
+    h = Harness()
+    if via == "outcome":
+        r = h.prepared()
+        r = h.coord(ask_req(r), Decided(T, COMMIT, ack_awaited=awaited))
+        r = h.step(h.core.on_applied, T, True)
+    else:
+        r = h.join()
+        r = h.coord(await_req(r), Decided(T, ABORT, ack_awaited=awaited))
+        r = h.step(h.core.on_applied, T, True)
+    assert ack_req(r).urgent is awaited
+
+
 def test_an_unanswered_acknowledgement_is_retried_then_given_up() -> None:
     """No coordinator answering: a few tries with backoff, then the RM lets go (the
     transaction then stays live on the acceptors, visible in their metrics)."""

@@ -1087,6 +1087,7 @@ class GetOutcomeReply(_message.Message):
     REASON_FIELD_NUMBER: _builtins.int
     CAUSE_FIELD_NUMBER: _builtins.int
     RM_ID_FIELD_NUMBER: _builtins.int
+    ACK_AWAITED_FIELD_NUMBER: _builtins.int
     outcome: Global___Outcome.ValueType
     """OUTCOME_PENDING when still undecided after wait_ms."""
     reason: _builtins.str
@@ -1094,6 +1095,10 @@ class GetOutcomeReply(_message.Message):
     cause: Global___AbortCause.ValueType
     """For an abort: its cause, and the RM it names (RM_REFUSED, VOTE_TIMEOUT)."""
     rm_id: _builtins.str
+    ack_awaited: _builtins.bool
+    """A Commit with wait_applied waits for the asking RM's acknowledgement: send it at
+    once (acknowledgements otherwise ride lazily with the next message on the stream).
+    """
     def __init__(
         self,
         *,
@@ -1101,10 +1106,11 @@ class GetOutcomeReply(_message.Message):
         reason: _builtins.str = ...,
         cause: Global___AbortCause.ValueType = ...,
         rm_id: _builtins.str = ...,
+        ack_awaited: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cause", b"cause", "outcome", b"outcome", "reason", b"reason", "rm_id", b"rm_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack_awaited", b"ack_awaited", "cause", b"cause", "outcome", b"outcome", "reason", b"reason", "rm_id", b"rm_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1214,6 +1220,7 @@ class AwaitPrepareReply(_message.Message):
     REASON_FIELD_NUMBER: _builtins.int
     CAUSE_FIELD_NUMBER: _builtins.int
     RM_ID_FIELD_NUMBER: _builtins.int
+    ACK_AWAITED_FIELD_NUMBER: _builtins.int
     prepare: _builtins.bool
     """True: vote now. False: see outcome (ABORTED: do not prepare; PENDING: ask again)."""
     outcome: Global___Outcome.ValueType
@@ -1222,6 +1229,8 @@ class AwaitPrepareReply(_message.Message):
     cause: Global___AbortCause.ValueType
     """For an abort: its cause, and the RM it names (RM_REFUSED, VOTE_TIMEOUT)."""
     rm_id: _builtins.str
+    ack_awaited: _builtins.bool
+    """As GetOutcomeReply.ack_awaited, for an outcome that answers the wait for Prepare."""
     def __init__(
         self,
         *,
@@ -1230,10 +1239,11 @@ class AwaitPrepareReply(_message.Message):
         reason: _builtins.str = ...,
         cause: Global___AbortCause.ValueType = ...,
         rm_id: _builtins.str = ...,
+        ack_awaited: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cause", b"cause", "outcome", b"outcome", "prepare", b"prepare", "reason", b"reason", "rm_id", b"rm_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack_awaited", b"ack_awaited", "cause", b"cause", "outcome", b"outcome", "prepare", b"prepare", "reason", b"reason", "rm_id", b"rm_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
