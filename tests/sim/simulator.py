@@ -841,6 +841,8 @@ class Result:
     #: recovery ballot of its own.
     rm_resumed: bool = False
     rm_led: bool = False
+    #: Whether an RM's join reached the owner before the transaction's Begin.
+    join_first: bool = False
 
 
 Action = tuple[float, Callable[[], None]]
@@ -924,6 +926,9 @@ class Sim:
         self.violations: list[tuple[str, str]] = []
         self.rm_resumed = False
         self.rm_led = False
+        self.join_first = False
+        #: Transactions whose Begin some coordinator took.
+        self.begun: set[str] = set()
         self._last_states: dict[tuple[str, str], str] | None = None
         for name in self.coords:
             self._start_node(name)
@@ -1037,6 +1042,10 @@ class Sim:
                 self.event(f"lost: {m.dst}{'' if node is None else f'.{m.inc}'} is gone")
                 return
             if m.token is not None:
+                if isinstance(m.body, Begin):
+                    self.begun.add(m.body.txn_id)
+                elif isinstance(m.body, Join) and m.body.txn_id not in self.begun:
+                    self.join_first = True
                 node.request(m.token, m.body, self.now)
             else:
                 self.calls.pop(m.call, None)  # answered: the transport has nothing to give up
@@ -1591,14 +1600,21 @@ class Sim:
             causes=self.causes,
             rm_resumed=self.rm_resumed,
             rm_led=self.rm_led,
+            join_first=self.join_first,
         )
 
     def _begin(self) -> None:
-        """c0's first incarnation begins every transaction before the run."""
+        """c0's first incarnation begins every other transaction before the run; the
+        others' Begins are in flight (the SDK sends Begin without waiting), so RMs' joins,
+        and even the application's commit, may overtake them, and they may be lost."""
         slot = self.coords["c0"]
         assert slot.node is not None
-        for t in self.txns:
-            slot.node.request(("app", 0), Begin(t), self.now)
+        for k, t in enumerate(self.txns):
+            if k % 2:
+                self.send(Msg("app", "c0", Begin(t), token=("app", self.seq())))
+            else:
+                slot.node.request(("app", 0), Begin(t), self.now)
+                self.begun.add(t)
         slot.node.take_ready()
 
     def _faulty_phase(self) -> None:
@@ -1681,6 +1697,7 @@ class Sweep:
     #: Runs in which a restarted RM resumed a prepared transaction / an RM led a ballot.
     rm_resumed: int = 0
     rm_led: int = 0
+    join_first: int = 0
     seconds: float = 0.0
 
     def merge(self, other: Sweep) -> None:
@@ -1698,6 +1715,7 @@ class Sweep:
         self.rm_committed += other.rm_committed
         self.rm_resumed += other.rm_resumed
         self.rm_led += other.rm_led
+        self.join_first += other.join_first
         self.configs |= other.configs
         self.seconds = max(self.seconds, other.seconds)
 
@@ -1707,7 +1725,8 @@ class Sweep:
             f"{self.seeds} seeds in {self.seconds:.1f}s: {len(self.failures)} failed; txns {self.outcomes}; "
             f"{self.rm_committed} runs in which RMs committed; {self.steps} steps, {self.ballots} leader "
             f"ballots ({self.dueling} runs with two leaders, {self.rm_led} with an RM's own), "
-            f"{self.recovered} decisions by recovery, {self.rm_resumed} runs with a prepared RM restarted; "
+            f"{self.recovered} decisions by recovery, {self.rm_resumed} runs with a prepared RM restarted, "
+            f"{self.join_first} with a join before its Begin; "
             f"abort causes: {causes}"
         )
 
@@ -1737,6 +1756,7 @@ def sweep(
         out.rm_committed += res.committed_rms > 0
         out.rm_resumed += res.rm_resumed
         out.rm_led += res.rm_led
+        out.join_first += res.join_first
         for c in res.causes:
             out.causes[c] = out.causes.get(c, 0) + 1
         for o in res.outcomes.values():
