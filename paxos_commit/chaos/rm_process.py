@@ -35,6 +35,7 @@ from typing import Any
 
 import grpc
 
+from paxos_commit import serving
 from rm_sdk import Participant, TransactionContext, Vote
 
 __all__ = ["WORK_METHOD", "SqliteRM", "main", "work_stub"]
@@ -204,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--port-file", default=None)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    asyncio.run(serve(args))
+    serving.run(serve(args))
     return 0
 
 

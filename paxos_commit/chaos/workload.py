@@ -26,6 +26,7 @@ from pathlib import Path
 
 import grpc
 
+from paxos_commit import serving
 from rm_sdk import Client, Outcome, OutcomeUnknown, TransactionAborted
 
 from .rm_process import work_stub
@@ -152,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-seconds", type=float, default=600.0)
     p.add_argument("--stop-file", default=None, help="begin nothing new once this file exists")
     args = p.parse_args(argv)
-    asyncio.run(run(args))
+    serving.run(run(args))
     return 0
 
 
