@@ -92,3 +92,17 @@ async def channels() -> AsyncIterator[object]:
     ch = Channels()
     yield ch
     await ch.close()
+
+
+@pytest.fixture
+async def servicer(tmp_path: Path) -> AsyncIterator[object]:
+    """An acceptor's stream handler on a fresh SQLite store (driven directly, no server)."""
+    from acceptor.service import AcceptorServicer
+    from acceptor.storage import AcceptorStore, sqlite_url
+
+    store = AcceptorStore(sqlite_url(tmp_path / "acc.db"), 0, init=True)
+    await store.start()
+    try:
+        yield AcceptorServicer(store)
+    finally:
+        await store.close()

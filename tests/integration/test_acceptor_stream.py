@@ -8,10 +8,7 @@ import contextlib
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from acceptor.service import AcceptorServicer
-from acceptor.storage import AcceptorStore, sqlite_url
+from acceptor.storage import sqlite_url
 from paxos_commit.serving import StreamReplies
 from rm_sdk.core.messages import Phase2a
 from rm_sdk.protocol import REGISTRAR, RM_BALLOT, RMSet, Vote
@@ -46,16 +43,6 @@ async def _replies(r: StreamReplies, n: int, within: float = 2.0) -> list[Any]:
 async def _until(cond: Any) -> None:
     while not cond():  # noqa: ASYNC110 (no event to wait on: the store's commit is internal)
         await asyncio.sleep(0.01)
-
-
-@pytest.fixture
-async def servicer(tmp_path: Path) -> Any:
-    store = AcceptorStore(sqlite_url(tmp_path / "acc.db"), 0, init=True)
-    await store.start()
-    try:
-        yield AcceptorServicer(store)
-    finally:
-        await store.close()
 
 
 async def test_a_bundle_request_sees_a_vote_committed_in_the_same_storage_batch(servicer: Any) -> None:

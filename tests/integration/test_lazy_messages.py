@@ -14,8 +14,8 @@ import pytest
 
 import paxos_commit.serving as serving
 import rm_sdk._streams as streams
-from acceptor.service import AcceptorServicer, serve_acceptor
-from acceptor.storage import AcceptorStore, sqlite_url
+from acceptor.service import serve_acceptor
+from acceptor.storage import sqlite_url
 from coordinator.service import CoordinatorConfig, CoordinatorServicer
 from paxos_commit.serving import StreamReplies, serve_stream
 from rm_sdk._streams import StreamAcceptors, StreamCoordinator
@@ -52,16 +52,6 @@ def no_timer_flush(monkeypatch: pytest.MonkeyPatch) -> None:
     """Lazy messages leave only with an urgent one (the timer would take a minute)."""
     monkeypatch.setattr(serving, "LAZY_FLUSH", 60.0)
     monkeypatch.setattr(streams, "LAZY_FLUSH", 60.0)
-
-
-@pytest.fixture
-async def servicer(tmp_path: Path) -> Any:
-    store = AcceptorStore(sqlite_url(tmp_path / "acc.db"), 0, init=True)
-    await store.start()
-    try:
-        yield AcceptorServicer(store)
-    finally:
-        await store.close()
 
 
 async def test_serve_stream_holds_a_lazy_reply_until_an_urgent_one_or_the_flush(

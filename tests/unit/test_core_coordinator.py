@@ -152,6 +152,15 @@ class Harness:
         assert got, f"no answer to {token}"
         return got[-1]
 
+    def prepared_majority(self, txn: str = "t1", rms: tuple[str, ...] = ("a", "b")) -> None:
+        """Acceptors 0 and 1 (a majority) accept every RM's prepared vote; their bundles
+        reach the owner."""
+        for i in (0, 1):
+            for rm in rms:
+                self.acc.vote(i, txn, rm, Vote.PREPARED)
+        self.deliver(self.acc.handle(0, BundleRequest(txn, 5.0)))
+        self.deliver(self.acc.handle(1, BundleRequest(txn, 5.0)))
+
     def begin(self, txn: str = "t1", rms: tuple[str, ...] = ("a", "b")) -> None:
         self.request("begin", Begin(txn))
         for rm in rms:
@@ -196,11 +205,7 @@ def test_the_outcome_is_recorded_without_the_missing_acks_after_the_ack_wait() -
     h.begin()
     r = h.request("c", Commit("t1", wait_applied=True))
     h.deliver_all(r.sends)
-    for i in (0, 1):
-        h.acc.vote(i, "t1", "a", Vote.PREPARED)
-        h.acc.vote(i, "t1", "b", Vote.PREPARED)
-    h.deliver(h.acc.handle(0, BundleRequest("t1", 5.0)))
-    h.deliver(h.acc.handle(1, BundleRequest("t1", 5.0)))
+    h.prepared_majority()
     assert not [m for t, m in h.replies if t == "c"]  # waits for the RMs to apply
     h.request("ack-a", Acknowledge("t1", "a", Outcome.COMMITTED))
     r = h.advance(1.9)
@@ -222,11 +227,7 @@ def test_commit_wait_applied_is_answered_once_every_rm_acknowledged() -> None:
     h.begin()
     r = h.request("c", Commit("t1", wait_applied=True))
     h.deliver_all(r.sends)
-    for i in (0, 1):
-        h.acc.vote(i, "t1", "a", Vote.PREPARED)
-        h.acc.vote(i, "t1", "b", Vote.PREPARED)
-    h.deliver(h.acc.handle(0, BundleRequest("t1", 5.0)))
-    h.deliver(h.acc.handle(1, BundleRequest("t1", 5.0)))
+    h.prepared_majority()
     h.request("ack-a", Acknowledge("t1", "a", Outcome.COMMITTED))
     assert not [m for t, m in h.replies if t == "c"]
     h.request("ack-b", Acknowledge("t1", "b", Outcome.COMMITTED))
@@ -243,11 +244,7 @@ def test_rms_are_told_whether_a_commit_caller_waits_for_their_acks(wait_applied:
     h.request("early", AskOutcome("t1", 5.0))
     r = h.request("c", Commit("t1", wait_applied=wait_applied))
     h.deliver_all(r.sends)
-    for i in (0, 1):
-        h.acc.vote(i, "t1", "a", Vote.PREPARED)
-        h.acc.vote(i, "t1", "b", Vote.PREPARED)
-    h.deliver(h.acc.handle(0, BundleRequest("t1", 5.0)))
-    h.deliver(h.acc.handle(1, BundleRequest("t1", 5.0)))
+    h.prepared_majority()
     h.request("late", AskOutcome("t1", 5.0))
     h.request("prep", AwaitPrepare("t1", "a", 5.0))
     for token in ("early", "late", "prep"):
