@@ -252,6 +252,7 @@ class AcceptorServicer(pb_grpc.AcceptorServicer):
             functools.partial(self._on_requests, ident=ident),
             lambda replies, clock: pb.AcceptorReplyBatch(replies=replies, lamport=clock),
             self.metrics.on_stream_batch,
+            self.metrics.on_stream_reply_batch,
         ):
             yield batch
 

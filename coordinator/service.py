@@ -508,6 +508,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
             functools.partial(self._on_requests, ident=ident),
             lambda replies, clock: pb.CoordinatorReplyBatch(replies=replies, lamport=clock),
             self.metrics.on_stream_batch,
+            self.metrics.on_stream_reply_batch,
         ):
             yield batch
 

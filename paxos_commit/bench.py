@@ -49,18 +49,22 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _stream_counts(port: int | None) -> tuple[float, float]:
-    """(stream messages served, incoming stream batches) from a process's /metrics."""
+def _stream_counts(port: int | None) -> tuple[float, float, float]:
+    """(stream messages served, incoming stream batches, outgoing stream batches) from a
+    process's /metrics. Every stream write is one of the two kinds of batch at a server:
+    the services' own writes to acceptors arrive as the acceptors' incoming batches."""
     if not port:
-        return 0.0, 0.0
+        return 0.0, 0.0, 0.0
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    messages = batches = 0.0
+    messages = batches = replies = 0.0
     for line in text.splitlines():
         if line.startswith("paxos_commit_stream_messages_total{"):
             messages += float(line.rpartition(" ")[2])
         elif line.startswith("paxos_commit_stream_batch_size_count"):
             batches += float(line.rpartition(" ")[2])
-    return messages, batches
+        elif line.startswith("paxos_commit_stream_reply_batch_size_count"):
+            replies += float(line.rpartition(" ")[2])
+    return messages, batches, replies
 
 
 async def _measure(
@@ -125,6 +129,7 @@ async def _measure(
             done = max(1, len(latencies))
             msgs = sum(streams1[k][0] - streams0[k][0] for k in streams1)
             batches = sum(streams1[k][1] - streams0[k][1] for k in streams1)
+            writes = batches + sum(streams1[k][2] - streams0[k][2] for k in streams1)
             results.append(
                 {
                     "f": f,
@@ -142,6 +147,8 @@ async def _measure(
                     # Messages served in stream batches by the coordinator and acceptors.
                     "stream_messages_per_txn": round(msgs / done, 2),
                     "stream_messages_per_batch": round(msgs / batches, 2) if batches else None,
+                    # Stream writes of every process, both directions (each is a batch).
+                    "stream_writes_per_txn": round(writes / done, 2),
                     "cpu_ms_per_txn": {k: round((cpu1[k] - cpu0[k]) * 1000 / done, 3) for k in cpu1},
                 }
             )
@@ -194,7 +201,8 @@ async def run_bench(args: argparse.Namespace) -> int:
                 print(
                     f"c={r['concurrency']} F={r['f']} {mode}: {r['commits_per_s']} commits/s, p50 {r['latency_ms_p50']} ms, "
                     f"p99 {r['latency_ms_p99']} ms, {r['stream_messages_per_txn']} stream msgs/txn "
-                    f"({r['stream_messages_per_batch']}/batch); CPU ms/txn: {cpu}"
+                    f"({r['stream_messages_per_batch']}/batch), {r['stream_writes_per_txn']} stream writes/txn; "
+                    f"CPU ms/txn: {cpu}"
                 )
             print(f"c={run['concurrency']} F=1 / F=0 throughput x{run['f1_over_f0_throughput']}")
             if "tls_over_insecure_throughput" in run:

@@ -38,6 +38,12 @@ class _Base:
             buckets=_BATCH_BUCKETS,
             registry=self.registry,
         )
+        self.stream_reply_batch_size = Histogram(
+            "paxos_commit_stream_reply_batch_size",
+            "Replies per outgoing stream batch (one stream write each).",
+            buckets=_BATCH_BUCKETS,
+            registry=self.registry,
+        )
         self.authz_refusals = Counter(
             "paxos_commit_authz_refusals",
             "Requests refused by the authorization policy (paxos_commit.authz), by rule and peer role.",
@@ -59,6 +65,10 @@ class _Base:
     def on_stream_batch(self, size: int) -> None:
         if size:
             self.stream_batch_size.observe(size)
+
+    def on_stream_reply_batch(self, size: int) -> None:
+        if size:
+            self.stream_reply_batch_size.observe(size)
 
     def on_refusal(self, rule: str, role: str) -> None:
         self.authz_refusals.labels(rule, role).inc()

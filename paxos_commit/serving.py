@@ -281,13 +281,15 @@ async def serve_stream(
     on_requests: Callable[[Sequence[Any], StreamReplies], None],
     make_batch: Callable[[list[Any], int], Batch],
     on_batch: Callable[[int], None] | None = None,
+    on_reply_batch: Callable[[int], None] | None = None,
 ) -> AsyncIterator[Batch]:
     """The server side of a batched stream whose handler takes a whole incoming batch at
     once (``on_requests``: synchronous; it answers through :class:`StreamReplies`, at once
     or later). Replies are written in batches of everything ready while the previous write
-    was in flight (no timer). An empty incoming batch is answered with an empty one (the
-    peer's way to learn the stream is up). Reading stops while MAX_IN_FLIGHT requests are
-    open."""
+    was in flight (no timer; lazy replies wait for the next write or LAZY_FLUSH). An empty
+    incoming batch is answered with an empty one (the peer's way to learn the stream is
+    up). Reading stops while MAX_IN_FLIGHT requests are open. ``on_batch`` and
+    ``on_reply_batch`` get the size of each incoming and outgoing batch."""
     replies = StreamReplies()
     hello = False
     ended = False
@@ -328,6 +330,8 @@ async def serve_stream(
             hello = False
             if replies.open < MAX_IN_FLIGHT:
                 room.set()
+            if on_reply_batch is not None:
+                on_reply_batch(len(out))
             yield make_batch(out, tracing.stamp())
     finally:
         replies.closed = True

@@ -197,3 +197,24 @@ def test_up_serves_metrics_that_move_during_the_demo(tmp_path: Path) -> None:
         out, _ = proc.communicate(timeout=60)
     assert "exited; restarting it" in out, out
     assert proc.returncode == 0, out
+
+
+def test_bench_reports_messages_batches_and_writes_per_transaction(tmp_path: Path) -> None:
+    """``paxos-commit bench`` (a handful of transactions: figures come from the command
+    itself, not from a test) reports, per configuration, messages, batches and stream
+    writes per transaction and CPU per process; writes count both directions, so they
+    are at least the incoming batches."""
+    out = subprocess.run(
+        [sys.executable, "-m", "paxos_commit", "--log-level", "WARNING", "bench",
+         "--concurrency", "2", "--transactions", "60", "--json"],
+        capture_output=True, text=True, timeout=180, cwd=tmp_path,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr
+    (level,) = json.loads(out.stdout)["levels"]
+    for key, procs in (("f0", 2), ("f1", 4)):
+        r = level[key]
+        assert r["failures"] == 0 and r["commits_per_s"] > 0
+        assert r["stream_messages_per_txn"] > 0 and r["stream_messages_per_batch"] >= 1
+        incoming = r["stream_messages_per_txn"] / r["stream_messages_per_batch"]
+        assert r["stream_writes_per_txn"] > incoming
+        assert len(r["cpu_ms_per_txn"]) == procs + 1  # every service process and this one

@@ -75,8 +75,10 @@ async def test_serve_stream_holds_a_lazy_reply_until_an_urgent_one_or_the_flush(
 
     batches: asyncio.Queue[list[Any]] = asyncio.Queue()
 
+    sizes: list[int] = []
+
     async def writer() -> None:
-        async for b in serve_stream(incoming(), on_requests, lambda out, _clock: out):
+        async for b in serve_stream(incoming(), on_requests, lambda out, _clock: out, None, sizes.append):
             await batches.put(b)
 
     task = asyncio.get_running_loop().create_task(writer())
@@ -89,6 +91,7 @@ async def test_serve_stream_holds_a_lazy_reply_until_an_urgent_one_or_the_flush(
         assert streams_replies[0]._lazy is None  # nothing owed once carried
         await requests.put(pb.CoordinatorRequestBatch(requests=[pb.CoordinatorRequest(seq=3)]))
         assert await asyncio.wait_for(batches.get(), 2.0) == [3]  # alone: after the flush
+        assert sizes == [2, 1]  # each outgoing batch is counted (the writes metric)
     finally:
         await requests.put(None)
         task.cancel()
