@@ -17,7 +17,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from rm_sdk import tracing
-from rm_sdk._streams import LAZY_FLUSH
+from rm_sdk._streams import flushed, kick
 from rm_sdk.protocol import ProtocolError
 
 __all__ = [
@@ -239,7 +239,7 @@ class StreamReplies:
     def __init__(self) -> None:
         self._out: list[Any] = []
         self._wake = asyncio.Event()
-        #: The flush of lazy replies nothing else has carried yet (see :data:`LAZY_FLUSH`).
+        #: The flush of lazy replies nothing else has carried yet (see :data:`rm_sdk._streams.LAZY_FLUSH`).
         self._lazy: asyncio.TimerHandle | None = None
         self.closed = False
         self.on_close: list[Callable[[], None]] = []
@@ -248,12 +248,12 @@ class StreamReplies:
 
     def emit(self, reply: Any, lazy: bool = False) -> None:
         """``lazy``: nobody waits on this reply (an acknowledgement's answer, a vote's
-        2b): it leaves with the stream's next write, or after :data:`LAZY_FLUSH`."""
+        2b): it leaves with the stream's next write, or after :data:`rm_sdk._streams.LAZY_FLUSH`."""
         if self.closed:
             return
         self._out.append(reply)
         self.open -= 1
-        self._kick(lazy)
+        self._lazy = kick(self._wake, lazy, self._lazy)
 
     def emit_all(self, replies: Iterable[Any], lazy: bool = False) -> None:
         if self.closed:
@@ -261,19 +261,7 @@ class StreamReplies:
         n = len(self._out)
         self._out.extend(replies)
         self.open -= len(self._out) - n
-        self._kick(lazy)
-
-    def _kick(self, lazy: bool) -> None:
-        if not lazy:
-            self._wake.set()
-        elif self._lazy is None and not self._wake.is_set():
-            self._lazy = asyncio.get_running_loop().call_later(LAZY_FLUSH, self._wake.set)
-
-    def _taken(self) -> None:
-        """The writer took everything queued: no lazy flush is owed."""
-        if self._lazy is not None:
-            self._lazy.cancel()
-            self._lazy = None
+        self._lazy = kick(self._wake, lazy, self._lazy)
 
 
 async def serve_stream(
@@ -326,7 +314,7 @@ async def serve_stream(
                 await replies._wake.wait()
                 continue
             out, replies._out = replies._out, []
-            replies._taken()
+            replies._lazy = flushed(replies._lazy)
             hello = False
             if replies.open < MAX_IN_FLIGHT:
                 room.set()
@@ -335,7 +323,7 @@ async def serve_stream(
             yield make_batch(out, tracing.stamp())
     finally:
         replies.closed = True
-        replies._taken()
+        replies._lazy = flushed(replies._lazy)
         reader.cancel()
         for cb in replies.on_close:
             cb()

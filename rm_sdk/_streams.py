@@ -59,6 +59,29 @@ MAX_PENDING = 20_000
 LAZY_FLUSH = 0.02
 
 
+def kick(
+    wake: asyncio.Event,
+    lazy: bool,
+    flush: asyncio.TimerHandle | None,
+    loop: asyncio.AbstractEventLoop | None = None,
+) -> asyncio.TimerHandle | None:
+    """A message was queued for the writer that waits on ``wake``: wake it, or, for a lazy
+    one, make sure a flush is pending (``flush``). Returns the pending flush."""
+    if not lazy:
+        wake.set()
+    elif flush is None and not wake.is_set():
+        flush = (loop or asyncio.get_running_loop()).call_later(LAZY_FLUSH, wake.set)
+    return flush
+
+
+def flushed(flush: asyncio.TimerHandle | None) -> asyncio.TimerHandle | None:
+    """The writer took everything queued (or gave it up): cancel the pending ``flush``.
+    Returns the new pending flush: none."""
+    if flush is not None:
+        flush.cancel()
+    return None
+
+
 def open_channel(
     address: str, credentials: grpc.ChannelCredentials | None = None, server_name: str | None = None
 ) -> grpc.aio.Channel:
@@ -145,10 +168,7 @@ class _Link:
         seq = next(self.seq)
         self.pending[seq] = ([msg], deadline)
         self.queue.append(request_to_pb(seq, msg))
-        if not isinstance(msg, RecordOutcome):
-            self.wake.set()
-        elif self.lazy is None and not self.wake.is_set():
-            self.lazy = self.owner.call_later(LAZY_FLUSH, self.wake.set)
+        self.lazy = kick(self.wake, isinstance(msg, RecordOutcome), self.lazy, self.owner._loop)
 
     def fail_pending(self, older_than: float | None = None) -> None:
         """Give up on pending requests (all, or those past their deadline)."""
@@ -177,9 +197,7 @@ class _Link:
                         await self.wake.wait()
                         continue
                     batch, self.queue = self.queue, []
-                    if self.lazy is not None:
-                        self.lazy.cancel()
-                        self.lazy = None
+                    self.lazy = flushed(self.lazy)
                     await call.write(pb.AcceptorRequestBatch(requests=batch, lamport=tracing.stamp()))
                     if self.down is False:
                         backoff = 0.05
@@ -192,9 +210,7 @@ class _Link:
                     await reader
             self.down = True
             self.queue.clear()
-            if self.lazy is not None:
-                self.lazy.cancel()
-                self.lazy = None
+            self.lazy = flushed(self.lazy)
             self.fail_pending()
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 1.0)
@@ -280,10 +296,6 @@ class StreamAcceptors:
 
     def deliver_soon(self, msg: AcceptorReply) -> None:
         asyncio.get_running_loop().call_soon(self.deliver, msg)
-
-    def call_later(self, delay: float, fn: Callable[[], None]) -> asyncio.TimerHandle:
-        assert self._loop is not None  # set by the first send
-        return self._loop.call_later(delay, fn)
 
     def send(self, acceptor: int, msg: AcceptorRequest) -> None:
         if self._closed:
@@ -387,7 +399,7 @@ class StreamCoordinator:
         self, request: pb.AcknowledgeRequest, timeout: float | None = None, lazy: bool = False
     ) -> pb.AcknowledgeReply:
         """``lazy``: nobody waits on it; it leaves with the next write (:data:`LAZY_FLUSH`)."""
-        r = unwrap(await self.submit(pb.CoordinatorRequest(acknowledge=request), timeout, lazy))
+        r = await self._call(pb.CoordinatorRequest(acknowledge=request), timeout, lazy)
         return r.acknowledge
 
     def follow(
@@ -440,10 +452,7 @@ class StreamCoordinator:
         self._pending[seq] = fut
         self._queue.append(req)
         assert self._wake is not None
-        if not lazy:
-            self._wake.set()
-        elif self._lazy is None and not self._wake.is_set():
-            self._lazy = loop.call_later(LAZY_FLUSH, self._wake.set)
+        self._lazy = kick(self._wake, lazy, self._lazy, loop)
         # A timer, not wait_for: no extra task per call.
         timer = None if timeout is None else loop.call_later(timeout, _expire, fut)
 
@@ -457,13 +466,13 @@ class StreamCoordinator:
         fut.add_done_callback(done)
         return fut
 
-    async def _call(self, req: pb.CoordinatorRequest, timeout: float | None) -> pb.CoordinatorReply:
-        return unwrap(await self.submit(req, timeout))
+    async def _call(
+        self, req: pb.CoordinatorRequest, timeout: float | None, lazy: bool = False
+    ) -> pb.CoordinatorReply:
+        return unwrap(await self.submit(req, timeout, lazy))
 
     def _fail_all(self, details: str) -> None:
-        if self._lazy is not None:
-            self._lazy.cancel()
-            self._lazy = None
+        self._lazy = flushed(self._lazy)
         pending, self._pending = self._pending, {}
         follows, self._follows = self._follows, {}
         self._queue.clear()
@@ -503,9 +512,7 @@ class StreamCoordinator:
                     await wake.wait()
                     continue
                 batch, self._queue = self._queue, []
-                if self._lazy is not None:
-                    self._lazy.cancel()
-                    self._lazy = None
+                self._lazy = flushed(self._lazy)
                 await call.write(pb.CoordinatorRequestBatch(requests=batch, lamport=tracing.stamp()))
             if not reader.cancelled() and isinstance(reader.exception(), grpc.aio.AioRpcError):
                 err = reader.exception()

@@ -12,7 +12,6 @@ from typing import Any
 import grpc
 import pytest
 
-import paxos_commit.serving as serving
 import rm_sdk._streams as streams
 from acceptor.service import serve_acceptor
 from acceptor.storage import sqlite_url
@@ -50,14 +49,13 @@ async def _until(cond: Any, within: float = 5.0) -> None:
 @pytest.fixture
 def no_timer_flush(monkeypatch: pytest.MonkeyPatch) -> None:
     """Lazy messages leave only with an urgent one (the timer would take a minute)."""
-    monkeypatch.setattr(serving, "LAZY_FLUSH", 60.0)
     monkeypatch.setattr(streams, "LAZY_FLUSH", 60.0)
 
 
 async def test_serve_stream_holds_a_lazy_reply_until_an_urgent_one_or_the_flush(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(serving, "LAZY_FLUSH", 0.3)
+    monkeypatch.setattr(streams, "LAZY_FLUSH", 0.3)
     requests: asyncio.Queue[Any] = asyncio.Queue()
     streams_replies: list[StreamReplies] = []
 
