@@ -285,6 +285,11 @@ class TxnView:
             return "not collectable yet: no acceptor has the participant set with the outcome"
         missing = sorted(rms - acked)
         head = f"collected at {', '.join(map(str, done))}; " if done else ""
+        if done and missing:
+            # An acceptor collects only once it holds every RM's acknowledgement, so every
+            # RM acknowledged; the others' records of it are on their way (sent lazily).
+            rest = ", ".join(str(i) for i in sorted(self.collection) if i not in done)
+            return f"{head}every RM acknowledged (acceptor {rest} not told yet)"
         if missing:
             return f"{head}not collectable: waiting for acknowledgements from {', '.join(missing)}"
         return f"{head}collectable: every RM acknowledged"

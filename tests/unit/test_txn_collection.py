@@ -53,6 +53,20 @@ def test_collected_everywhere_or_at_some() -> None:
     assert some.collection_state() == "collected at 0; collectable: every RM acknowledged"
 
 
+def test_collected_at_some_means_every_rm_acknowledged() -> None:
+    # The acks have reached acceptors 0 and 1 (they collected) but not yet acceptor 2, and
+    # the collected ones no longer show the acks: not "waiting for acknowledgements".
+    rms = frozenset({"a", "b"})
+    v = _view(
+        {0: (True, None, frozenset()), 1: (True, None, frozenset()), 2: (False, rms, frozenset())},
+        Outcome.COMMITTED,
+    )
+    assert v.collection_state() == "collected at 0, 1; every RM acknowledged (acceptor 2 not told yet)"
+    v.collection[0] = (False, rms, frozenset())  # none collected: the acks are missing
+    v.collection[1] = (False, rms, frozenset({"a"}))
+    assert v.collection_state() == "not collectable: waiting for acknowledgements from b"
+
+
 def test_the_outcome_implied_by_the_votes_counts_as_decided() -> None:
     # No outcome recorded yet, but the registrar's set and every vote are chosen: decided.
     v = TxnView("t", 1)
