@@ -288,8 +288,9 @@ class TxnView:
         if done and missing:
             # An acceptor collects only once it holds every RM's acknowledgement, so every
             # RM acknowledged; the others' records of it are on their way (sent lazily).
-            rest = ", ".join(str(i) for i in sorted(self.collection) if i not in done)
-            return f"{head}every RM acknowledged (acceptor {rest} not told yet)"
+            rest = [str(i) for i in sorted(self.collection) if i not in done]
+            who = f"acceptor{'s' if len(rest) > 1 else ''} {', '.join(rest)}"
+            return f"{head}every RM acknowledged ({who} not told yet)"
         if missing:
             return f"{head}not collectable: waiting for acknowledgements from {', '.join(missing)}"
         return f"{head}collectable: every RM acknowledged"
