@@ -5,7 +5,9 @@ Each configuration gets a fresh local cluster (2F+1 acceptor processes on SQLite
 ``--insecure`` measures the same configurations in plain text too, in the same run, and
 reports TLS's cost. The benchmark process plays the
 application and ``--rms`` resource managers whose prepare is free, so the figures measure
-the protocol and its durable writes, not a database's own work.
+the protocol and its durable writes, not a database's own work. The benchmark process
+calls :func:`rm_sdk.tune_gc` first, as the services do (``--default-gc``: it does not;
+the application's CPU per transaction then includes CPython's default collections).
 """
 
 from __future__ import annotations
@@ -139,6 +141,7 @@ async def _measure(
                     "transactions": n,
                     "failures": len(failures),
                     "rms": args.rms,
+                    "application_gc": "default" if getattr(args, "default_gc", False) else "tuned",
                     "commits_per_s": round(len(latencies) / elapsed, 1),
                     "latency_ms_p50": round(statistics.median(latencies) * 1000, 2) if latencies else None,
                     "latency_ms_p99": round(latencies[max(0, int(len(latencies) * 0.99) - 1)] * 1000, 2)

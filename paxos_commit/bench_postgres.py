@@ -26,6 +26,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import random
 import statistics
 import sys
@@ -40,6 +41,7 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
+from paxos_commit.bench import _cpu_seconds
 from paxos_commit.cluster import LocalCluster
 from rm_sdk import Client, RMState
 from rm_sdk.postgres import PostgresRM
@@ -76,9 +78,44 @@ def _teardown(dsn: str, names: list[str]) -> None:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
+def _machine_busy() -> float:
+    """CPU seconds every core of this machine spent busy so far (Linux /proc/stat)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def _postgres_busy() -> float:
+    """CPU seconds of every Postgres server process so far (the banks' work, here)."""
+    total = 0.0
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            if (d / "comm").read_text().strip() in ("postgres", "postmaster"):
+                total += _cpu_seconds(int(d.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return total
+
+
+def _cpu_now(procs: dict[str, int]) -> dict[str, float]:
+    out = {name: _cpu_seconds(pid) for name, pid in procs.items()}
+    out["application+rms"] = time.process_time()
+    out["postgres"] = _postgres_busy()
+    out["machine"] = _machine_busy()
+    return out
+
+
 async def _closed_loop(
-    one: Callable[[], Awaitable[Phases]], concurrency: int, n: int, warmup: int
+    one: Callable[[], Awaitable[Phases]],
+    concurrency: int,
+    n: int,
+    warmup: int,
+    procs: dict[str, int] | None = None,
 ) -> dict[str, Any]:
+    """``procs``: the cluster's processes (name: pid), whose CPU is reported with this
+    process's, Postgres's and the whole machine's (CPU ms per transfer)."""
     phases: list[Phases] = []
     failures = 0
 
@@ -103,7 +140,9 @@ async def _closed_loop(
         return time.perf_counter() - t0
 
     await run(warmup, record=False)
+    cpu0 = _cpu_now(procs or {})
     elapsed = await run(n, record=True)
+    cpu1 = _cpu_now(procs or {})
     total = sorted(sum(p) for p in phases)
 
     def ms(x: float) -> float:
@@ -121,6 +160,8 @@ async def _closed_loop(
             for k, name in enumerate(("begin", "work", "commit_reply", "applied"))
         }
         | {"begin_work": ms(statistics.median(p[0] + p[1] for p in phases)) if phases else None},
+        # CPU per transfer: where the machine's two cores went ("machine": all of it).
+        "cpu_ms_per_txn": {k: round((cpu1[k] - cpu0[k]) * 1000 / max(1, len(phases)), 3) for k in cpu1},
     }
 
 
@@ -203,6 +244,7 @@ async def _paxos(
         )  # fmt: skip
         client = Client(coords, credentials=cluster.credentials("app", "bench"))
         rng = random.Random(2)
+        procs = {p.name: p.pid for p in [*cluster.acceptors, *cluster.coordinators]}
 
         async def one() -> Phases:
             t0 = time.perf_counter()
@@ -227,7 +269,7 @@ async def _paxos(
 
         try:
             for c in levels:
-                out[c] = await _closed_loop(one, c, args.transactions, args.warmup)
+                out[c] = await _closed_loop(one, c, args.transactions, args.warmup, procs)
         finally:
             await client.close()
             await bank_a.close()
@@ -295,5 +337,10 @@ def _print_run(run: dict[str, Any]) -> None:
                 f"  (begin {m['begin']}, work {m['work']}, commit reply {m['commit_reply']}, "
                 f"applied {m['applied']})"
                 f"{ratio}",
+                flush=True,
+            )
+            cpu = r["cpu_ms_per_txn"]
+            print(
+                "      CPU ms/transfer: " + ", ".join(f"{k} {v}" for k, v in cpu.items()),
                 flush=True,
             )

@@ -370,6 +370,10 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
+    if not args.default_gc:
+        from rm_sdk import tune_gc
+
+        tune_gc()
     if args.postgres:
         from paxos_commit.bench_postgres import run_postgres_bench
 
@@ -628,6 +632,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--warmup", type=int, default=50, help="with --postgres: unrecorded transfers first")
     b.add_argument(
         "--pool-size", type=int, default=28, help="with --postgres: each PostgresRM's pool max_size"
+    )
+    b.add_argument(
+        "--default-gc",
+        action="store_true",
+        help="leave this process's garbage collector as CPython sets it (default: rm_sdk.tune_gc(), "
+        "as the services and a throughput-minded application do)",
     )
     b.set_defaults(func=_bench)
 

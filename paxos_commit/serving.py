@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import json
 import logging
 import os
@@ -19,6 +18,7 @@ from grpc_reflection.v1alpha import reflection
 from rm_sdk import tracing
 from rm_sdk._streams import flushed, kick
 from rm_sdk.protocol import ProtocolError
+from rm_sdk.runtime import tune_gc
 
 __all__ = [
     "EVENT_LOOP_ENV",
@@ -164,16 +164,6 @@ async def start_server(
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     await handle.set_serving(True)
     return handle
-
-
-def tune_gc() -> None:
-    """A server allocates and frees many short-lived objects per message; CPython's default
-    cyclic GC (a young collection every 700 allocations) then spends 8-15% of the CPU on
-    them. Our protocol state is freed by reference counting, so collect far less often,
-    and keep what startup built (modules, servers) out of every collection."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(50_000, 50, 100)
 
 
 def write_port_file(path: str | None, info: dict[str, Any]) -> None:

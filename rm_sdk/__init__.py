@@ -26,6 +26,7 @@ from rm_sdk.client import (
 from rm_sdk.ledger import Ledger
 from rm_sdk.participant import Participant, ResourceManager, RMState
 from rm_sdk.protocol import Outcome, Vote
+from rm_sdk.runtime import tune_gc
 from rm_sdk.sync import SyncClient, SyncParticipant, SyncResourceManager, SyncTransaction
 from rm_sdk.tcc import TccCallback, TccParticipant
 
@@ -60,4 +61,5 @@ __all__ = [
     "Vote",
     "VoteTimeout",
     "__version__",
+    "tune_gc",
 ]

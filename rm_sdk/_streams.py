@@ -95,16 +95,22 @@ def open_channel(
     )
 
 
-def request_to_pb(seq: int, msg: AcceptorRequest) -> pb.AcceptorRequest:
+def request_body(msg: AcceptorRequest) -> tuple[str, Any]:
+    """The AcceptorRequest field and message that carry ``msg`` (without its seq)."""
     if isinstance(msg, Phase1a):
-        return pb.AcceptorRequest(seq=seq, phase1a=phase1a_to_pb(msg))
+        return "phase1a", phase1a_to_pb(msg)
     if isinstance(msg, Phase2a):
-        return pb.AcceptorRequest(seq=seq, phase2a=phase2a_to_pb(msg))
+        return "phase2a", phase2a_to_pb(msg)
     if isinstance(msg, BundleRequest):
-        return pb.AcceptorRequest(
-            seq=seq, await_phase2b=pb.AwaitPhase2bRequest(txn_id=msg.txn_id, wait_ms=int(msg.wait * 1000))
-        )
-    return pb.AcceptorRequest(seq=seq, record_outcome=record_outcome_to_pb(msg))
+        return "await_phase2b", pb.AwaitPhase2bRequest(txn_id=msg.txn_id, wait_ms=int(msg.wait * 1000))
+    return "record_outcome", record_outcome_to_pb(msg)
+
+
+def request_to_pb(seq: int, msg: AcceptorRequest, body: tuple[str, Any] | None = None) -> pb.AcceptorRequest:
+    """``body``: :func:`request_body` of ``msg``, if already built (one per message, however
+    many acceptors it goes to)."""
+    kind, m = body or request_body(msg)
+    return pb.AcceptorRequest(seq=seq, **{kind: m})
 
 
 def reply_from_pb(acceptor: int, r: pb.AcceptorReply, request: AcceptorRequest) -> AcceptorReply:
@@ -148,7 +154,7 @@ class _Link:
         self.down = False
         self.task = asyncio.get_running_loop().create_task(self._run(), name=f"acceptor-link-{index}")
 
-    def send(self, msg: AcceptorRequest, now: float) -> None:
+    def send(self, msg: AcceptorRequest, now: float, body: tuple[str, Any] | None = None) -> None:
         if self.down or len(self.pending) >= MAX_PENDING:
             # Never answer inside send(): the core is mid-step, and a synchronous answer
             # would re-enter it (and recurse while the acceptor stays down).
@@ -167,7 +173,7 @@ class _Link:
                 return
         seq = next(self.seq)
         self.pending[seq] = ([msg], deadline)
-        self.queue.append(request_to_pb(seq, msg))
+        self.queue.append(request_to_pb(seq, msg, body))
         self.lazy = kick(self.wake, isinstance(msg, RecordOutcome), self.lazy, self.owner._loop)
 
     def fail_pending(self, older_than: float | None = None) -> None:
@@ -261,6 +267,10 @@ class StreamAcceptors:
         #: Unary stubs, for health checks and ListUndecided.
         self.stubs: list[pb_grpc.AcceptorAsyncStub] = [pb_grpc.AcceptorStub(c) for c in self.channels]
         self._links: list[_Link] | None = None
+        #: The last message sent and its protobuf body: a vote, a registrar's 2a or an
+        #: outcome record goes to several acceptors in a row, converted once.
+        self._last: tuple[AcceptorRequest | None, tuple[str, Any] | None] = (None, None)
+        self._prev: tuple[AcceptorRequest | None, tuple[str, Any] | None] = (None, None)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._closed = False
@@ -306,7 +316,13 @@ class StreamAcceptors:
             self._links = [_Link(self, i, c) for i, c in enumerate(self.channels)]
             self._sweeper = loop.create_task(self._sweep(), name="acceptor-link-sweep")
         assert self._loop is not None
-        self._links[acceptor].send(msg, self._loop.time())
+        # The last two messages' bodies: a registrar's 2a goes out with its bundle request.
+        (last, body), (prev, prev_body) = self._last, self._prev
+        if last is not msg:
+            body = prev_body if prev is msg and prev_body is not None else request_body(msg)
+            self._prev = self._last
+            self._last = (msg, body)
+        self._links[acceptor].send(msg, self._loop.time(), body)
 
     async def _sweep(self) -> None:
         """Requests an acceptor never answered (it is paused, or lost them) become NoAnswer

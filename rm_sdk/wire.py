@@ -135,12 +135,31 @@ def states_to_pb(states: Mapping[Instance, InstanceState]) -> list[pb.InstanceSt
     return [_cached_state_pb(ins, st) for ins, st in sorted(states.items())]
 
 
+def _state_from_pb(m: pb.InstanceState) -> tuple[Instance, InstanceState]:
+    bal = ballot_from_pb(m.bal) if m.HasField("bal") else NO_BALLOT
+    val: Value | NoValue = value_from_pb(m.val) if m.HasField("val") else NO_VALUE
+    return m.instance, InstanceState(mbal=ballot_from_pb(m.mbal), bal=bal, val=val)
+
+
+#: Decoded states by their encoding: the failure-free path repeats a few (each RM's
+#: ballot-0 vote, the registrar's set), and decoding one was 13 us for a bundle of three,
+#: against 2 us to encode and look it up. Only what decoded (and so validated) is kept;
+#: bounded: cleared when full.
+_STATE_OF: dict[bytes, tuple[Instance, InstanceState]] = {}
+_STATE_OF_MAX = 4096
+
+
 def states_from_pb(ms: Iterable[pb.InstanceState]) -> dict[Instance, InstanceState]:
     out: dict[Instance, InstanceState] = {}
     for m in ms:
-        bal = ballot_from_pb(m.bal) if m.HasField("bal") else NO_BALLOT
-        val: Value | NoValue = value_from_pb(m.val) if m.HasField("val") else NO_VALUE
-        out[m.instance] = InstanceState(mbal=ballot_from_pb(m.mbal), bal=bal, val=val)
+        key = m.SerializeToString()
+        got = _STATE_OF.get(key)
+        if got is None:
+            got = _state_from_pb(m)
+            if len(_STATE_OF) >= _STATE_OF_MAX:
+                _STATE_OF.clear()
+            _STATE_OF[key] = got
+        out[got[0]] = got[1]
     return out
 
 

@@ -48,6 +48,10 @@ from rm_sdk.protocol import (
 __all__ = ["OwnerTimeouts", "Owner", "Registration", "RegistrationClosed"]
 
 
+#: No deadline (the start value of a search for the earliest one).
+_NEVER = float("inf")
+
+
 class RegistrationClosed(ProtocolError):
     """A join after the registrar closed registration (paper section 6.2)."""
 
@@ -246,10 +250,13 @@ class Owner:
     def _ask(self, targets: list[int], now: float, out: Ready) -> None:
         assert self.value is not None
         wait = max(0.0, self.closed_at + self.timeouts.vote_timeout - now)
+        # One message object for every target: the driver converts it to the wire once.
+        twoa = Phase2a(self.txn_id, RM_BALLOT, {REGISTRAR: self.value})
+        bundle = BundleRequest(self.txn_id, wait)
         for i in targets:
             self.asked.add(i)
-            out.send(i, Phase2a(self.txn_id, RM_BALLOT, {REGISTRAR: self.value}))
-            out.send(i, BundleRequest(self.txn_id, wait))
+            out.send(i, twoa)
+            out.send(i, bundle)
         self.answer_deadline = now + self.timeouts.answer_timeout
 
     def _widen(self, now: float, out: Ready, *, again: bool = False) -> None:
@@ -399,21 +406,28 @@ class Owner:
     def next_deadline(self) -> float | None:
         if self.foreign is not None:
             return None
-        times = [d for _, d in self.prepare_waiters.values()] + list(self.outcome_waiters.values())
-        if self.decision is not None and not self.recorded:
-            times.append(self.ack_deadline)
-        if self.decision is None:
-            if not self.closing:
-                times.append(self.created + self.timeouts.txn_timeout)
-            elif self.recovery is not None:
-                nd = self.recovery.next_deadline()
-                if nd is not None:
-                    times.append(nd)
-            else:
-                times.append(self.closed_at + self.timeouts.vote_timeout)
-                if len(self.accepted) < majority(self.n):
-                    times.append(self.answer_deadline)
-        return min(times) if times else None
+        # The earliest of everything timed (computed on every step: no lists built).
+        best = _NEVER
+        for _, d in self.prepare_waiters.values():
+            if d < best:
+                best = d
+        for d in self.outcome_waiters.values():
+            if d < best:
+                best = d
+        if self.decision is not None:
+            if not self.recorded and self.ack_deadline < best:
+                best = self.ack_deadline
+        elif not self.closing:
+            best = min(best, self.created + self.timeouts.txn_timeout)
+        elif self.recovery is not None:
+            nd = self.recovery.next_deadline()
+            if nd is not None and nd < best:
+                best = nd
+        else:
+            best = min(best, self.closed_at + self.timeouts.vote_timeout)
+            if len(self.accepted) < majority(self.n) and self.answer_deadline < best:
+                best = self.answer_deadline
+        return None if best == _NEVER else best
 
     # ------------------------------------------------------------ the decision
 
@@ -450,8 +464,9 @@ class Owner:
         assert self.decision is not None
         self.recorded = True
         acked = frozenset(self.acked)
+        record = RecordOutcome(self.txn_id, self.decision.outcome, self.participants, acked)
         for i in range(self.n):
-            out.send(i, RecordOutcome(self.txn_id, self.decision.outcome, self.participants, acked))
+            out.send(i, record)
         applied = self.participants <= self.acked
         for token in self.applied_waiters:
             out.reply(token, Decided(self.txn_id, self.decision, applied=applied))
