@@ -450,16 +450,30 @@ class AcceptorStore:
         for attempt in (1, 2):
             try:
                 return self._run_batch_on(self._connection(), batch)
-            except sa.exc.DBAPIError as exc:
+            except BaseException as exc:
+                lost = self._disconnected(exc)
                 self._drop_connection()
                 # The kept connection died while idle (a database restart): once more on a
-                # new one. Steps are pure and nothing was committed, so a rerun is the same.
-                if attempt == 2 or not exc.connection_invalidated:
+                # new one. Steps are pure and acceptor steps idempotent (a rerun is the
+                # network delivering the batch twice), so this is safe even if the failed
+                # attempt's commit reached the disk.
+                if attempt == 2 or not lost:
                     raise
-            except BaseException:
-                self._drop_connection()
-                raise
         raise AssertionError("unreachable")
+
+    def _disconnected(self, exc: BaseException) -> bool:
+        """``exc`` says the writer's connection is gone (SQLAlchemy's or the driver's own
+        error: the hot path talks to the driver directly)."""
+        if isinstance(exc, sa.exc.DBAPIError):
+            return bool(exc.connection_invalidated)
+        engine, conn = self._engine, self._conn
+        if engine is None or conn is None or not isinstance(exc, engine.dialect.loaded_dbapi.Error):
+            return False
+        try:
+            dbapi = conn.connection.dbapi_connection
+        except Exception:
+            dbapi = None
+        return bool(engine.dialect.is_disconnect(exc, dbapi, None))
 
     def _run_batch_on(
         self, conn: Connection, batch: list[tuple[str, StepFn]]

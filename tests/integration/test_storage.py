@@ -86,3 +86,82 @@ async def test_refuses_to_start_blank_or_as_another_acceptor(
     await first.close()
     with pytest.raises(StorageError, match="belongs to acceptor 0"):
         await AcceptorStore(url, 1).start()
+
+
+async def test_the_writer_keeps_one_connection_and_replaces_one_that_died_idle(
+    storage_urls: list[str] | None, tmp_path: Path
+) -> None:
+    """Batches reuse the writer's connection; one that died between batches (a database
+    restart, a closed socket) is replaced and the batch runs on the new one, once."""
+    url = _url(storage_urls, tmp_path)
+    store = AcceptorStore(url, 0, init=True)
+    await store.start()
+    await store.apply("t1", _vote("rm", Vote.PREPARED))
+    first = store._conn
+    await store.apply("t2", _vote("rm", Vote.PREPARED))
+    assert first is not None and store._conn is first, "a connection per batch"
+    # Kill it under the store: the next batch fails on it, is run again on a new one.
+    if url.startswith("sqlite"):
+        dbapi = first.connection.dbapi_connection
+        assert dbapi is not None
+        dbapi.close()
+    else:
+        pid = first.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+        first.rollback()
+        import sqlalchemy as sa
+
+        killer = sa.create_engine(url)
+        with killer.connect() as k:
+            k.exec_driver_sql(f"SELECT pg_terminate_backend({int(pid)})")
+        killer.dispose()
+    await store.apply("t3", _vote("rm", Vote.PREPARED))
+    assert store._conn is not None and store._conn is not first
+    await store.close()
+    again = AcceptorStore(url, 0)
+    await again.start()
+    for t in ("t1", "t2", "t3"):
+        rec = await again.read(t)
+        assert rec is not None and rec.instances["rm"].val is Vote.PREPARED, t
+    await again.close()
+
+
+async def test_a_failed_batch_never_reuses_its_connection(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Any other failure reaches the callers at once (no rerun) and drops the connection
+    (its state is unknown); a disconnect seen twice in a row is not retried again."""
+    import sqlalchemy as sa
+
+    store = AcceptorStore(sqlite_url(tmp_path / "acc.db"), 0, init=True)
+    await store.start()
+    await store.apply("t0", _vote("rm", Vote.PREPARED))
+    runs: list[bool] = []
+    real = store._run_batch_on
+
+    def failing(invalidated: bool, times: int):  # type: ignore[no-untyped-def]
+        def run(conn, batch):  # type: ignore[no-untyped-def]
+            runs.append(invalidated)
+            if len(runs) <= times:
+                raise sa.exc.OperationalError(
+                    "COMMIT", {}, Exception("boom"), connection_invalidated=invalidated
+                )
+            return real(conn, batch)
+
+        return run
+
+    monkeypatch.setattr(store, "_run_batch_on", failing(False, 1))
+    used = store._conn
+    with pytest.raises(sa.exc.OperationalError):
+        await store.apply("t1", _vote("rm", Vote.PREPARED))
+    assert runs == [False] and store._conn is None and used is not None and used.closed
+    runs.clear()
+    monkeypatch.setattr(store, "_run_batch_on", failing(True, 2))
+    with pytest.raises(sa.exc.OperationalError):
+        await store.apply("t1", _vote("rm", Vote.PREPARED))
+    assert runs == [True, True], "a disconnect is retried once, not more"
+    runs.clear()
+    monkeypatch.setattr(store, "_run_batch_on", failing(True, 1))
+    await store.apply("t1", _vote("rm", Vote.PREPARED))
+    assert runs == [True, True]
+    assert await store.read("t1") is not None
+    await store.close()

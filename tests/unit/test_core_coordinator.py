@@ -490,6 +490,20 @@ def test_owned_outcome_question_with_no_wait_is_pending() -> None:
     assert isinstance(h.answer("q"), Pending)
 
 
+def test_owned_outcome_question_with_a_wait_is_pending_once_the_wait_ends() -> None:
+    """The wait is one of the owner's deadlines: answered Pending when it ends, not before
+    and not at the (later) transaction timeout."""
+    h = Harness()
+    h.begin(rms=("a",))
+    h.request("q", AskOutcome("t1", 2.0))
+    assert not [m for t, m in h.replies if t == "q"]
+    assert h.node.next_deadline() == 2.0
+    h.advance(1.9)
+    assert not [m for t, m in h.replies if t == "q"]
+    h.advance(0.2)
+    assert isinstance(h.answer("q"), Pending)
+
+
 # ---------------------------------------------------------------- learner (other replicas)
 
 
@@ -681,13 +695,34 @@ def test_the_coordinator_keeps_no_timer_of_a_finished_transaction() -> None:
         h.deliver_all(h.request(f"ack{k}", Acknowledge(txn, "a", Outcome.COMMITTED)).sends)
         assert h.answer(f"ack{k}") == Acknowledged(txn, "a")
     assert not h.node.owned and not h.node._acks
-    assert len(h.node._deadlines) == 0
+    assert len(h.node._deadlines) == 0 and not h.node._planned
     # An acknowledgement that no acceptor confirms keeps its timer only until it expires.
     h.request("late", Acknowledge("t0", "a", Outcome.COMMITTED))
     assert len(h.node._deadlines) == 1
     h.advance(10.0)
     assert isinstance(h.answer("late"), Failed)
-    assert not h.node._acks and len(h.node._deadlines) == 0
+    assert not h.node._acks and len(h.node._deadlines) == 0 and not h.node._planned
+
+
+def test_one_deadline_is_planned_per_transaction_and_a_later_one_once_the_earlier_came_due() -> None:
+    """A step whose next deadline is no earlier than the planned one plans nothing; when
+    the planned one comes due, the machine's next deadline is planned (never lost)."""
+    h = Harness()
+    h.begin(rms=("a", "b"))  # three steps, one deadline: the transaction timeout
+    assert len(h.node._deadlines._heap) == 1
+    assert h.node.next_deadline() == TIMEOUTS.owner.txn_timeout
+    h.now = 1.0
+    r = h.request("c", Commit("t1"))  # earlier: the registrar 2a's answer timeout
+    assert h.node.next_deadline() == 1.0 + TIMEOUTS.owner.answer_timeout
+    # The acceptors answer: what is left is the vote timeout, later than the one planned.
+    h.deliver_all(r.sends)
+    owner = h.node.owned["t1"]
+    assert owner.next_deadline() == 1.0 + TIMEOUTS.owner.vote_timeout
+    assert h.node.next_deadline() == 1.0 + TIMEOUTS.owner.answer_timeout  # stale: harmless
+    h.advance(TIMEOUTS.owner.answer_timeout)  # the stale one comes due: the next is planned
+    assert h.node.next_deadline() == 1.0 + TIMEOUTS.owner.vote_timeout
+    r = h.advance(TIMEOUTS.owner.vote_timeout - TIMEOUTS.owner.answer_timeout)
+    assert [m for _, m in r.sends if isinstance(m, Phase1a)], "the vote timeout was lost"
 
 
 def _decided(h: Harness, txn: str = "t1", rms: tuple[str, ...] = ("a", "b")) -> None:
