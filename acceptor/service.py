@@ -417,43 +417,15 @@ class AcceptorServicer(pb_grpc.AcceptorServicer):
     ) -> None:
         """Answer a bundle request when this acceptor's record lets a leader decide, or
         when its wait ends: a callback on the store's commits and one timer, no task."""
-        txn_id = msg.txn_id
         # The read ran in order within its storage batch, but steps of other groups in
         # that batch may have changed the record after it: start from the committed one.
-        last = [self.store.cached(txn_id) or rec]
-        timer: asyncio.TimerHandle | None = None
-
-        def answer() -> None:
-            nonlocal timer
-            if timer is not None:
-                timer.cancel()
-                timer = None
-            self.store.unsubscribe(txn_id, changed)
-            with contextlib.suppress(ValueError):
-                replies.on_close.remove(cancel)
-            self._count("await_phase2b", "OK")
-            replies.emit(pb.AcceptorReply(seq=seq, bundle=self._bundle_pb(last[0], msg)))
-
-        def changed() -> None:
-            cached = self.store.cached(txn_id)
-            if cached is not None:
-                last[0] = cached
-            if core.bundle_ready(last[0]):
-                answer()
-            elif not replies.closed:
-                self.store.subscribe(txn_id, changed)
-
-        def cancel() -> None:
-            if timer is not None:
-                timer.cancel()
-            self.store.unsubscribe(txn_id, changed)
-
-        if core.bundle_ready(last[0]) or wait <= 0:
-            answer()
+        watch = _BundleWatch(self, seq, msg, self.store.cached(msg.txn_id) or rec, replies)
+        if core.bundle_ready(watch.last) or wait <= 0:
+            watch.answer()
             return
-        self.store.subscribe(txn_id, changed)
-        timer = asyncio.get_running_loop().call_later(wait, answer)
-        replies.on_close.append(cancel)
+        self.store.subscribe(msg.txn_id, watch.changed)
+        watch.timer = asyncio.get_running_loop().call_later(wait, watch.answer)
+        replies.on_close.append(watch.cancel)
 
     async def ListUndecided(
         self, request: pb.ListUndecidedRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -517,6 +489,52 @@ def _decode_phase2a(request: pb.Phase2aRequest) -> Phase2a:
     # The wire may name an instance twice; the core message (a mapping) cannot.
     check_phase2a(bal, proposals, len(request.proposals))
     return Phase2a(txn_id, bal, proposals)
+
+
+class _BundleWatch:
+    """One bundle request waiting for its record to let a leader decide (see
+    :meth:`AcceptorServicer._watch_bundle`). Methods, not closures: closures that named
+    each other made a reference cycle per request, left to the garbage collector; here
+    the store, the timer and the stream hold bound methods only until the answer."""
+
+    __slots__ = ("last", "msg", "replies", "seq", "service", "timer")
+
+    def __init__(
+        self,
+        service: AcceptorServicer,
+        seq: int,
+        msg: BundleRequest,
+        last: TxnRecord | None,
+        replies: StreamReplies,
+    ) -> None:
+        self.service, self.seq, self.msg, self.last, self.replies = service, seq, msg, last, replies
+        self.timer: asyncio.TimerHandle | None = None
+
+    def answer(self) -> None:
+        self._stop()
+        with contextlib.suppress(ValueError):
+            self.replies.on_close.remove(self.cancel)
+        svc = self.service
+        svc._count("await_phase2b", "OK")
+        self.replies.emit(pb.AcceptorReply(seq=self.seq, bundle=svc._bundle_pb(self.last, self.msg)))
+
+    def changed(self) -> None:
+        cached = self.service.store.cached(self.msg.txn_id)
+        if cached is not None:
+            self.last = cached
+        if core.bundle_ready(self.last):
+            self.answer()
+        elif not self.replies.closed:
+            self.service.store.subscribe(self.msg.txn_id, self.changed)
+
+    def cancel(self) -> None:
+        self._stop()
+
+    def _stop(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.service.store.unsubscribe(self.msg.txn_id, self.changed)
 
 
 def _decode_record(request: pb.RecordOutcomeRequest) -> RecordOutcome:

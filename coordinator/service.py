@@ -637,21 +637,31 @@ def _follow_prepare(
 ) -> Callable[[Any], tuple[_StreamCall, Request] | None]:
     """A following join: once joined, wait for Prepare; once asked to prepare, wait for
     the outcome. Any other answer ends the request."""
-    wait = clamp_wait_ms(wait_ms)
+    return _FollowJoin(call.replies, call.seq, txn_id, rm_id, clamp_wait_ms(wait_ms)).after_join
 
-    def after_join(r: Any) -> tuple[_StreamCall, Request] | None:
+
+class _FollowJoin:
+    """The later steps of one following join. It holds no call of its own (closures that
+    did made a reference cycle per join, left to the garbage collector)."""
+
+    __slots__ = ("replies", "rm_id", "seq", "txn_id", "wait")
+
+    def __init__(self, replies: StreamReplies, seq: int, txn_id: str, rm_id: str, wait: float) -> None:
+        self.replies, self.seq, self.txn_id, self.rm_id, self.wait = replies, seq, txn_id, rm_id, wait
+
+    def after_join(self, r: Any) -> tuple[_StreamCall, Request] | None:
         if not isinstance(r, Joined):
             return None
-        nxt = _StreamCall(call.replies, call.seq, "await_prepare", _prepare_pb)
-        nxt.then = after_prepare
-        return nxt, AwaitPrepare(txn_id, rm_id, wait)
+        nxt = _StreamCall(self.replies, self.seq, "await_prepare", _prepare_pb)
+        nxt.then = self.after_prepare
+        return nxt, AwaitPrepare(self.txn_id, self.rm_id, self.wait)
 
-    def after_prepare(r: Any) -> tuple[_StreamCall, Request] | None:
+    def after_prepare(self, r: Any) -> tuple[_StreamCall, Request] | None:
         if not (isinstance(r, Prepare) and r.prepare):
             return None
-        return _StreamCall(call.replies, call.seq, "get_outcome", _outcome_pb), AskOutcome(txn_id, wait)
-
-    return after_join
+        return _StreamCall(self.replies, self.seq, "get_outcome", _outcome_pb), AskOutcome(
+            self.txn_id, self.wait
+        )
 
 
 def _commit_pb(r: Any) -> pb.CommitReply:
