@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import logging
 import os
@@ -377,10 +378,30 @@ def _bench(args: argparse.Namespace) -> int:
     if args.postgres:
         from paxos_commit.bench_postgres import run_postgres_bench
 
-        return _run(run_postgres_bench(args))
-    from paxos_commit.bench import run_bench
+        main = run_postgres_bench(args)
+    else:
+        from paxos_commit.bench import run_bench
 
-    return _run(run_bench(args))
+        main = run_bench(args)
+    try:
+        return _run(_until_sigterm(main))
+    except asyncio.CancelledError:
+        print("stopped by SIGTERM; cleaned up", file=sys.stderr)
+        return 143
+
+
+async def _until_sigterm(main: Coroutine[Any, Any, T]) -> T:
+    """Run ``main``; SIGTERM cancels it, so its clean-up runs (a benchmark stops its
+    cluster processes and drops its databases and prepared transactions) instead of the
+    process dying with them left behind."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    try:
+        return await main
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
 
 
 def _txns(args: argparse.Namespace) -> int:

@@ -37,9 +37,7 @@ async def test_a_committed_transaction_leaves_no_cyclic_garbage() -> None:
                 await asyncio.gather(*(worker(n // 4) for _ in range(4)))
                 await asyncio.sleep(0.5)  # lazy acknowledgements and outcome records
                 gc.collect()
-                kinds = collections.Counter(
-                    getattr(o, "__qualname__", type(o).__name__) for o in gc.garbage
-                )
+                kinds = collections.Counter(getattr(o, "__qualname__", type(o).__name__) for o in gc.garbage)
             finally:
                 gc.set_debug(0)
                 gc.garbage.clear()
