@@ -144,9 +144,11 @@ def _state_from_pb(m: pb.InstanceState) -> tuple[Instance, InstanceState]:
 #: Decoded states by their encoding: the failure-free path repeats a few (each RM's
 #: ballot-0 vote, the registrar's set), and decoding one was 13 us for a bundle of three,
 #: against 2 us to encode and look it up. Only what decoded (and so validated) is kept;
-#: bounded: cleared when full.
+#: bounded in count (cleared when full) and in size (longer encodings, e.g. a large
+#: participant set, are decoded every time).
 _STATE_OF: dict[bytes, tuple[Instance, InstanceState]] = {}
 _STATE_OF_MAX = 4096
+_STATE_OF_KEY_MAX = 512
 
 
 def states_from_pb(ms: Iterable[pb.InstanceState]) -> dict[Instance, InstanceState]:
@@ -156,9 +158,10 @@ def states_from_pb(ms: Iterable[pb.InstanceState]) -> dict[Instance, InstanceSta
         got = _STATE_OF.get(key)
         if got is None:
             got = _state_from_pb(m)
-            if len(_STATE_OF) >= _STATE_OF_MAX:
-                _STATE_OF.clear()
-            _STATE_OF[key] = got
+            if len(key) <= _STATE_OF_KEY_MAX:
+                if len(_STATE_OF) >= _STATE_OF_MAX:
+                    _STATE_OF.clear()
+                _STATE_OF[key] = got
         out[got[0]] = got[1]
     return out
 

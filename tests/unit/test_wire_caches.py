@@ -42,11 +42,16 @@ def test_a_malformed_state_is_refused_every_time_and_never_kept() -> None:
     assert not wire._STATE_OF
 
 
-def test_the_state_cache_is_bounded() -> None:
+def test_the_state_cache_is_bounded_in_count_and_in_size() -> None:
     wire._STATE_OF.clear()
     for i in range(wire._STATE_OF_MAX + 10):
         states_from_pb(_encoded({f"rm-{i}": InstanceState(RM_BALLOT, RM_BALLOT, Vote.PREPARED)}))
     assert len(wire._STATE_OF) <= wire._STATE_OF_MAX
+    wire._STATE_OF.clear()
+    big = RMSet.of([f"rm-{i:04d}" for i in range(100)])  # an encoding over the size bound
+    states = {REGISTRAR: InstanceState(RM_BALLOT, RM_BALLOT, big)}
+    assert states_from_pb(_encoded(states)) == states
+    assert not wire._STATE_OF
 
 
 async def test_a_message_for_several_acceptors_is_converted_once_and_each_gets_its_own() -> None:
