@@ -511,7 +511,7 @@ class _BundleWatch:
         self.timer: asyncio.TimerHandle | None = None
 
     def answer(self) -> None:
-        self._stop()
+        self.cancel()
         with contextlib.suppress(ValueError):
             self.replies.on_close.remove(self.cancel)
         svc = self.service
@@ -528,9 +528,7 @@ class _BundleWatch:
             self.service.store.subscribe(self.msg.txn_id, self.changed)
 
     def cancel(self) -> None:
-        self._stop()
-
-    def _stop(self) -> None:
+        """No answer after all (the stream ended), or the answer is going out now."""
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None

@@ -157,7 +157,8 @@ def _health_listen(args: argparse.Namespace) -> str | None:
 def _acceptor(args: argparse.Namespace) -> int:
     from acceptor.service import serve_acceptor
     from acceptor.storage import StorageError, sqlite_url
-    from paxos_commit.serving import tune_gc, wait_for_signal, write_port_file
+    from paxos_commit.serving import wait_for_signal, write_port_file
+    from rm_sdk import tune_gc
 
     if args.id is None:
         print("paxos-commit acceptor: --id (or PAXOS_COMMIT_ACCEPTOR_ID) is required", file=sys.stderr)
@@ -219,7 +220,8 @@ def _acceptor(args: argparse.Namespace) -> int:
 
 def _coordinator(args: argparse.Namespace) -> int:
     from coordinator.service import CoordinatorConfig, serve_coordinator
-    from paxos_commit.serving import tune_gc, wait_for_signal, write_port_file
+    from paxos_commit.serving import wait_for_signal, write_port_file
+    from rm_sdk import tune_gc
 
     acceptors = [a for a in (args.acceptors or "").split(",") if a]
     if not acceptors or len(acceptors) % 2 == 0:

@@ -18,7 +18,6 @@ from grpc_reflection.v1alpha import reflection
 from rm_sdk import tracing
 from rm_sdk._streams import flushed, kick
 from rm_sdk.protocol import ProtocolError
-from rm_sdk.runtime import tune_gc
 
 __all__ = [
     "EVENT_LOOP_ENV",
@@ -31,7 +30,6 @@ __all__ = [
     "run",
     "serve_stream",
     "StreamReplies",
-    "tune_gc",
     "wait_for_signal",
     "write_port_file",
     "start_server",

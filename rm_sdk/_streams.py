@@ -106,13 +106,6 @@ def request_body(msg: AcceptorRequest) -> tuple[str, Any]:
     return "record_outcome", record_outcome_to_pb(msg)
 
 
-def request_to_pb(seq: int, msg: AcceptorRequest, body: tuple[str, Any] | None = None) -> pb.AcceptorRequest:
-    """``body``: :func:`request_body` of ``msg``, if already built (one per message, however
-    many acceptors it goes to)."""
-    kind, m = body or request_body(msg)
-    return pb.AcceptorRequest(seq=seq, **{kind: m})
-
-
 def reply_from_pb(acceptor: int, r: pb.AcceptorReply, request: AcceptorRequest) -> AcceptorReply:
     """The core message for one reply (a malformed reply counts as no answer)."""
     kind = r.WhichOneof("msg")
@@ -154,7 +147,9 @@ class _Link:
         self.down = False
         self.task = asyncio.get_running_loop().create_task(self._run(), name=f"acceptor-link-{index}")
 
-    def send(self, msg: AcceptorRequest, now: float, body: tuple[str, Any] | None = None) -> None:
+    def send(self, msg: AcceptorRequest, now: float, body: tuple[str, Any]) -> None:
+        """``body``: :func:`request_body` of ``msg``, built once however many acceptors
+        it goes to."""
         if self.down or len(self.pending) >= MAX_PENDING:
             # Never answer inside send(): the core is mid-step, and a synchronous answer
             # would re-enter it (and recurse while the acceptor stays down).
@@ -173,7 +168,8 @@ class _Link:
                 return
         seq = next(self.seq)
         self.pending[seq] = ([msg], deadline)
-        self.queue.append(request_to_pb(seq, msg, body))
+        kind, m = body
+        self.queue.append(pb.AcceptorRequest(seq=seq, **{kind: m}))
         self.lazy = kick(self.wake, isinstance(msg, RecordOutcome), self.lazy, self.owner._loop)
 
     def fail_pending(self, older_than: float | None = None) -> None:
@@ -269,8 +265,8 @@ class StreamAcceptors:
         self._links: list[_Link] | None = None
         #: The last message sent and its protobuf body: a vote, a registrar's 2a or an
         #: outcome record goes to several acceptors in a row, converted once.
-        self._last: tuple[AcceptorRequest | None, tuple[str, Any] | None] = (None, None)
-        self._prev: tuple[AcceptorRequest | None, tuple[str, Any] | None] = (None, None)
+        self._last: tuple[AcceptorRequest | None, tuple[str, Any]] = (None, ("", None))
+        self._prev: tuple[AcceptorRequest | None, tuple[str, Any]] = (None, ("", None))
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._closed = False
@@ -319,7 +315,7 @@ class StreamAcceptors:
         # The last two messages' bodies: a registrar's 2a goes out with its bundle request.
         (last, body), (prev, prev_body) = self._last, self._prev
         if last is not msg:
-            body = prev_body if prev is msg and prev_body is not None else request_body(msg)
+            body = prev_body if prev is msg else request_body(msg)
             self._prev = self._last
             self._last = (msg, body)
         self._links[acceptor].send(msg, self._loop.time(), body)
