@@ -112,8 +112,7 @@ class Collector:
     async def close(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await asyncio.wait([self._task])  # a cancellation of close() itself propagates
 
     async def _run(self) -> None:
         while True:

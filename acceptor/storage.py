@@ -228,8 +228,9 @@ class AcceptorStore:
             # Let queued steps finish: their callers may already be waiting for replies.
             await self._queue.join()
             self._writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._writer
+            # asyncio.wait, not suppressing CancelledError: a cancellation of close() itself
+            # must still reach its caller.
+            await asyncio.wait([self._writer])
         if self._engine is not None:
             engine = self._engine
 

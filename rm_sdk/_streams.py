@@ -12,7 +12,6 @@ the protocol needs none of it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 from collections.abc import Callable, Sequence
@@ -80,6 +79,16 @@ def flushed(flush: asyncio.TimerHandle | None) -> asyncio.TimerHandle | None:
     if flush is not None:
         flush.cancel()
     return None
+
+
+async def _ended(task: asyncio.Future[Any]) -> None:
+    """Wait until ``task`` (already told to stop) has ended, whatever its result, its
+    exception retrieved. A cancellation of the waiter itself still propagates: waiting
+    while suppressing CancelledError would swallow it, and a link stopped while it was
+    waiting for its broken stream's reader would redial forever (and its close hang)."""
+    await asyncio.wait([task])
+    if not task.cancelled():
+        task.exception()
 
 
 def open_channel(
@@ -208,8 +217,7 @@ class _Link:
             finally:
                 reader.cancel()
                 call.cancel()
-                with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError, Exception):
-                    await reader
+                await _ended(reader)
             self.down = True
             self.queue.clear()
             self.lazy = flushed(self.lazy)
@@ -540,6 +548,5 @@ class StreamCoordinator:
     async def close(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+            await _ended(self._task)
         self._fail_all("closed")
