@@ -499,7 +499,7 @@ class Participant:
                 log.warning("rm %s: ignoring an even number of acceptors: %s", self.rm.rm_id, addrs)
             return 0
         key = tuple(addrs)
-        if key not in self._links:
+        if key not in self._links and not self._closed:  # none after close: nobody would close it
             self._links[key] = StreamAcceptors(
                 addrs,
                 self._on_acceptor,

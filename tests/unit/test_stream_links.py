@@ -14,6 +14,8 @@ from typing import Any
 import grpc
 import pytest
 
+from paxos_commit.bench import NullRM
+from rm_sdk import Participant
 from rm_sdk._streams import StreamAcceptors, StreamCoordinator
 from rm_sdk.core.messages import AcceptorReply, RecordOutcome
 from rm_sdk.protocol import Outcome
@@ -118,3 +120,15 @@ def test_no_code_of_ours_swallows_a_cancellation() -> None:
         if re.search(r"suppress\([^)]*CancelledError", line)
     ]
     assert found == []
+
+
+async def test_a_closed_participant_opens_no_new_acceptor_links() -> None:
+    # A join answered after close (the application's own call, not a task close cancels)
+    # must not leave a link behind that nobody closes: its stream would outlive the
+    # participant and keep the process's loop from ending.
+    p = Participant(NullRM("rm-a"), ["127.0.0.1:9"])
+    assert p._use_acceptors(["127.0.0.1:9"]) == 1
+    await p.close()
+    assert p._links == {}
+    p._use_acceptors(["127.0.0.1:7"])
+    assert p._links == {}
