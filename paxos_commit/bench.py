@@ -51,6 +51,13 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _machine_busy() -> float:
+    """CPU seconds every core of this machine spent busy so far (Linux /proc/stat)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 def _stream_counts(port: int | None) -> tuple[float, float, float]:
     """(stream messages served, incoming stream batches, outgoing stream batches) from a
     process's /metrics. Every stream write is one of the two kinds of batch at a server:
@@ -120,12 +127,14 @@ async def _measure(
             await run(max(50, n // 10), concurrency, None, [])  # warm up channels and caches
             cpu0 = {name: _cpu_seconds(p.pid) for name, p in procs.items()}
             cpu0["application+rms"] = time.process_time()
+            machine0 = _machine_busy()
             streams0 = {name: _stream_counts(p.metrics_port) for name, p in procs.items()}
             latencies: list[float] = []
             failures: list[int] = []
             elapsed = await run(n, concurrency, latencies, failures)
             cpu1 = {name: _cpu_seconds(p.pid) for name, p in procs.items()}
             cpu1["application+rms"] = time.process_time()
+            machine1 = _machine_busy()
             streams1 = {name: _stream_counts(p.metrics_port) for name, p in procs.items()}
             latencies.sort()
             done = max(1, len(latencies))
@@ -153,6 +162,10 @@ async def _measure(
                     # Stream writes of every process, both directions (each is a batch).
                     "stream_writes_per_txn": round(writes / done, 2),
                     "cpu_ms_per_txn": {k: round((cpu1[k] - cpu0[k]) * 1000 / done, 3) for k in cpu1},
+                    # The whole machine (kernel, and anything else running, included): how
+                    # much of its cores the run kept busy, and CPU ms per transaction.
+                    "machine_busy": round((machine1 - machine0) / (elapsed * (os.cpu_count() or 1)), 3),
+                    "machine_cpu_ms_per_txn": round((machine1 - machine0) * 1000 / done, 3),
                 }
             )
         for rm in rms:
@@ -205,7 +218,7 @@ async def run_bench(args: argparse.Namespace) -> int:
                     f"c={r['concurrency']} F={r['f']} {mode}: {r['commits_per_s']} commits/s, p50 {r['latency_ms_p50']} ms, "
                     f"p99 {r['latency_ms_p99']} ms, {r['stream_messages_per_txn']} stream msgs/txn "
                     f"({r['stream_messages_per_batch']}/batch), {r['stream_writes_per_txn']} stream writes/txn; "
-                    f"CPU ms/txn: {cpu}"
+                    f"CPU ms/txn: {cpu}; machine {r['machine_cpu_ms_per_txn']} ({r['machine_busy']:.0%} busy)"
                 )
             print(f"c={run['concurrency']} F=1 / F=0 throughput x{run['f1_over_f0_throughput']}")
             if "tls_over_insecure_throughput" in run:

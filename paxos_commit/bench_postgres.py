@@ -26,7 +26,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
 import random
 import statistics
 import sys
@@ -41,7 +40,7 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from paxos_commit.bench import _cpu_seconds
+from paxos_commit.bench import _cpu_seconds, _machine_busy
 from paxos_commit.cluster import LocalCluster
 from rm_sdk import Client, RMState
 from rm_sdk.postgres import PostgresRM
@@ -76,13 +75,6 @@ def _teardown(dsn: str, names: list[str]) -> None:
                     for (g,) in rows:
                         db.tpc_rollback(g)
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-
-
-def _machine_busy() -> float:
-    """CPU seconds every core of this machine spent busy so far (Linux /proc/stat)."""
-    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = fields[3] + fields[4]  # idle, iowait
-    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
 def _postgres_busy() -> float:

@@ -219,3 +219,6 @@ def test_bench_reports_messages_batches_and_writes_per_transaction(tmp_path: Pat
         incoming = r["stream_messages_per_txn"] / r["stream_messages_per_batch"]
         assert r["stream_writes_per_txn"] > incoming
         assert len(r["cpu_ms_per_txn"]) == procs + 1  # every service process and this one
+        # The machine's CPU covers at least what the processes used (within tick rounding).
+        assert 0 < r["machine_busy"] <= 1
+        assert r["machine_cpu_ms_per_txn"] >= 0.5 * sum(r["cpu_ms_per_txn"].values())
