@@ -222,3 +222,7 @@ def test_bench_reports_messages_batches_and_writes_per_transaction(tmp_path: Pat
         # The machine's CPU covers at least what the processes used (within tick rounding).
         assert 0 < r["machine_busy"] <= 1
         assert r["machine_cpu_ms_per_txn"] >= 0.5 * sum(r["cpu_ms_per_txn"].values())
+        per = r["stream_batches_per_txn"]
+        assert len(per) == procs  # every service process
+        # rounded per service: within a few hundredths of the total
+        assert abs(sum(b["in"] + b["out"] for b in per.values()) - r["stream_writes_per_txn"]) <= 0.05
