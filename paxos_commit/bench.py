@@ -138,9 +138,11 @@ async def _measure(
             streams1 = {name: _stream_counts(p.metrics_port) for name, p in procs.items()}
             latencies.sort()
             done = max(1, len(latencies))
-            msgs = sum(streams1[k][0] - streams0[k][0] for k in streams1)
-            batches = sum(streams1[k][1] - streams0[k][1] for k in streams1)
-            writes = batches + sum(streams1[k][2] - streams0[k][2] for k in streams1)
+            # Per service: (messages, batches read, batches written) during the run.
+            moved = {k: [b - a for a, b in zip(streams0[k], streams1[k], strict=True)] for k in streams1}
+            msgs = sum(m[0] for m in moved.values())
+            batches = sum(m[1] for m in moved.values())
+            writes = batches + sum(m[2] for m in moved.values())
             results.append(
                 {
                     "f": f,
@@ -164,11 +166,8 @@ async def _measure(
                     # Per service: batches it read (its peers' writes to it) and wrote, per
                     # transaction. At low load each costs ~0.1-0.2 ms of CPU at both ends.
                     "stream_batches_per_txn": {
-                        k: {
-                            "in": round((streams1[k][1] - streams0[k][1]) / done, 2),
-                            "out": round((streams1[k][2] - streams0[k][2]) / done, 2),
-                        }
-                        for k in streams1
+                        k: {"in": round(m[1] / done, 2), "out": round(m[2] / done, 2)}
+                        for k, m in moved.items()
                     },
                     "cpu_ms_per_txn": {k: round((cpu1[k] - cpu0[k]) * 1000 / done, 3) for k in cpu1},
                     # The whole machine (kernel, and anything else running, included): how
