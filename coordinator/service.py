@@ -207,6 +207,8 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
                 self.recent.add(txn, d)
                 if otel.on:
                     operations.decide_span(txn, d, took, self.leader_id)
+                if d.outcome is Outcome.COMMITTED and log.isEnabledFor(logging.DEBUG):
+                    log.debug("txn %s: committed", txn, extra={"txn_id": txn})
             if ready.ballots:
                 self.metrics.recovery_ballots.inc(ready.ballots)
             run_ready(ready, self.acceptors, self._answer, log)

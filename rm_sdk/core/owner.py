@@ -445,7 +445,10 @@ class Owner:
         self.decision = d
         out.event("Decide", self.txn_id, outcome=d.outcome.value)
         out.decided.append((self.txn_id, d, now - self.closed_at))
-        out.log.append((self.txn_id, f"{d.outcome.value} {d.reason}".rstrip()))
+        if d.outcome is not Outcome.COMMITTED:
+            # An abort's cause is for the operator. A commit is the normal case: it is in
+            # ``decided`` (the driver logs it at debug level), not a line per transaction.
+            out.log.append((self.txn_id, f"{d.outcome.value} {d.reason}".rstrip()))
         self._answer(out)
         for token in list(self.prepare_waiters):
             out.reply(token, self._decided_to_rm())

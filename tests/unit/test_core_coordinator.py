@@ -116,11 +116,13 @@ class Harness:
         self.now = 0.0
         self.sent: list[tuple[int, Any]] = []
         self.replies: list[tuple[Any, Any]] = []
+        self.log: list[tuple[str, str]] = []
 
     def take(self) -> Ready:
         r = self.node.take_ready()
         self.sent += r.sends
         self.replies += r.replies
+        self.log += r.log
         return r
 
     def request(self, token: Any, msg: Any) -> Ready:
@@ -434,6 +436,25 @@ def test_an_rm_that_voted_aborted_is_named_as_refusing() -> None:
     h.deliver(h.acc.handle(1, BundleRequest("t1")))
     d = h.answer("c").decision
     assert (d.outcome, d.cause, d.rm_id) == (Outcome.ABORTED, AbortCause.RM_REFUSED, "b")
+
+
+def test_an_abort_is_an_operator_log_line_with_its_reason_and_a_commit_is_none() -> None:
+    """A line per committed transaction floods the operator's log at thousands a second;
+    the commit is in ``decided`` instead. An abort says why."""
+    h = Harness()
+    h.begin(rms=("a", "b"))
+    h.deliver_all(h.request("c", Commit("t1")).sends)
+    h.prepared_majority()
+    assert h.answer("c").decision.outcome is Outcome.COMMITTED
+    assert h.log == []
+    h.begin("t2", rms=("a", "b"))
+    h.deliver_all(h.request("c2", Commit("t2")).sends)
+    for i in (0, 1):
+        h.acc.vote(i, "t2", "b", Vote.ABORTED)
+    h.deliver(h.acc.handle(0, BundleRequest("t2")))
+    h.deliver(h.acc.handle(1, BundleRequest("t2")))
+    assert h.answer("c2").decision.outcome is Outcome.ABORTED
+    assert h.log == [("t2", "aborted resource manager 'b' voted to abort")]
 
 
 def test_transaction_timeout_aborts_with_no_set_and_its_cause() -> None:
