@@ -58,14 +58,15 @@ def _machine_busy() -> float:
     return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
-def _stream_counts(port: int | None) -> tuple[float, float, float]:
-    """(stream messages served, incoming stream batches, outgoing stream batches) from a
-    process's /metrics. Every stream write is one of the two kinds of batch at a server:
-    the services' own writes to acceptors arrive as the acceptors' incoming batches."""
+def _stream_counts(port: int | None) -> tuple[float, float, float, float, float]:
+    """(stream messages served, incoming stream batches, outgoing stream batches, storage
+    batches, steps in them) from a process's /metrics. Every stream write is one of the
+    two kinds of stream batch at a server: the services' own writes to acceptors arrive
+    as the acceptors' incoming batches. Storage batches: acceptors only (0 elsewhere)."""
     if not port:
-        return 0.0, 0.0, 0.0
+        return 0.0, 0.0, 0.0, 0.0, 0.0
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    messages = batches = replies = 0.0
+    messages = batches = replies = stored = steps = 0.0
     for line in text.splitlines():
         if line.startswith("paxos_commit_stream_messages_total{"):
             messages += float(line.rpartition(" ")[2])
@@ -73,7 +74,11 @@ def _stream_counts(port: int | None) -> tuple[float, float, float]:
             batches += float(line.rpartition(" ")[2])
         elif line.startswith("paxos_commit_stream_reply_batch_size_count"):
             replies += float(line.rpartition(" ")[2])
-    return messages, batches, replies
+        elif line.startswith("paxos_commit_acceptor_batch_size_count"):
+            stored += float(line.rpartition(" ")[2])
+        elif line.startswith("paxos_commit_acceptor_batch_size_sum"):
+            steps += float(line.rpartition(" ")[2])
+    return messages, batches, replies, stored, steps
 
 
 async def _measure(
@@ -96,6 +101,7 @@ async def _measure(
             for i in range(args.rms)
         ]
         procs = {p.name: p for p in [*cluster.acceptors, *cluster.coordinators]}
+        acceptor_names = [p.name for p in cluster.acceptors]
 
         async def one(latencies: list[float] | None, failures: list[int]) -> None:
             t0 = time.perf_counter()
@@ -138,7 +144,8 @@ async def _measure(
             streams1 = {name: _stream_counts(p.metrics_port) for name, p in procs.items()}
             latencies.sort()
             done = max(1, len(latencies))
-            # Per service: (messages, batches read, batches written) during the run.
+            # Per service: (messages, batches read, batches written, storage batches, steps
+            # stored) during the run.
             moved = {k: [b - a for a, b in zip(streams0[k], streams1[k], strict=True)] for k in streams1}
             msgs = sum(m[0] for m in moved.values())
             batches = sum(m[1] for m in moved.values())
@@ -168,6 +175,14 @@ async def _measure(
                     "stream_batches_per_txn": {
                         k: {"in": round(m[1] / done, 2), "out": round(m[2] / done, 2)}
                         for k, m in moved.items()
+                    },
+                    # Per acceptor: storage transactions per transaction, and steps in
+                    # each. At c=64 a batch holds 64, 128 or 192 steps: the closed loop's
+                    # transactions move in step, stage after stage.
+                    "storage_batches_per_txn": {k: round(moved[k][3] / done, 3) for k in acceptor_names},
+                    "storage_steps_per_batch": {
+                        k: round(moved[k][4] / moved[k][3], 1) if moved[k][3] else None
+                        for k in acceptor_names
                     },
                     "cpu_ms_per_txn": {k: round((cpu1[k] - cpu0[k]) * 1000 / done, 3) for k in cpu1},
                     # The whole machine (kernel, and anything else running, included): how

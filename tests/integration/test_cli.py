@@ -222,6 +222,11 @@ def test_bench_reports_messages_batches_and_writes_per_transaction(tmp_path: Pat
         # The machine's CPU covers at least what the processes used (within tick rounding).
         assert 0 < r["machine_busy"] <= 1
         assert r["machine_cpu_ms_per_txn"] >= 0.5 * sum(r["cpu_ms_per_txn"].values())
+        # Every acceptor stored something (at F=1 the third one only the outcome records),
+        # in storage transactions of at least one step.
+        assert len(r["storage_batches_per_txn"]) == len(r["storage_steps_per_batch"]) == 2 * r["f"] + 1
+        assert all(b > 0 for b in r["storage_batches_per_txn"].values())
+        assert all(s is not None and s >= 1 for s in r["storage_steps_per_batch"].values())
         per = r["stream_batches_per_txn"]
         assert len(per) == procs  # every service process
         # rounded per service: within a few hundredths of the total
