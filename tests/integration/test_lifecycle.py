@@ -23,7 +23,8 @@ async def test_sigterm_finishes_in_flight_commit_then_exits_cleanly(tmp_path: Pa
         n_coordinators=2,
         vote_timeout=30,
         recovery_timeout=30,
-        extra_env={"PAXOS_COMMIT_LOG_FORMAT": "json"},
+        # The owner's commit line is at debug level (recovery would log no such line).
+        extra_env={"PAXOS_COMMIT_LOG_FORMAT": "json", "PAXOS_COMMIT_LOG_LEVEL": "DEBUG"},
         tls=False,
     )
     with cluster:
