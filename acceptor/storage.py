@@ -263,17 +263,19 @@ class AcceptorStore:
             _configure_sqlite(engine)
         else:
             engine = sa.create_engine(self.url, pool_size=2, pool_pre_ping=True)
+        from acceptor.migrations import at_head, upgrade
+
         with engine.connect() as conn:
             exists = sa.inspect(conn).has_table(meta_table.name)
+            current = exists and at_head(conn)
         if not exists and not self._init:
             engine.dispose()
             raise StorageError(
                 f"no acceptor state in {url.render_as_string(hide_password=True)}; refusing to "
                 "start blank. Pass --init for a brand-new acceptor."
             )
-        from acceptor.migrations import upgrade
-
-        upgrade(engine)
+        if not current:
+            upgrade(engine)
         with engine.begin() as conn:
             row = conn.execute(sa.select(meta_table.c.value).where(meta_table.c.key == "acceptor_id")).first()
             if row is None:

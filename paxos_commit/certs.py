@@ -26,14 +26,17 @@ import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from rm_sdk.identity import ROLES, Identity, spiffe_id
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+# cryptography loads in the functions that read or make certificates (about 50 ms): a
+# service started without TLS, as every test cluster is, never needs it.
 
 __all__ = [
     "TlsFiles",
@@ -93,6 +96,8 @@ class TlsFiles:
 
     def identity(self) -> Identity:
         """The SPIFFE identity the certificate names."""
+        from cryptography import x509
+
         from rm_sdk.identity import identity_from_uris
 
         cert = x509.load_pem_x509_certificate(self.cert.read_bytes())
@@ -141,6 +146,9 @@ def server_credentials(files: TlsFiles) -> grpc.ServerCredentials:
 
 
 def _check_pair(chain: bytes, key: bytes) -> None:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
     cert = x509.load_pem_x509_certificate(chain)
     pkey = serialization.load_pem_private_key(key, password=None)
     if cert.public_key().public_bytes(
@@ -171,6 +179,8 @@ def _write_public(path: Path, data: bytes) -> None:
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
     return key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
@@ -178,6 +188,11 @@ def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
 
 def make_ca(certs_dir: Path | str, days: int = 10 * DEFAULT_DAYS) -> None:
     """A new local CA in ``certs_dir`` (ca.pem, ca-key.pem), replacing any there."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
     d = Path(certs_dir)
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "paxos-commit local CA")])
@@ -227,6 +242,11 @@ def issue(
 ) -> TlsFiles:
     """A certificate for ``role``/``name`` signed by the CA in ``certs_dir``, with the
     URI SAN ``spiffe://paxos-commit/<role>/<name>`` and DNS/IP SANs ``hosts``."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
     if role not in ROLES:
         raise ValueError(f"unknown role {role!r}: one of {', '.join(ROLES)}")
     d = Path(certs_dir)

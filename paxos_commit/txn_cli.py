@@ -14,10 +14,10 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from paxos_commit.admin import Admin, Filters, TxnNotFound, TxnView, parse_duration, show_ballot, show_value
 from rm_sdk.protocol import Outcome, ProtocolError
 
 if TYPE_CHECKING:
+    from paxos_commit.admin import TxnView
     from paxos_commit.certs import TlsFiles
 
 __all__ = [
@@ -180,6 +180,8 @@ def _operator(v: TxnView) -> str:
 
 
 def format_show(v: TxnView) -> str:
+    from paxos_commit.admin import show_ballot, show_value
+
     lines = [f"transaction {v.txn_id}"]
     if v.owned is not None:
         owner = f"{v.owned.leader_id} at {v.owned.coordinator} ({v.owned.phase})"
@@ -247,6 +249,10 @@ def _print_json(doc: Any) -> None:
 
 
 async def _run(args: argparse.Namespace) -> int:
+    # The admin machinery loads here, not with the CLI: every service process builds the
+    # parser, and none of them runs this.
+    from paxos_commit.admin import Admin, Filters, parse_duration
+
     acceptors, coordinators, cluster = _find_cluster(args)
     async with Admin(acceptors, coordinators, tls=admin_tls(args, cluster)) as admin:
         if args.txn_command == "show":
@@ -309,6 +315,8 @@ async def _run(args: argparse.Namespace) -> int:
 
 
 def _txn(args: argparse.Namespace) -> int:
+    from paxos_commit.admin import TxnNotFound
+
     try:
         return asyncio.run(_run(args))
     except (UsageError, ValueError, ProtocolError) as exc:

@@ -165,3 +165,81 @@ async def test_a_failed_batch_never_reuses_its_connection(
     assert runs == [True, True]
     assert await store.read("t1") is not None
     await store.close()
+
+
+def test_head_is_alembics_newest_revision() -> None:
+    """``HEAD`` lets a store at it skip Alembic: it must be what Alembic would migrate to."""
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from acceptor.migrations import HEAD, HERE
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(HERE))
+    assert ScriptDirectory.from_config(cfg).get_heads() == [HEAD]
+
+
+_OPEN_AND_REPORT = """
+import asyncio, json, sys
+import sqlalchemy as sa
+from acceptor.migrations import at_head
+from acceptor.storage import AcceptorStore
+
+async def main(url):
+    store = AcceptorStore(url, 0)
+    await store.start()
+    await store.close()
+    with sa.create_engine(url).connect() as conn:
+        print(json.dumps({"alembic": "alembic" in sys.modules, "at_head": at_head(conn)}))
+
+asyncio.run(main(sys.argv[1]))
+"""
+
+
+def _open_in_a_new_process(url: str) -> dict[str, bool]:
+    import json
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-c", _OPEN_AND_REPORT, url], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    result: dict[str, bool] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+async def test_a_store_at_head_starts_without_alembic_and_an_older_one_is_migrated(
+    storage_urls: list[str] | None, tmp_path: Path
+) -> None:
+    import sqlalchemy as sa
+
+    url = _url(storage_urls, tmp_path)
+    store = AcceptorStore(url, 0, init=True)
+    await store.start()
+    await store.apply("t1", _vote("rm", Vote.PREPARED))
+    await store.close()
+    assert _open_in_a_new_process(url) == {"alembic": False, "at_head": True}
+
+    # The same store taken back to revision 0001 (as if made by an older release): the
+    # next start migrates it, and its rows stay.
+    from alembic import command
+    from alembic.config import Config
+
+    from acceptor.migrations import HERE
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(HERE))
+    eng = sa.create_engine(url)
+    with eng.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0001")
+    eng.dispose()
+    assert _open_in_a_new_process(url) == {"alembic": True, "at_head": True}
+    again = AcceptorStore(url, 0)
+    await again.start()
+    try:
+        rec = await again.read("t1")
+        assert rec is not None and rec.instances["rm"].val is Vote.PREPARED
+    finally:
+        await again.close()
