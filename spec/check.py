@@ -197,10 +197,19 @@ def tlc_command(java: str, jar: Path, model: Model, workers: int, work: Path) ->
     ]
 
 
+#: TLC processes running now (a caller in another thread may stop them: kill_running()).
+_RUNNING: set[subprocess.Popen[str]] = set()
+
+
 def run_model(
-    model: Model, jar: Path | None = None, workers: int | None = None, timeout: float = 900
+    model: Model,
+    jar: Path | None = None,
+    workers: int | None = None,
+    timeout: float = 900,
+    niceness: int = 0,
 ) -> Result:
-    """Run TLC on one model, in the model's directory, with its state files in a temp dir."""
+    """Run TLC on one model, in the model's directory, with its state files in a temp dir.
+    ``niceness`` > 0: under ``nice``, so that TLC takes only CPU nothing else wants."""
     java = find_java()
     jar = jar or find_jar()
     workers = workers or os.cpu_count() or 1
@@ -209,17 +218,33 @@ def run_model(
         raise ValueError(f"{model.name}: module and config must share a directory")
     with tempfile.TemporaryDirectory(prefix="paxos-commit-tlc-") as tmp:
         cmd = tlc_command(java, jar, model, workers, Path(tmp))
+        nice = shutil.which("nice")
+        if niceness > 0 and nice is not None:
+            cmd = [nice, "-n", str(niceness), *cmd]
         start = time.monotonic()
+        proc = subprocess.Popen(
+            cmd, cwd=module.parent, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        _RUNNING.add(proc)
         try:
-            proc = subprocess.run(cmd, cwd=module.parent, capture_output=True, text=True, timeout=timeout)
+            stdout, stderr = proc.communicate(timeout=timeout)
             code: int | None = proc.returncode
-            out = proc.stdout + proc.stderr
-        except subprocess.TimeoutExpired as exc:
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            stdout, stderr = proc.communicate()
             code = None
-            out = _text(exc.stdout) + _text(exc.stderr)
+        finally:
+            _RUNNING.discard(proc)
+        out = _text(stdout) + _text(stderr)
         seconds = time.monotonic() - start
     states, violated = parse_output(out)
     return Result(model, code, states, seconds, violated, out)
+
+
+def kill_running() -> None:
+    """Stop every TLC run in progress (its run_model returns a failed result)."""
+    for proc in list(_RUNNING):
+        proc.kill()
 
 
 def _text(b: bytes | str | None) -> str:
