@@ -36,7 +36,6 @@ def _load_check() -> ModuleType:
 check = _load_check()
 
 _ahead: dict[str, Future[Any]] = {}
-_stopping = threading.Event()
 
 
 def start(models: list[Any]) -> None:
@@ -54,7 +53,7 @@ def start(models: list[Any]) -> None:
     def run() -> None:
         for m in todo:
             fut = _ahead[m.name]
-            if _stopping.is_set() or not fut.set_running_or_notify_cancel():
+            if not fut.set_running_or_notify_cancel():  # cancelled: a test ran it, or stop()
                 continue
             try:
                 fut.set_result(check.run_model(m, jar, niceness=NICENESS))
@@ -75,7 +74,6 @@ def result(model: Any, jar: Path, timeout: float) -> Any:
 def stop() -> None:
     """The session ends: start nothing more and stop TLC runs still going (an interrupted
     suite must not leave TLC running on in the background)."""
-    _stopping.set()
     for fut in _ahead.values():
         fut.cancel()
     check.kill_running()
