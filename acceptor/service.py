@@ -74,6 +74,10 @@ class AcceptorServicer(pb_grpc.AcceptorServicer):
         self._counters: dict[tuple[str, str], Any] = {}
         #: TLS on: peers are who their certificates say, and the policy applies.
         self.secure = secure
+        #: Open batched streams (queue-depth metrics).
+        self.streams: set[StreamReplies] = set()
+        self.metrics.watch_streams(self.streams)
+        self.metrics.watch_store(store)
 
     # ---------------------------------------------------------------- who may ask
 
@@ -253,6 +257,7 @@ class AcceptorServicer(pb_grpc.AcceptorServicer):
             lambda replies, clock: pb.AcceptorReplyBatch(replies=replies, lamport=clock),
             self.metrics.on_stream_batch,
             self.metrics.on_stream_reply_batch,
+            live=self.streams,
         ):
             yield batch
 

@@ -208,6 +208,10 @@ class AcceptorStore:
         self._sql: _HotSQL | None = None
         #: Observers of each committed batch: (batch size, seconds spent writing).
         self.on_batch: list[Callable[[int, float], None]] = []
+        #: Steps queued for the writer and not taken yet, and steps of the batch being
+        #: written (the queue-depth metrics).
+        self.steps_waiting = 0
+        self.steps_writing = 0
         #: Operators' reads: their own engine and thread (see :meth:`query`).
         self._reader: ThreadPoolExecutor | None = None
         self._reader_engine: Engine | None = None
@@ -304,6 +308,7 @@ class AcceptorStore:
         If storage fails, the future fails and nothing is claimed durable."""
         fut: asyncio.Future[list[_Outcome[Any]]] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait(_Group(steps, fut))
+        self.steps_waiting += len(steps)
         return fut
 
     def cached(self, txn_id: str) -> TxnRecord | None:
@@ -411,14 +416,18 @@ class AcceptorStore:
                 groups.append(g)
                 size += len(g.steps)
             steps = [st for g in groups for st in g.steps]
+            self.steps_waiting -= size
+            self.steps_writing = size
             try:
                 results, changed = await loop.run_in_executor(self._executor, self._run_batch, steps)
             except Exception as exc:  # storage failed: nobody gets a reply claiming durability
+                self.steps_writing = 0
                 for g in groups:
                     if not g.future.done():
                         g.future.set_exception(exc)
                     self._queue.task_done()
                 continue
+            self.steps_writing = 0
             at = 0
             for g in groups:
                 n = len(g.steps)

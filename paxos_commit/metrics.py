@@ -56,11 +56,37 @@ class _Base:
             ["method"],
             registry=self.registry,
         )
+        # Queue depths, computed when scraped (nothing on the hot path): see watch_streams.
+        self.streams = Gauge(
+            "paxos_commit_streams_open",
+            "Batched streams open to this process (one per peer process and identity).",
+            registry=self.registry,
+        )
+        self.stream_requests_open = Gauge(
+            "paxos_commit_stream_requests_open",
+            "Requests read from this process's streams and not answered yet (a stream is not "
+            "read while 10,000 of its own are open: back-pressure).",
+            registry=self.registry,
+        )
+        self.stream_replies_unsent = Gauge(
+            "paxos_commit_stream_replies_unsent",
+            "Replies ready on this process's streams and not written yet (they leave with the "
+            "stream's next write).",
+            registry=self.registry,
+        )
         self.insecure = Gauge(
             "paxos_commit_insecure",
             "1 if this process serves without TLS (--insecure): anyone who can reach it may act as any role.",
             registry=self.registry,
         )
+
+    def watch_streams(self, live: set[Any]) -> None:
+        """Report the queues of the open streams in ``live`` (the
+        :class:`~paxos_commit.serving.StreamReplies` that ``serve_stream`` keeps there).
+        Scrapes come from another thread: ``list()`` of a set is one step under the GIL."""
+        self.streams.set_function(lambda: len(live))
+        self.stream_requests_open.set_function(lambda: sum(max(r.open, 0) for r in list(live)))
+        self.stream_replies_unsent.set_function(lambda: sum(r.unsent for r in list(live)))
 
     def on_stream_batch(self, size: int) -> None:
         if size:
@@ -136,6 +162,18 @@ class AcceptorMetrics(_Base):
             registry=self.registry,
         )
         self._collected_seen = 0
+        self.storage_queue = Gauge(
+            "paxos_commit_acceptor_storage_queue_steps",
+            "Protocol steps not durable yet, by state: waiting for the writer, or in the storage "
+            "transaction being written (their replies leave once it commits).",
+            ["state"],
+            registry=self.registry,
+        )
+
+    def watch_store(self, store: Any) -> None:
+        """Report ``store``'s queue (an ``acceptor.storage.AcceptorStore``), when scraped."""
+        self.storage_queue.labels("waiting").set_function(lambda: store.steps_waiting)
+        self.storage_queue.labels("writing").set_function(lambda: store.steps_writing)
 
     def on_batch(self, size: int, seconds: float) -> None:
         self.batch_size.observe(size)
@@ -213,6 +251,24 @@ class CoordinatorMetrics(_Base):
             ["action", "result"],
             registry=r,
         )
+        self.acceptor_link_requests = Gauge(
+            "paxos_commit_acceptor_link_requests",
+            "Requests to each acceptor over its stream, by state: unsent (queued for the "
+            "link's next write) or unanswered (sent or queued, no answer yet; at 20,000 new "
+            "ones fail over to another acceptor at once).",
+            ["acceptor", "state"],
+            registry=r,
+        )
+
+    def watch_acceptor_links(self, links: Any) -> None:
+        """Report each acceptor link's queue (an ``rm_sdk._streams.StreamAcceptors``)."""
+
+        def read(i: int, which: int) -> Callable[[], float]:
+            return lambda: links.depth(i)[which]
+
+        for i in range(links.n):
+            self.acceptor_link_requests.labels(str(i), "unsent").set_function(read(i, 0))
+            self.acceptor_link_requests.labels(str(i), "unanswered").set_function(read(i, 1))
 
 
 if TYPE_CHECKING:

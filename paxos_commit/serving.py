@@ -243,6 +243,11 @@ class StreamReplies:
         self.open -= 1
         self._lazy = kick(self._wake, lazy, self._lazy)
 
+    @property
+    def unsent(self) -> int:
+        """Replies ready and not written yet."""
+        return len(self._out)
+
     def emit_all(self, replies: Iterable[Any], lazy: bool = False) -> None:
         if self.closed:
             return
@@ -258,6 +263,7 @@ async def serve_stream(
     make_batch: Callable[[list[Any], int], Batch],
     on_batch: Callable[[int], None] | None = None,
     on_reply_batch: Callable[[int], None] | None = None,
+    live: set[StreamReplies] | None = None,
 ) -> AsyncIterator[Batch]:
     """The server side of a batched stream whose handler takes a whole incoming batch at
     once (``on_requests``: synchronous; it answers through :class:`StreamReplies`, at once
@@ -265,8 +271,11 @@ async def serve_stream(
     was in flight (no timer; lazy replies wait for the next write or LAZY_FLUSH). An empty
     incoming batch is answered with an empty one (the peer's way to learn the stream is
     up). Reading stops while MAX_IN_FLIGHT requests are open. ``on_batch`` and
-    ``on_reply_batch`` get the size of each incoming and outgoing batch."""
+    ``on_reply_batch`` get the size of each incoming and outgoing batch. ``live``: the
+    service's open streams (for its queue-depth metrics); this one is in it while open."""
     replies = StreamReplies()
+    if live is not None:
+        live.add(replies)
     hello = False
     ended = False
     room = asyncio.Event()
@@ -311,6 +320,8 @@ async def serve_stream(
             yield make_batch(out, tracing.stamp())
     finally:
         replies.closed = True
+        if live is not None:
+            live.discard(replies)
         replies._lazy = flushed(replies._lazy)
         reader.cancel()
         for cb in replies.on_close:

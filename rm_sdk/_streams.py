@@ -295,6 +295,15 @@ class StreamAcceptors:
     def n(self) -> int:
         return len(self.addresses)
 
+    def depth(self, acceptor: int) -> tuple[int, int]:
+        """(requests queued for the link's next write, requests without an answer yet:
+        sent or queued) of one acceptor's link; (0, 0) before the links start."""
+        links = self._links
+        if links is None:
+            return 0, 0
+        link = links[acceptor]
+        return len(link.queue), len(link.pending)
+
     def deliver(self, msg: AcceptorReply) -> None:
         if not self._closed:
             self._deliver(msg)

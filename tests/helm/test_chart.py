@@ -73,6 +73,11 @@ METRICS = {
     "paxos_commit_acceptor_database_bytes",
     "paxos_commit_acceptor_transactions_collected_total",
     "paxos_commit_acceptor_instance_rows",
+    "paxos_commit_acceptor_storage_queue_steps",
+    "paxos_commit_acceptor_link_requests",
+    "paxos_commit_stream_requests_open",
+    "paxos_commit_stream_replies_unsent",
+    "paxos_commit_streams_open",
 }
 ALL_FEATURES: dict[str, Any] = {
     "metrics": {
