@@ -74,9 +74,6 @@ class AcceptorServicer(pb_grpc.AcceptorServicer):
         self._counters: dict[tuple[str, str], Any] = {}
         #: TLS on: peers are who their certificates say, and the policy applies.
         self.secure = secure
-        #: Open batched streams (queue-depth metrics).
-        self.streams: set[StreamReplies] = set()
-        self.metrics.watch_streams(self.streams)
         self.metrics.watch_store(store)
 
     # ---------------------------------------------------------------- who may ask
@@ -257,7 +254,7 @@ class AcceptorServicer(pb_grpc.AcceptorServicer):
             lambda replies, clock: pb.AcceptorReplyBatch(replies=replies, lamport=clock),
             self.metrics.on_stream_batch,
             self.metrics.on_stream_reply_batch,
-            live=self.streams,
+            live=self.metrics.open_streams,
         ):
             yield batch
 

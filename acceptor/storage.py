@@ -421,13 +421,13 @@ class AcceptorStore:
             try:
                 results, changed = await loop.run_in_executor(self._executor, self._run_batch, steps)
             except Exception as exc:  # storage failed: nobody gets a reply claiming durability
-                self.steps_writing = 0
                 for g in groups:
                     if not g.future.done():
                         g.future.set_exception(exc)
                     self._queue.task_done()
                 continue
-            self.steps_writing = 0
+            finally:
+                self.steps_writing = 0
             at = 0
             for g in groups:
                 n = len(g.steps)

@@ -161,9 +161,6 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         m.oldest_in_doubt.set_function(self._oldest_in_doubt)
         m.awaiting_acks.set_function(lambda: _retry(lambda: self.node.awaiting_acks))
         m.watch_acceptor_links(self.acceptors)
-        #: Open batched streams (queue-depth metrics).
-        self.streams: set[StreamReplies] = set()
-        m.watch_streams(self.streams)
 
     # ---------------------------------------------------------------- who may ask
 
@@ -515,7 +512,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
             lambda replies, clock: pb.CoordinatorReplyBatch(replies=replies, lamport=clock),
             self.metrics.on_stream_batch,
             self.metrics.on_stream_reply_batch,
-            live=self.streams,
+            live=self.metrics.open_streams,
         ):
             yield batch
 

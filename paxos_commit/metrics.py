@@ -56,7 +56,11 @@ class _Base:
             ["method"],
             registry=self.registry,
         )
-        # Queue depths, computed when scraped (nothing on the hot path): see watch_streams.
+        # Queue depths, computed when scraped (nothing on the hot path).
+        #: The open streams' StreamReplies: ``serve_stream(live=...)`` keeps its own here.
+        #: Scrapes come from another thread: ``list()`` of a set is one step under the GIL.
+        self.open_streams: set[Any] = set()
+        live = self.open_streams
         self.streams = Gauge(
             "paxos_commit_streams_open",
             "Batched streams open to this process (one per peer process and identity).",
@@ -74,19 +78,14 @@ class _Base:
             "stream's next write).",
             registry=self.registry,
         )
+        self.streams.set_function(lambda: len(live))
+        self.stream_requests_open.set_function(lambda: sum(max(r.open, 0) for r in list(live)))
+        self.stream_replies_unsent.set_function(lambda: sum(r.unsent for r in list(live)))
         self.insecure = Gauge(
             "paxos_commit_insecure",
             "1 if this process serves without TLS (--insecure): anyone who can reach it may act as any role.",
             registry=self.registry,
         )
-
-    def watch_streams(self, live: set[Any]) -> None:
-        """Report the queues of the open streams in ``live`` (the
-        :class:`~paxos_commit.serving.StreamReplies` that ``serve_stream`` keeps there).
-        Scrapes come from another thread: ``list()`` of a set is one step under the GIL."""
-        self.streams.set_function(lambda: len(live))
-        self.stream_requests_open.set_function(lambda: sum(max(r.open, 0) for r in list(live)))
-        self.stream_replies_unsent.set_function(lambda: sum(r.unsent for r in list(live)))
 
     def on_stream_batch(self, size: int) -> None:
         if size:

@@ -99,8 +99,7 @@ async def test_a_coordinator_reports_each_acceptor_links_unsent_and_unanswered_r
 
 async def test_a_service_reports_its_streams_their_open_requests_and_unsent_replies() -> None:
     m = CoordinatorMetrics()
-    live: set[StreamReplies] = set()
-    m.watch_streams(live)
+    live = m.open_streams
     incoming: asyncio.Queue[pb.CoordinatorRequestBatch | None] = asyncio.Queue()
     held: list[StreamReplies] = []
 
