@@ -678,7 +678,7 @@ def build_parser() -> argparse.ArgumentParser:
     tx.set_defaults(func=_txns)
 
     so = sub.add_parser(
-        "soak", help="many F=1 transactions; every 10%: commits/s, acceptor DB bytes and rows, RSS"
+        "soak", help="many F=1 transactions; every 10%%: commits/s, acceptor DB bytes and rows, RSS"
     )
     so.add_argument("--transactions", type=int, default=100_000)
     so.add_argument("--concurrency", type=int, default=16)

@@ -234,3 +234,32 @@ def test_bench_reports_messages_batches_and_writes_per_transaction(tmp_path: Pat
         assert len(per) == procs  # every service process
         # rounded per service: within a few hundredths of the total
         assert abs(sum(b["in"] + b["out"] for b in per.values()) - r["stream_writes_per_txn"]) <= 0.05
+
+
+def test_every_command_prints_its_help() -> None:
+    """`--help` formats every help string (a bare `%` in one made the top-level help crash)."""
+    import argparse
+    import contextlib
+    import io
+
+    import pytest
+
+    from paxos_commit.cli import build_parser
+
+    def commands(parser: argparse.ArgumentParser, prefix: list[str]) -> list[list[str]]:
+        found = [prefix]
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, child in action.choices.items():
+                    found += commands(child, [*prefix, name])
+        return found
+
+    parser = build_parser()
+    every = commands(parser, [])
+    assert len(every) > 10
+    for command in every:
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out), pytest.raises(SystemExit) as exit_:
+            parser.parse_args([*command, "--help"])
+        assert exit_.value.code == 0, command
+        assert "usage: paxos-commit" in out.getvalue(), command
