@@ -51,6 +51,24 @@ __all__ = ["run_postgres_bench"]
 Phases = tuple[float, float, float, float]
 
 
+def prepared_capacity_problem(dsn: str, levels: list[int]) -> str | None:
+    """Why the server at ``dsn`` cannot hold the prepared transactions of the highest
+    level (each transfer prepares one at each bank, so 2 x concurrency at once), or None.
+    Without this check a server with ``max_prepared_transactions = 0`` (Postgres's
+    default) makes every transfer vote no, and the run reports 0 transfers/s."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute("SHOW max_prepared_transactions").fetchone()
+    have = int(row[0]) if row else 0
+    need = 2 * max(levels)
+    if have >= need:
+        return None
+    return (
+        f"the Postgres server has max_prepared_transactions = {have}; concurrency {max(levels)} "
+        f"needs at least {need} (one prepared transaction per bank per transfer): "
+        f"ALTER SYSTEM SET max_prepared_transactions = {max(need, 64)}, then restart Postgres"
+    )
+
+
 def _setup(dsn: str, names: list[str], accounts: int) -> list[str]:
     with psycopg.connect(dsn, autocommit=True) as conn:
         for name in names:
@@ -277,6 +295,10 @@ def _ratio(x: float | None, y: float | None) -> float | None:
 
 async def run_postgres_bench(args: argparse.Namespace) -> int:
     levels = [int(x) for x in str(args.levels or "1,8,32").split(",") if x]
+    problem = await asyncio.to_thread(prepared_capacity_problem, args.postgres, levels)
+    if problem is not None:
+        print(f"paxos-commit bench --postgres: {problem}", file=sys.stderr)
+        return 2
     tag = uuid.uuid4().hex[:8]
     names = [f"pc_bench_{tag}_a", f"pc_bench_{tag}_b"]
     runs: list[dict[str, Any]] = []

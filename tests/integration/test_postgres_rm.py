@@ -462,3 +462,34 @@ def test_postgres_bench_prints_every_phase_of_the_three_ways(tmp_path: Path) -> 
     assert row["hand_rolled"]["median_ms"]["begin"] == 0  # its BEGINs are part of the work
     assert row["f1"]["median_ms"]["begin"] > 0
     assert row["f1_over_hand_rolled"] > 0 and row["f0_over_hand_rolled"] > 0
+
+
+def test_postgres_bench_refuses_a_server_too_small_for_its_prepared_transactions(tmp_path: Path) -> None:
+    """A level needing more prepared transactions than the server allows (Postgres's
+    default is 0) fails at once, naming the setting, instead of reporting 0 transfers/s
+    after every vote came back no; nothing is created on the server."""
+    with psycopg.connect(PG_DSN, autocommit=True) as conn:
+        have = int(conn.execute("SHOW max_prepared_transactions").fetchone()[0])  # type: ignore[index]
+        before = conn.execute("SELECT count(*) FROM pg_database").fetchone()
+    level = have // 2 + 1
+    out = subprocess.run(
+        [sys.executable, "-m", "paxos_commit", "--log-level", "WARNING", "bench", "--postgres", PG_DSN,
+         "--levels", f"1,{level}", "--transactions", "10", "--runs", "1"],
+        capture_output=True, text=True, timeout=60, cwd=tmp_path,
+    )  # fmt: skip
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert f"max_prepared_transactions = {have}" in out.stderr
+    assert f"needs at least {2 * level}" in out.stderr
+    assert out.stdout == ""
+    with psycopg.connect(PG_DSN, autocommit=True) as conn:
+        assert conn.execute("SELECT count(*) FROM pg_database").fetchone() == before
+
+
+def test_postgres_bench_capacity_check_passes_exactly_at_two_per_transfer() -> None:
+    from paxos_commit.bench_postgres import prepared_capacity_problem
+
+    with psycopg.connect(PG_DSN, autocommit=True) as conn:
+        have = int(conn.execute("SHOW max_prepared_transactions").fetchone()[0])  # type: ignore[index]
+    assert have >= 2, "the suite needs max_prepared_transactions > 0 (see .ci/run)"
+    assert prepared_capacity_problem(PG_DSN, [1, have // 2]) is None
+    assert prepared_capacity_problem(PG_DSN, [have // 2 + 1]) is not None
