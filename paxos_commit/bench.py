@@ -227,10 +227,7 @@ def disk_sync_us(directory: Path, writes: int = 200) -> float:
 
 
 async def run_bench(args: argparse.Namespace) -> int:
-    if args.concurrency:
-        levels = [args.concurrency]
-    else:
-        levels = [int(x) for x in (args.levels or "1,16,64").split(",") if x]
+    levels = [args.concurrency] if args.concurrency else list(args.levels or (1, 16, 64))
     plain = bool(getattr(args, "insecure", False))
     with tempfile.TemporaryDirectory(prefix="paxos-commit-bench-") as tmp:
         machine = {"cpus": os.cpu_count(), "fdatasync_us_p50": disk_sync_us(Path(tmp))}

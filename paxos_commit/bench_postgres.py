@@ -42,6 +42,7 @@ from psycopg.conninfo import make_conninfo
 
 from paxos_commit.bench import _cpu_seconds, _machine_busy
 from paxos_commit.cluster import LocalCluster
+from paxos_commit.preflight import require_postgres
 from rm_sdk import Client, RMState
 from rm_sdk.postgres import PostgresRM
 
@@ -49,24 +50,6 @@ __all__ = ["run_postgres_bench"]
 
 #: (begin, the two work blocks, commit reply, applied) seconds, each from the previous point.
 Phases = tuple[float, float, float, float]
-
-
-def prepared_capacity_problem(dsn: str, levels: list[int]) -> str | None:
-    """Why the server at ``dsn`` cannot hold the prepared transactions of the highest
-    level (each transfer prepares one at each bank, so 2 x concurrency at once), or None.
-    Without this check a server with ``max_prepared_transactions = 0`` (Postgres's
-    default) makes every transfer vote no, and the run reports 0 transfers/s."""
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        row = conn.execute("SHOW max_prepared_transactions").fetchone()
-    have = int(row[0]) if row else 0
-    need = 2 * max(levels)
-    if have >= need:
-        return None
-    return (
-        f"the Postgres server has max_prepared_transactions = {have}; concurrency {max(levels)} "
-        f"needs at least {need} (one prepared transaction per bank per transfer): "
-        f"ALTER SYSTEM SET max_prepared_transactions = {max(need, 64)}, then restart Postgres"
-    )
 
 
 def _setup(dsn: str, names: list[str], accounts: int) -> list[str]:
@@ -294,11 +277,15 @@ def _ratio(x: float | None, y: float | None) -> float | None:
 
 
 async def run_postgres_bench(args: argparse.Namespace) -> int:
-    levels = [int(x) for x in str(args.levels or "1,8,32").split(",") if x]
-    problem = await asyncio.to_thread(prepared_capacity_problem, args.postgres, levels)
-    if problem is not None:
-        print(f"paxos-commit bench --postgres: {problem}", file=sys.stderr)
-        return 2
+    levels = list(args.levels or (1, 8, 32))
+    # Each transfer prepares one transaction at each bank: 2 x concurrency at once. Below
+    # that every vote comes back no, and the run would report 0 transfers/s.
+    await asyncio.to_thread(
+        require_postgres,
+        args.postgres,
+        prepared=2 * max(levels),
+        why=f"concurrency {max(levels)} (one prepared transaction per bank per transfer)",
+    )
     tag = uuid.uuid4().hex[:8]
     names = [f"pc_bench_{tag}_a", f"pc_bench_{tag}_b"]
     runs: list[dict[str, Any]] = []

@@ -16,6 +16,7 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from paxos_commit.argtypes import CommandError, count, levels, odd_count, port, seconds
 from rm_sdk import otel, tracing
 
 if TYPE_CHECKING:
@@ -28,11 +29,6 @@ __all__ = ["main"]
 
 def _env(name: str, default: str | None = None) -> str | None:
     return os.environ.get(f"PAXOS_COMMIT_{name}", default)
-
-
-def _int_env(name: str) -> int | None:
-    v = _env(name)
-    return int(v) if v else None
 
 
 class JsonFormatter(logging.Formatter):
@@ -142,8 +138,8 @@ def _add_tls_arguments(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--health-port",
-        type=int,
-        default=_int_env("HEALTH_PORT"),
+        type=port,
+        default=_env("HEALTH_PORT"),
         help="also serve the gRPC health service alone, in plain text, on this port (kubelet probes)",
     )
 
@@ -510,26 +506,26 @@ def build_parser() -> argparse.ArgumentParser:
         default=_env("INIT_IF_EMPTY") == "1",
         help="--init only if the data dir holds no files (a fresh volume); with --db, create tables if missing",
     )
-    a.add_argument("--metrics-port", type=int, default=_int_env("METRICS_PORT"), help="serve /metrics here")
+    a.add_argument("--metrics-port", type=port, default=_env("METRICS_PORT"), help="serve /metrics here")
     a.add_argument("--port-file", default=None, help="write {address, pid, metrics_port} here once serving")
     _add_tls_arguments(a)
     a.add_argument(
         "--collect-retention",
-        type=float,
-        default=float(_env("COLLECT_RETENTION", "3600") or 3600),
+        type=seconds(),
+        default=_env("COLLECT_RETENTION", "3600"),
         help="seconds a collected transaction's compact outcome record is kept (late messages "
         "are answered from it)",
     )
     a.add_argument(
         "--collect-interval",
-        type=float,
-        default=float(_env("COLLECT_INTERVAL", "1") or 1),
+        type=seconds(positive=True),
+        default=_env("COLLECT_INTERVAL", "1"),
         help="seconds between collection passes while there is nothing to collect",
     )
     a.add_argument(
         "--cache-size",
-        type=int,
-        default=int(_env("CACHE_SIZE", "10000") or 10000),
+        type=count(1),
+        default=_env("CACHE_SIZE", "10000"),
         help="transaction records kept in memory (a bounded cache of recent ones)",
     )
     a.set_defaults(func=_acceptor)
@@ -543,23 +539,28 @@ def build_parser() -> argparse.ArgumentParser:
         "--advertise-host", default=_env("ADVERTISE_HOST"), help="host that RMs use to reach this replica"
     )
     c.add_argument("--name", default=_env("NAME", "coordinator"))
-    c.add_argument("--vote-timeout", type=float, default=float(_env("VOTE_TIMEOUT", "5") or 5))
-    c.add_argument("--recovery-timeout", type=float, default=float(_env("RECOVERY_TIMEOUT", "10") or 10))
-    c.add_argument("--recovery-interval", type=float, default=float(_env("RECOVERY_INTERVAL", "1") or 1))
-    c.add_argument("--txn-timeout", type=float, default=float(_env("TXN_TIMEOUT", "120") or 120))
+    c.add_argument("--vote-timeout", type=seconds(positive=True), default=_env("VOTE_TIMEOUT", "5"))
+    c.add_argument("--recovery-timeout", type=seconds(positive=True), default=_env("RECOVERY_TIMEOUT", "10"))
+    c.add_argument(
+        "--recovery-interval",
+        type=seconds(),
+        default=_env("RECOVERY_INTERVAL", "1"),
+        help="seconds between scans for others' stuck transactions (0: never)",
+    )
+    c.add_argument("--txn-timeout", type=seconds(positive=True), default=_env("TXN_TIMEOUT", "120"))
     c.add_argument(
         "--ack-wait",
-        type=float,
-        default=float(_env("ACK_WAIT", "2") or 2),
+        type=seconds(),
+        default=_env("ACK_WAIT", "2"),
         help="seconds the owner waits for every RM's acknowledgement before recording the outcome without",
     )
     c.add_argument(
         "--keep-decided",
-        type=int,
-        default=int(_env("KEEP_DECIDED", "10000") or 10000),
+        type=count(0),
+        default=_env("KEEP_DECIDED", "10000"),
         help="recent outcomes kept in memory (older ones are read from the acceptors)",
     )
-    c.add_argument("--metrics-port", type=int, default=_int_env("METRICS_PORT"), help="serve /metrics here")
+    c.add_argument("--metrics-port", type=port, default=_env("METRICS_PORT"), help="serve /metrics here")
     c.add_argument("--port-file", default=None)
     _add_tls_arguments(c)
     c.set_defaults(func=_coordinator)
@@ -568,7 +569,7 @@ def build_parser() -> argparse.ArgumentParser:
         "certs", help="a local CA and per-role certificates (spiffe://paxos-commit/<role>/<name>) for mTLS"
     )
     k.add_argument("dir", help="folder for ca.pem, ca-key.pem and <role>-<name>.pem / -key.pem")
-    k.add_argument("--acceptors", type=int, default=0, help="issue acceptor/0 .. acceptor/N-1")
+    k.add_argument("--acceptors", type=count(0), default=0, help="issue acceptor/0 .. acceptor/N-1")
     k.add_argument("--coordinators", default="", help="comma-separated coordinator names to issue")
     k.add_argument(
         "--issue",
@@ -585,8 +586,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     u = sub.add_parser("up", help="a local cluster in the foreground")
     u.add_argument("--data-dir", default="./.paxos-commit")
-    u.add_argument("--acceptors", type=int, default=3, help="2F+1")
-    u.add_argument("--coordinators", type=int, default=2)
+    u.add_argument("--acceptors", type=odd_count, default=3, help="2F+1")
+    u.add_argument("--coordinators", type=count(1), default=2)
     u.add_argument(
         "--insecure",
         action="store_true",
@@ -594,7 +595,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     u.add_argument(
         "--base-port",
-        type=int,
+        type=port,
         default=7700,
         help="acceptors listen on base+i, coordinators on base+100+i, their /metrics on base+200+i "
         "and base+300+i (0: any free ports)",
@@ -610,8 +611,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="use the cluster that `paxos-commit up --data-dir UP_DATA_DIR` runs, instead of starting one",
     )
     d.add_argument("--insecure", action="store_true", help="run the demo's cluster without TLS")
-    d.add_argument("--transfers", type=int, default=40)
-    d.add_argument("--concurrency", type=int, default=8)
+    d.add_argument("--transfers", type=count(1), default=40)
+    d.add_argument("--concurrency", type=count(1), default=8)
     d.add_argument("--seed", type=int, default=7)
     d.add_argument(
         "--postgres",
@@ -625,7 +626,7 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("trace-check", help="validate the protocol event logs of a run against the TLA+ spec")
     t.add_argument("folder", help="folder of *.ndjson logs (--trace-file of every process)")
     t.add_argument(
-        "--acceptors", type=int, default=None, help="2F+1 (default: acceptors that logged a start)"
+        "--acceptors", type=odd_count, default=None, help="2F+1 (default: acceptors that logged a start)"
     )
     t.add_argument("--txn", action="append", help="check only this transaction (repeatable)")
     t.add_argument("--jar", default=None, help="tla2tools.jar (default: $TLA2TOOLS_JAR)")
@@ -633,9 +634,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench", help="commits/s and latency for F=0 and F=1, in one run")
     b.add_argument("--json", action="store_true", help="print one JSON document")
-    b.add_argument("--transactions", type=int, default=1000)
-    b.add_argument("--concurrency", type=int, default=None, help="one concurrency level (default: --levels)")
-    b.add_argument("--rms", type=int, default=2)
+    b.add_argument("--transactions", type=count(1), default=1000)
+    b.add_argument(
+        "--concurrency", type=count(1), default=None, help="one concurrency level (default: --levels)"
+    )
+    b.add_argument("--rms", type=count(0), default=2)
     b.add_argument(
         "--insecure",
         action="store_true",
@@ -648,13 +651,16 @@ def build_parser() -> argparse.ArgumentParser:
         "hand-rolled 2PC vs F=0 vs F=1 with PostgresRM; --transactions per measurement",
     )
     b.add_argument(
-        "--levels", default=None, help="concurrency levels (default 1,16,64; with --postgres 1,8,32)"
+        "--levels",
+        type=levels,
+        default=None,
+        help="comma-separated concurrency levels (default 1,16,64; with --postgres 1,8,32)",
     )
-    b.add_argument("--runs", type=int, default=3, help="with --postgres: runs of every configuration")
-    b.add_argument("--accounts", type=int, default=1000, help="with --postgres: accounts per bank")
-    b.add_argument("--warmup", type=int, default=50, help="with --postgres: unrecorded transfers first")
+    b.add_argument("--runs", type=count(1), default=3, help="with --postgres: runs of every configuration")
+    b.add_argument("--accounts", type=count(1), default=1000, help="with --postgres: accounts per bank")
+    b.add_argument("--warmup", type=count(0), default=50, help="with --postgres: unrecorded transfers first")
     b.add_argument(
-        "--pool-size", type=int, default=28, help="with --postgres: each PostgresRM's pool max_size"
+        "--pool-size", type=count(2), default=28, help="with --postgres: each PostgresRM's pool max_size"
     )
     b.add_argument(
         "--default-gc",
@@ -668,22 +674,22 @@ def build_parser() -> argparse.ArgumentParser:
         "txns", help="transactions an acceptor still holds (live; --unacknowledged: decided, waiting for RMs)"
     )
     tx.add_argument("--db", default=_env("DB"), help="the acceptor's SQLAlchemy URL")
-    tx.add_argument("--id", type=int, default=None, help="acceptor id (SQLite file under --data-dir)")
+    tx.add_argument("--id", type=count(0), default=None, help="acceptor id (SQLite file under --data-dir)")
     tx.add_argument("--data-dir", default=_env("DATA_DIR", "./.paxos-commit"))
     tx.add_argument(
         "--unacknowledged", action="store_true", help="only decided ones an RM has not acknowledged"
     )
-    tx.add_argument("--limit", type=int, default=1000)
+    tx.add_argument("--limit", type=count(1), default=1000)
     tx.add_argument("--json", action="store_true")
     tx.set_defaults(func=_txns)
 
     so = sub.add_parser(
         "soak", help="many F=1 transactions; every 10%%: commits/s, acceptor DB bytes and rows, RSS"
     )
-    so.add_argument("--transactions", type=int, default=100_000)
-    so.add_argument("--concurrency", type=int, default=16)
+    so.add_argument("--transactions", type=count(1), default=100_000)
+    so.add_argument("--concurrency", type=count(1), default=16)
     so.add_argument(
-        "--retention", type=float, default=30.0, help="acceptors' compact outcome record retention (s)"
+        "--retention", type=seconds(), default=30.0, help="acceptors' compact outcome record retention (s)"
     )
     so.add_argument("--postgres", metavar="DSN", help="acceptors on Postgres (one database each, made here)")
     so.add_argument("--json", action="store_true", help="print one JSON document")
@@ -704,7 +710,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _setup_logging(args.log_level, args.log_format)
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except CommandError as exc:
+        print(f"paxos-commit {args.command}: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Protocol, TextIO
 
 from paxos_commit.cluster import LocalCluster
+from paxos_commit.preflight import require_postgres
 from rm_sdk import Client, Ledger, Outcome, RMState, TransactionAborted, Vote
 from rm_sdk.client import OutcomeUnknown, TransactionContext
 from rm_sdk.participant import Participant
@@ -152,19 +153,14 @@ def _pg_bank_class() -> Callable[..., SlowBank]:
 
 
 @contextlib.contextmanager
-def _pg_databases(dsn: str) -> Iterator[list[str]]:
+def _pg_databases(dsn: str, concurrency: int) -> Iterator[list[str]]:
     """Two new databases on the server of ``dsn`` (their DSNs), dropped on exit."""
     import psycopg
     from psycopg.conninfo import make_conninfo
 
     names = [f"paxos_commit_demo_{uuid.uuid4().hex[:8]}_{bank}" for bank in "ab"]
+    require_postgres(dsn, prepared=2 * concurrency, why=f"{concurrency} transfers at a time at two banks")
     with psycopg.connect(dsn, autocommit=True) as conn:
-        (prepared,) = conn.execute("SHOW max_prepared_transactions").fetchone() or ("0",)
-        if int(prepared) == 0:
-            raise SystemExit(
-                "paxos-commit demo: the Postgres server has max_prepared_transactions = 0; "
-                "set it > 0 (ALTER SYSTEM SET max_prepared_transactions = 64) and restart it"
-            )
         for name in names:
             conn.execute(f'CREATE DATABASE "{name}"')
     print(f"created Postgres databases {', '.join(names)}", flush=True)
@@ -279,7 +275,7 @@ async def _transfers(cluster: LocalCluster, root: Path, rng: random.Random, args
     for p in [*cluster.acceptors, *cluster.coordinators]:
         print(f"  {p.name:<14} {p.address}  pid {p.pid}")
     if getattr(args, "postgres", None):
-        with _pg_databases(args.postgres) as dsns:
+        with _pg_databases(args.postgres, args.concurrency) as dsns:
             pg_bank = _pg_bank_class()
             accs = cluster.acceptor_addresses
             print("each bank is a Postgres database; a vote is a PREPARE TRANSACTION", flush=True)

@@ -25,6 +25,7 @@ from typing import Any
 
 from paxos_commit.bench import NullRM
 from paxos_commit.cluster import LocalCluster
+from paxos_commit.preflight import require_postgres
 from rm_sdk import Client, Participant
 
 __all__ = ["run_soak"]
@@ -68,6 +69,7 @@ def _postgres_databases(dsn: str, n: int) -> Iterator[list[str]]:
     import psycopg
 
     names = [f"paxos_soak_{uuid.uuid4().hex[:8]}_{i}" for i in range(n)]
+    require_postgres(dsn)
     with psycopg.connect(dsn, autocommit=True) as conn:
         for name in names:
             conn.execute(f'CREATE DATABASE "{name}"')

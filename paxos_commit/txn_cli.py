@@ -14,6 +14,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from paxos_commit.argtypes import count, seconds
 from rm_sdk.protocol import Outcome, ProtocolError
 
 if TYPE_CHECKING:
@@ -346,7 +347,7 @@ def add_txn_parser(sub: Any) -> None:
     )
     ls.add_argument("--rm", default=None, metavar="RM_ID", help="only those this resource manager is part of")
     ls.add_argument("--outcome", choices=[o.value for o in Outcome], default=None)
-    ls.add_argument("--limit", type=int, default=200)
+    ls.add_argument("--limit", type=count(1), default=200)
     ls.add_argument("--json", action="store_true")
     add_cluster_arguments(ls)
 
@@ -361,7 +362,9 @@ def add_txn_parser(sub: Any) -> None:
         required=True,
         help="required: the only settlement there is (a chosen commit is kept and reported)",
     )
-    r.add_argument("--timeout", type=float, default=30.0, help="give up after this many seconds")
+    r.add_argument(
+        "--timeout", type=seconds(positive=True), default=30.0, help="give up after this many seconds"
+    )
     r.add_argument("--json", action="store_true")
     add_cluster_arguments(r)
 
@@ -377,7 +380,9 @@ def add_txn_parser(sub: Any) -> None:
         default=os.environ.get("PAXOS_COMMIT_CONSOLE_LISTEN", "127.0.0.1:8080"),
         help="host:port (port 0: any); it has no login: keep it on loopback or behind one",
     )
-    c.add_argument("--refresh", type=int, default=5, help="reload the overview every N seconds (0: never)")
+    c.add_argument(
+        "--refresh", type=count(0), default=5, help="reload the overview every N seconds (0: never)"
+    )
     c.add_argument("--port-file", default=None, help="write {address, pid} here once serving")
     add_cluster_arguments(c)
     c.set_defaults(func=_console)

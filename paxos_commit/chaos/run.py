@@ -15,6 +15,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from paxos_commit.argtypes import CommandError, count, seconds
+
 from .checker import check, load_history, owners_killed_mid_commit
 from .cluster import COORDINATOR_PORT, FAKETIME_LIB, ChaosCluster, Timeouts
 from .nemesis import KINDS, Nemesis, make_schedule
@@ -45,15 +47,15 @@ class ChaosConfig:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--transactions", type=int, default=200)
-    p.add_argument("--seed", type=int, default=None, help="default: a random seed (printed)")
-    p.add_argument("--f", type=int, default=1, help="acceptors are 2F+1")
-    p.add_argument("--coordinators", type=int, default=2)
-    p.add_argument("--rms", type=int, default=3)
-    p.add_argument("--clients", type=int, default=2)
-    p.add_argument("--concurrency", type=int, default=6, help="transactions in flight per client")
+    p.add_argument("--transactions", type=count(1), default=200)
+    p.add_argument("--seed", type=count(0), default=None, help="default: a random seed (printed)")
+    p.add_argument("--f", type=count(0), default=1, help="acceptors are 2F+1")
+    p.add_argument("--coordinators", type=count(1), default=2)
+    p.add_argument("--rms", type=count(1), default=3)
+    p.add_argument("--clients", type=count(1), default=2)
+    p.add_argument("--concurrency", type=count(1), default=6, help="transactions in flight per client")
     p.add_argument(
-        "--faults", type=int, default=0, help="stop after this many faults (0: until the workload ends)"
+        "--faults", type=count(0), default=0, help="stop after this many faults (0: until the workload ends)"
     )
     p.add_argument("--kinds", default=",".join(KINDS), help=f"fault kinds, from {','.join(KINDS)}")
     p.add_argument(
@@ -61,9 +63,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="also impair majorities of acceptors (liveness not expected)",
     )
-    p.add_argument("--scale", type=float, default=1.0, help="stretch fault durations and gaps")
-    p.add_argument("--max-seconds", type=float, default=600.0, help="stop the faults after this long")
-    p.add_argument("--resolution-window", type=float, default=30.0)
+    p.add_argument(
+        "--scale", type=seconds(positive=True), default=1.0, help="stretch fault durations and gaps"
+    )
+    p.add_argument(
+        "--max-seconds", type=seconds(positive=True), default=600.0, help="stop the faults after this long"
+    )
+    p.add_argument("--resolution-window", type=seconds(positive=True), default=30.0)
     p.add_argument("--data-dir", default=None, help="keep the run's files here (default: a temporary folder)")
     p.add_argument("--json", action="store_true", help="print one JSON document")
 
@@ -81,21 +87,20 @@ def config_from_args(args: argparse.Namespace) -> ChaosConfig:
 
 def run_chaos(cfg: ChaosConfig) -> dict[str, object]:
     """Run one chaos test; returns the summary (``summary["ok"]`` is the verdict)."""
-    why = network_available()
-    if why:
-        raise RuntimeError(f"paxos-commit chaos needs network namespaces: {why}")
     bad = set(cfg.kinds) - set(KINDS)
     if bad:
-        raise ValueError(f"unknown fault kinds {sorted(bad)}; choose from {KINDS}")
+        raise CommandError(f"unknown fault kinds {sorted(bad)}; choose from {','.join(KINDS)}")
     kinds = cfg.kinds
     notes: list[str] = []
     if "clock-jump" in kinds and not Path(FAKETIME_LIB).exists():
         kinds = tuple(k for k in kinds if k != "clock-jump")
         notes.append("clock-jump skipped: libfaketime not installed (apt-get install faketime)")
-    root = cfg.data_dir or Path(tempfile.mkdtemp(prefix="paxos-chaos-"))
-    root = root.resolve()
-    if root.exists() and any(root.iterdir()):
-        raise RuntimeError(f"{root} is not empty")
+    if cfg.data_dir is not None and cfg.data_dir.exists() and any(cfg.data_dir.iterdir()):
+        raise CommandError(f"--data-dir {cfg.data_dir.resolve()} is not empty: give a new or empty folder")
+    why = network_available()
+    if why:
+        raise CommandError(f"needs network namespaces: {why}")
+    root = (cfg.data_dir or Path(tempfile.mkdtemp(prefix="paxos-chaos-"))).resolve()
     net = Network(prefix=f"pcc{os.getpid()}-", subnet=1)
     timeouts = Timeouts()
     cluster = ChaosCluster(

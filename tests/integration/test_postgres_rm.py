@@ -485,11 +485,16 @@ def test_postgres_bench_refuses_a_server_too_small_for_its_prepared_transactions
         assert conn.execute("SELECT count(*) FROM pg_database").fetchone() == before
 
 
-def test_postgres_bench_capacity_check_passes_exactly_at_two_per_transfer() -> None:
-    from paxos_commit.bench_postgres import prepared_capacity_problem
+def test_postgres_preflight_passes_exactly_at_what_the_server_holds() -> None:
+    from paxos_commit.argtypes import CommandError
+    from paxos_commit.preflight import require_postgres
 
     with psycopg.connect(PG_DSN, autocommit=True) as conn:
         have = int(conn.execute("SHOW max_prepared_transactions").fetchone()[0])  # type: ignore[index]
     assert have >= 2, "the suite needs max_prepared_transactions > 0 (see .ci/run)"
-    assert prepared_capacity_problem(PG_DSN, [1, have // 2]) is None
-    assert prepared_capacity_problem(PG_DSN, [have // 2 + 1]) is not None
+    require_postgres(PG_DSN)
+    require_postgres(PG_DSN, prepared=have)
+    with pytest.raises(
+        CommandError, match=f"max_prepared_transactions = {have}; x needs at least {have + 1}"
+    ):
+        require_postgres(PG_DSN, prepared=have + 1, why="x")
