@@ -9,7 +9,9 @@ import argparse
 import math
 from collections.abc import Callable
 
-__all__ = ["CommandError", "count", "levels", "odd_count", "port", "seconds"]
+from rm_sdk._addresses import check_addresses
+
+__all__ = ["CommandError", "addresses", "count", "levels", "odd_count", "port", "seconds"]
 
 
 class CommandError(Exception):
@@ -78,3 +80,21 @@ def levels(value: str) -> list[int]:
         raise argparse.ArgumentTypeError("no concurrency level given (e.g. 1,16,64)")
     one = count(1)
     return [one(p) for p in parts]
+
+
+def addresses(kind: str, *, odd: bool = False) -> Callable[[str], str]:
+    """Comma-separated ``host:port`` addresses (2F+1 of them with ``odd``), given back
+    joined by commas, as the commands read them."""
+
+    def parse(value: str) -> str:
+        parts = [a.strip() for a in value.split(",") if a.strip()]
+        try:
+            check_addresses(kind, parts)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+        if odd and len(parts) % 2 == 0:
+            raise argparse.ArgumentTypeError(f"{len(parts)} {kind} addresses: give 2F+1, an odd number")
+        return ",".join(parts)
+
+    parse.__name__ = f"{kind} addresses"
+    return parse

@@ -16,7 +16,7 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from paxos_commit.argtypes import CommandError, count, levels, odd_count, port, seconds
+from paxos_commit.argtypes import CommandError, addresses, count, levels, odd_count, port, seconds
 from rm_sdk import otel, tracing
 
 if TYPE_CHECKING:
@@ -532,7 +532,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("coordinator", help="run one coordinator replica (environment: PAXOS_COMMIT_*)")
     c.add_argument(
-        "--acceptors", default=_env("ACCEPTORS"), help="comma-separated acceptor addresses, in id order"
+        "--acceptors",
+        type=addresses("acceptor", odd=True),
+        default=_env("ACCEPTORS"),
+        help="comma-separated acceptor addresses, in id order",
     )
     c.add_argument("--listen", default=_env("LISTEN", "0.0.0.0:7800"))
     c.add_argument(

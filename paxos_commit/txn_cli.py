@@ -14,7 +14,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from paxos_commit.argtypes import count, seconds
+from paxos_commit.argtypes import addresses, count, seconds
 from rm_sdk.protocol import Outcome, ProtocolError
 
 if TYPE_CHECKING:
@@ -41,11 +41,13 @@ def _env(name: str) -> str | None:
 def add_cluster_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--acceptors",
+        type=addresses("acceptor", odd=True),
         default=os.environ.get("PAXOS_COMMIT_ACCEPTORS"),
         help="comma-separated acceptor addresses in id order (env PAXOS_COMMIT_ACCEPTORS)",
     )
     p.add_argument(
         "--coordinators",
+        type=addresses("coordinator"),
         default=os.environ.get("PAXOS_COMMIT_COORDINATORS"),
         help="comma-separated coordinator addresses (env PAXOS_COMMIT_COORDINATORS)",
     )

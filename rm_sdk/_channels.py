@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Sequence
 
 import grpc
 
+from rm_sdk._addresses import is_ip as _is_ip
 from rm_sdk._gen.paxoscommit.v1 import paxoscommit_pb2_grpc as pb_grpc
 from rm_sdk._streams import StreamCoordinator, open_channel
 
@@ -71,11 +71,3 @@ class Channels:
         self._acceptors.clear()
         for ch in channels:
             await ch.close(None)
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True

@@ -20,6 +20,7 @@ from typing import Any
 import grpc
 
 from rm_sdk import tracing
+from rm_sdk._addresses import check_addresses
 from rm_sdk._gen.paxoscommit.v1 import paxoscommit_pb2_grpc as pb_grpc
 from rm_sdk.core.messages import (
     AcceptorReply,
@@ -260,9 +261,9 @@ class StreamAcceptors:
     ) -> None:
         """``deliver`` gets each reply (or NoAnswer); ``deliver_many``, if given, gets the
         replies of one incoming batch at once (the driver then runs one core step)."""
-        if not addresses or len(addresses) % 2 == 0:
-            raise ValueError(f"need 2F+1 acceptors (an odd number), got {len(addresses)}")
-        self.addresses = list(addresses)
+        self.addresses = check_addresses("acceptor", addresses)
+        if len(self.addresses) % 2 == 0:
+            raise ValueError(f"need 2F+1 acceptors (an odd number), got {len(self.addresses)}")
         self._deliver = deliver
         self._deliver_many = deliver_many
         self.rpc_timeout = rpc_timeout

@@ -17,6 +17,7 @@ from typing import Any
 import grpc
 
 from rm_sdk import _context, otel
+from rm_sdk._addresses import check_addresses, check_seconds
 from rm_sdk._channels import TRANSIENT, Channels
 from rm_sdk._streams import unwrap
 from rm_sdk.core.messages import AbortCause, Decision
@@ -206,11 +207,9 @@ class Client:
         channels: Channels | None = None,
         credentials: grpc.ChannelCredentials | None = None,
     ) -> None:
-        if not coordinators:
-            raise ValueError("need at least one coordinator address")
-        self.coordinators = list(coordinators)
-        self.rpc_timeout = rpc_timeout
-        self.outcome_timeout = outcome_timeout
+        self.coordinators = check_addresses("coordinator", coordinators)
+        self.rpc_timeout = check_seconds("rpc_timeout", rpc_timeout)
+        self.outcome_timeout = check_seconds("outcome_timeout", outcome_timeout)
         # credentials: mTLS (rm_sdk.tls.credentials, an app/<name> certificate); None: plain text.
         self._channels = channels or Channels(credentials)
         self._own_channels = channels is None

@@ -31,6 +31,7 @@ from typing import Any, Protocol
 import grpc
 
 from rm_sdk import _context, otel, tracing
+from rm_sdk._addresses import check_addresses, check_seconds
 from rm_sdk._channels import TRANSIENT, Channels
 from rm_sdk._streams import StreamAcceptors, StreamCoordinator, _rpc_error
 from rm_sdk.client import Client, TransactionContext
@@ -129,11 +130,11 @@ class Participant:
         # Before the Client below, which would name this process a client.
         otel.configure(f"paxos-commit-rm-{rm.rm_id}")
         self.rm = rm
-        self.owner_timeout = owner_timeout
-        self.rpc_timeout = rpc_timeout
-        self.recovery_timeout = recovery_timeout
+        self.owner_timeout = check_seconds("owner_timeout", owner_timeout)
+        self.rpc_timeout = check_seconds("rpc_timeout", rpc_timeout)
+        self.recovery_timeout = check_seconds("recovery_timeout", recovery_timeout)
         #: Acceptor addresses: configured, or the latest learned at a join.
-        self.acceptors: list[str] = list(acceptors)
+        self.acceptors: list[str] = check_addresses("acceptor", acceptors, allow_empty=True)
         # credentials: mTLS (rm_sdk.tls.credentials, an rm/<rm id> certificate); None: plain text.
         self._channels = channels or Channels(credentials)
         self._own_channels = channels is None

@@ -46,6 +46,10 @@ BAD_NUMBERS = [
     (["txn", "list", "--limit", "0"], "--limit"),
     (["txn", "resolve", "t1", "--abort", "--timeout", "0"], "--timeout"),
     (["console", "--refresh", "-1"], "--refresh"),
+    (["coordinator", "--acceptors", "acceptor-0"], "--acceptors"),
+    (["coordinator", "--acceptors", "a:1,b:2"], "--acceptors"),
+    (["txn", "list", "--acceptors", "a:1,b:99999,c:3"], "--acceptors"),
+    (["txn", "show", "t1", "--coordinators", "c:1,c"], "--coordinators"),
 ]
 
 
@@ -76,6 +80,8 @@ def test_good_numbers_parse_to_their_values() -> None:
     a = p.parse_args(["acceptor", "--metrics-port", "65535", "--collect-retention", "0"])
     assert (a.metrics_port, a.collect_retention) == (65535, 0.0)
     assert p.parse_args(["soak", "--retention", "0"]).retention == 0.0
+    a = p.parse_args(["coordinator", "--acceptors", " 10.0.0.1:7700, a-0.acc:7700 ,[::1]:7700"])
+    assert a.acceptors == "10.0.0.1:7700,a-0.acc:7700,[::1]:7700"
 
 
 def test_an_environment_setting_is_checked_like_the_flag_it_stands_for(

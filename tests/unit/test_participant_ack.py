@@ -47,7 +47,7 @@ def _ack(
     codes: dict[str, grpc.StatusCode], prefer: str, urgent: bool = False, lazy: list[bool] | None = None
 ) -> tuple[list[str], BaseException | None]:
     channels = _Channels(codes)
-    p = Participant(NullRM("rm-a"), ["c1", "c2", "c3"], channels=channels)  # type: ignore[arg-type]
+    p = Participant(NullRM("rm-a"), ["c1:7800", "c2:7800", "c3:7800"], channels=channels)  # type: ignore[arg-type]
     err: BaseException | None = None
     try:
         asyncio.run(p._acknowledge(Acknowledge("t1", "rm-a", Outcome.COMMITTED, urgent=urgent), prefer))
@@ -60,32 +60,34 @@ def _ack(
 
 def test_an_ack_nobody_waits_for_is_sent_lazily_and_an_awaited_one_at_once() -> None:
     lazy: list[bool] = []
-    _ack({"c1": grpc.StatusCode.UNAVAILABLE}, "c1", lazy=lazy)
+    _ack({"c1:7800": grpc.StatusCode.UNAVAILABLE}, "c1:7800", lazy=lazy)
     assert lazy == [True, True]
     lazy.clear()
-    _ack({"c1": grpc.StatusCode.UNAVAILABLE}, "c1", urgent=True, lazy=lazy)
+    _ack({"c1:7800": grpc.StatusCode.UNAVAILABLE}, "c1:7800", urgent=True, lazy=lazy)
     assert lazy == [False, False]
 
 
 def test_the_ack_goes_to_the_coordinator_the_rm_joined_at_first() -> None:
-    assert _ack({}, "c2") == (["c2"], None)
+    assert _ack({}, "c2:7800") == (["c2:7800"], None)
 
 
 def test_an_unavailable_coordinator_passes_the_ack_to_the_next_replica() -> None:
-    log, err = _ack({"c2": grpc.StatusCode.UNAVAILABLE, "c1": grpc.StatusCode.DEADLINE_EXCEEDED}, "c2")
-    assert log == ["c2", "c1", "c3"] and err is None
+    log, err = _ack(
+        {"c2:7800": grpc.StatusCode.UNAVAILABLE, "c1:7800": grpc.StatusCode.DEADLINE_EXCEEDED}, "c2:7800"
+    )
+    assert log == ["c2:7800", "c1:7800", "c3:7800"] and err is None
 
 
 def test_a_refusal_is_not_tried_elsewhere_and_every_replica_failing_is_an_error() -> None:
-    log, err = _ack({"c1": grpc.StatusCode.INVALID_ARGUMENT}, "c1")
-    assert log == ["c1"] and isinstance(err, grpc.aio.AioRpcError)
-    down = dict.fromkeys(("c1", "c2", "c3"), grpc.StatusCode.UNAVAILABLE)
+    log, err = _ack({"c1:7800": grpc.StatusCode.INVALID_ARGUMENT}, "c1:7800")
+    assert log == ["c1:7800"] and isinstance(err, grpc.aio.AioRpcError)
+    down = dict.fromkeys(("c1:7800", "c2:7800", "c3:7800"), grpc.StatusCode.UNAVAILABLE)
     log, err = _ack(down, "")
-    assert log == ["c1", "c2", "c3"] and isinstance(err, grpc.aio.AioRpcError)
+    assert log == ["c1:7800", "c2:7800", "c3:7800"] and isinstance(err, grpc.aio.AioRpcError)
     assert err.code() == grpc.StatusCode.UNAVAILABLE
 
 
 @pytest.mark.parametrize("code", [grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED])
 def test_transient_codes_move_on(code: grpc.StatusCode) -> None:
-    log, err = _ack({"c1": code}, "c1")
-    assert log == ["c1", "c2"] and err is None
+    log, err = _ack({"c1:7800": code}, "c1:7800")
+    assert log == ["c1:7800", "c2:7800"] and err is None
