@@ -10,7 +10,8 @@ import re
 
 import pytest
 
-from rm_sdk import Client, Participant, Vote
+from paxos_commit.bench import NullRM
+from rm_sdk import Client, Participant
 from rm_sdk._addresses import check_addresses, check_seconds
 
 GOOD = ["127.0.0.1:7700", "localhost:1", "[::1]:65535", "acc-0.acc.ns.svc.cluster.local:7700", "a_b:80"]
@@ -67,19 +68,6 @@ def test_durations_are_finite_and_positive() -> None:
             check_seconds("t", wrong)
 
 
-class _RM:
-    rm_id = "rm-1"
-
-    async def prepare(self, txn_id: str) -> Vote:
-        return Vote.PREPARED
-
-    async def commit(self, txn_id: str) -> None:
-        return None
-
-    async def abort(self, txn_id: str) -> None:
-        return None
-
-
 def test_client_and_participant_refuse_what_they_cannot_use() -> None:
     with pytest.raises(TypeError):
         Client("127.0.0.1:7800")  # type: ignore[arg-type]
@@ -90,10 +78,10 @@ def test_client_and_participant_refuse_what_they_cannot_use() -> None:
     with pytest.raises(ValueError, match="outcome_timeout"):
         Client(["127.0.0.1:7800"], outcome_timeout=0)
     with pytest.raises(ValueError, match="acceptor address 'acc'"):
-        Participant(_RM(), ["127.0.0.1:7800"], acceptors=["acc"])
+        Participant(NullRM("rm-1"), ["127.0.0.1:7800"], acceptors=["acc"])
     with pytest.raises(ValueError, match="owner_timeout"):
-        Participant(_RM(), ["127.0.0.1:7800"], owner_timeout=0)
+        Participant(NullRM("rm-1"), ["127.0.0.1:7800"], owner_timeout=0)
     with pytest.raises(ValueError, match="recovery_timeout"):
-        Participant(_RM(), ["127.0.0.1:7800"], recovery_timeout=math.nan)
+        Participant(NullRM("rm-1"), ["127.0.0.1:7800"], recovery_timeout=math.nan)
     c = Client(["127.0.0.1:7800", "[::1]:7801"], rpc_timeout=0.5)
     assert c.coordinators == ["127.0.0.1:7800", "[::1]:7801"] and c.rpc_timeout == 0.5
