@@ -199,8 +199,8 @@ class _Handler(BaseHTTPRequestHandler):
                     in_doubt=query.get("in_doubt", "") in ("1", "true", "yes"),
                     older_than=parse_duration(query["older_than"]) if query.get("older_than") else 0.0,
                     rm_id=query.get("rm", ""),
-                    outcome=Outcome(query["outcome"]) if query.get("outcome") else None,
-                    limit=max(1, min(int(query.get("limit", "200")), 10_000)),
+                    outcome=_outcome(query["outcome"]) if query.get("outcome") else None,
+                    limit=_limit(query.get("limit", "200")),
                 )
                 views = self.app.call(self.app.admin.list_transactions(f))
                 self._json(200, [v.to_json() for v in views])
@@ -265,3 +265,23 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(200, doc)
         else:
             self._redirect(f"/txn/{quote(txn_id)}?done={quote(text)}")
+
+
+def _limit(value: str) -> int:
+    """The ``limit`` query parameter: a whole number >= 1 (capped at 10,000)."""
+    try:
+        n = int(value)
+    except ValueError:
+        raise ValueError(f"limit: {value!r} is not a whole number") from None
+    if n < 1:
+        raise ValueError(f"limit: {n}; give a whole number >= 1")
+    return min(n, 10_000)
+
+
+def _outcome(value: str) -> Outcome:
+    """The ``outcome`` query parameter, one of the outcomes' names."""
+    try:
+        return Outcome(value)
+    except ValueError:
+        names = ", ".join(o.value for o in Outcome)
+        raise ValueError(f"outcome: {value!r}; one of {names}") from None

@@ -223,7 +223,13 @@ async def test_unknown_and_malformed(slow_cluster: LocalCluster, admin: Admin) -
         status, body = await asyncio.to_thread(_http, base + "/api/transactions?older_than=soon")
         assert status == 400 and "not a duration" in json.loads(body)["error"]
         status, body = await asyncio.to_thread(_http, base + "/api/transactions?outcome=maybe")
-        assert status == 400
+        assert status == 400 and json.loads(body)["error"].startswith("outcome: 'maybe'; one of ")
+        for limit, error in (
+            ("abc", "limit: 'abc' is not a whole number"),
+            ("0", "limit: 0; give a whole number >= 1"),
+        ):
+            status, body = await asyncio.to_thread(_http, base + f"/api/transactions?limit={limit}")
+            assert (status, json.loads(body)["error"]) == (400, error)
         status, _ = await asyncio.to_thread(_http, base + "/api/txn/x/resolve", b"{}", "text/plain")
         assert status == 415
         status, body = await asyncio.to_thread(_http, base + "/txn/x/resolve", b"token=forged")
