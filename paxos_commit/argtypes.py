@@ -73,9 +73,14 @@ def seconds(*, positive: bool = False) -> Callable[[str], float]:
     return parse
 
 
+def _items(value: str) -> list[str]:
+    """The non-empty items of a comma-separated list, stripped."""
+    return [p.strip() for p in value.split(",") if p.strip()]
+
+
 def levels(value: str) -> list[int]:
     """Comma-separated concurrency levels, each >= 1 (e.g. ``1,16,64``)."""
-    parts = [p.strip() for p in value.split(",") if p.strip()]
+    parts = _items(value)
     if not parts:
         raise argparse.ArgumentTypeError("no concurrency level given (e.g. 1,16,64)")
     one = count(1)
@@ -87,7 +92,7 @@ def addresses(kind: str, *, odd: bool = False) -> Callable[[str], str]:
     joined by commas, as the commands read them."""
 
     def parse(value: str) -> str:
-        parts = [a.strip() for a in value.split(",") if a.strip()]
+        parts = _items(value)
         try:
             check_addresses(kind, parts)
         except ValueError as exc:

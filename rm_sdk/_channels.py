@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import grpc
 
-from rm_sdk._addresses import is_ip as _is_ip
+from rm_sdk._addresses import is_ip
 from rm_sdk._gen.paxoscommit.v1 import paxoscommit_pb2_grpc as pb_grpc
 from rm_sdk._streams import StreamCoordinator, open_channel
 
@@ -42,7 +42,7 @@ class Channels:
         Kubernetes pod IPs behind one Service): verify those against the configured host."""
         for address in coordinators:
             host = address.rsplit(":", 1)[0].strip("[]")
-            if host and not _is_ip(host):
+            if host and not is_ip(host):
                 self.coordinator_name = host
                 return
 
@@ -52,7 +52,7 @@ class Channels:
         if link is None:
             host = address.rsplit(":", 1)[0].strip("[]")
             ch = self._channels.get(address)
-            if ch is None and self.credentials is not None and self.coordinator_name and _is_ip(host):
+            if ch is None and self.credentials is not None and self.coordinator_name and is_ip(host):
                 ch = self._channels[address] = open_channel(address, self.credentials, self.coordinator_name)
             link = self._coordinators[address] = StreamCoordinator(ch or self.channel(address))
         return link
